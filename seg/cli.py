@@ -1,0 +1,141 @@
+"""The ``seg`` command: parses arguments, calls the library, prints results.
+
+Expected failures (bad config, missing file, bad checkpoint, diverged run, failed export) print
+one line ``seg <command>: error: ...`` and exit with status 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import seg
+
+EPILOG = "Docs and examples: README.md. Every command has its own --help."
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain text table (numbers with 4 decimals)."""
+    def fmt(v: object) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    cells = [[fmt(h) for h in headers]] + [[fmt(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise argparse.ArgumentTypeError(f"--shard i/n needs 0 <= i < n, got {text!r}")
+    return i, n
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model from a YAML config", epilog=EPILOG,
+                       description="Train from a config file into a run folder (output_dir/name): resolved "
+                       "config, last.pt/best.pt checkpoints, metrics.jsonl, curves.png, train.log.")
+    p.add_argument("config", type=Path, help="experiment YAML (may name a base: to inherit)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="dotted overrides, e.g. train.epochs=3 model.size=base data.root=/data")
+    p.add_argument("--resume", action="store_true", help="continue the run in the run folder from last.pt "
+                   "(raise train.epochs to extend a finished run)")
+    p.add_argument("--run-dir", type=Path, help="run folder (default: output_dir/name from the config)")
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="predict label maps for a folder of scans", epilog=EPILOG,
+                       description="Load a model once and predict every case under INPUT into OUTPUT, in each "
+                       "input's own geometry. Bad cases are reported and skipped; predictions.json lists all.")
+    p.add_argument("--model", "-m", required=True, type=Path, help="run folder or checkpoint file")
+    p.add_argument("-i", "--input", required=True, type=Path, help="a scan file or a folder of cases")
+    p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
+    p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (slower, smoother)")
+    p.add_argument("--overwrite", action="store_true", help="redo cases whose output already exists")
+    p.add_argument("--shard", type=_shard, help="i/n: predict only shard i of n (0-based), for job arrays")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--save-probabilities", action="store_true", help="also write class probabilities")
+    p.add_argument("--batch-size", type=int, help="patches per forward pass (default from the config)")
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="score predicted label maps against references", epilog=EPILOG,
+                       description="Dice per class and region, per case and mean; writes CSV + JSON.")
+    p.add_argument("--pred", required=True, type=Path, help="folder of predicted label maps")
+    p.add_argument("--ref", required=True, type=Path, help="folder of reference label maps")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--config", type=Path, help="config holding the label map and regions")
+    src.add_argument("--model", type=Path, help="run folder/checkpoint holding the label map and regions")
+    p.add_argument("-o", "--output", type=Path, help="where to write evaluation.csv/json (default: --pred)")
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export a trained model to an ONNX deploy bundle", epilog=EPILOG,
+                       description="Write model.onnx + model.json (everything seg-run needs, no torch) and "
+                       "check onnxruntime against torch; fails when they differ beyond the tolerance.")
+    p.add_argument("model", type=Path, help="run folder or checkpoint file")
+    p.add_argument("-o", "--output", required=True, type=Path, help="bundle folder")
+    p.add_argument("--fp16", action="store_true", help="store weights in float16 (I/O stays float32)")
+    p.add_argument("--opset", type=int, help="ONNX opset (default from the config, 17)")
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="train, predict, export and deploy on built-in synthetic data",
+                       epilog=EPILOG, description="The whole pipeline in a few minutes on a CPU: synthetic "
+                       "dataset -> training -> seg predict -> seg export -> seg-run, with a Dice table.")
+    p.add_argument("--out", type=Path, default=Path("demo_out"), help="working folder (default demo_out)")
+    p.add_argument("--dims", type=int, choices=(2, 3), default=3, help="2D or 3D demo (default 3)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=2")
+
+
+def _add_plan(sub) -> None:
+    p = sub.add_parser("plan", help="fingerprint a dataset and propose preprocessing/patch settings",
+                       epilog=EPILOG, description="Read every case of the config's dataset; print YAML with "
+                       "target spacing, patch size, batch size and normalisation to paste into a config.")
+    p.add_argument("config", type=Path, help="a config whose data section names the dataset")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
+    p.add_argument("-o", "--output", type=Path, help="also write the YAML here")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seg", description="Medical image segmentation: train from configs, "
+                                     "predict scan folders, export ONNX deploy bundles.", epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"seg {seg.__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_train, _add_predict, _add_evaluate, _add_export, _add_demo, _add_plan):
+        add(sub)
+    sub.add_parser("models", help="list the registered models", description="List the registered models.")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("seg").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    from seg import commands
+
+    try:
+        return int(getattr(commands, f"cmd_{args.command}")(args) or 0)
+    except KeyboardInterrupt:
+        print(f"seg {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if args.debug or not commands.is_user_error(err):
+            raise
+        print(f"seg {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

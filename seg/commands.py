@@ -1,0 +1,139 @@
+"""What each ``seg`` sub-command does (the CLI parses; these call the library and print)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from seg.cli import format_table
+
+log = logging.getLogger(__name__)
+
+
+def is_user_error(err: BaseException) -> bool:
+    """Errors whose message is the whole story (no traceback needed)."""
+    from seg.config import ConfigError
+    from seg.engine.fit import TrainingError
+    from seg.export_onnx import ExportError
+
+    return isinstance(err, (ConfigError, TrainingError, ExportError, ValueError, KeyError,
+                            FileNotFoundError, NotADirectoryError, PermissionError))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from seg.config import load_config
+    from seg.engine.fit import fit
+
+    cfg = load_config(args.config, args.overrides)
+    result = fit(cfg, run_dir=args.run_dir, resume=args.resume)
+    state = "interrupted (resume with --resume)" if result.interrupted else "done"
+    print(f"training {state}: {result.epochs_done} epochs, best val Dice {result.best_metric:.4f}")
+    print(f"run folder: {result.run_dir}")
+    return 130 if result.interrupted else 0
+
+
+def print_manifest(manifest, output: Path) -> None:
+    s = manifest.summary()
+    print(format_table(["ok", "skipped", "failed", "output"], [[s["ok"], s["skipped"], s["failed"], str(output)]]))
+    for case in manifest.cases:
+        if case["status"] == "failed":
+            print(f"FAILED {case['id']}: {case['error']}")
+    print(f"manifest: {manifest.path}")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from seg.inference import Predictor
+
+    predictor = Predictor.from_checkpoint(args.model, device=args.device)
+    if args.batch_size:
+        predictor.cfg.infer.batch_size = args.batch_size
+    manifest = predictor.predict_folder(args.input, args.output, tta=args.tta or None, overwrite=args.overwrite,
+                                        shard=args.shard, save_probabilities=args.save_probabilities)
+    print_manifest(manifest, args.output)
+    return 1 if manifest.summary()["failed"] else 0
+
+
+def _label_source(args: argparse.Namespace):
+    from seg.config import load_config
+
+    if args.config:
+        cfg = load_config(args.config)
+    elif args.model:
+        from seg.config import config_from_dict
+        from seg.engine.checkpoint import load_checkpoint, resolve_checkpoint
+
+        path = resolve_checkpoint(args.model)
+        cfg = config_from_dict(load_checkpoint(path)["config"], str(path))
+    else:
+        return None
+    return cfg.data.labels, cfg.data.regions
+
+
+def _labels_from_refs(ref_dir: Path) -> dict[str, int]:
+    import numpy as np
+
+    from seg.evaluation import label_files, load_labels
+
+    values: set[int] = set()
+    for path in label_files(ref_dir).values():
+        values |= {int(v) for v in np.unique(load_labels(path))}
+    return {("background" if v == 0 else f"class_{v}"): v for v in sorted(values)}
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from seg.evaluation import evaluate_folders, write_evaluation
+
+    source = _label_source(args)
+    labels, regions = source if source else (_labels_from_refs(args.ref), {})
+    result = evaluate_folders(args.pred, args.ref, labels, regions)
+    if not result["cases"]:
+        raise ValueError(f"no case of {args.ref} has a prediction in {args.pred}")
+    csv_path, json_path = write_evaluation(result, args.output or args.pred)
+    keys = list(result["mean"])
+    rows = [[r["id"], *[r[k] for k in keys]] for r in result["cases"]]
+    rows.append(["mean", *[result["mean"][k] for k in keys]])
+    print(format_table(["case", *keys], rows))
+    print(f"written: {csv_path}, {json_path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from seg.export_onnx import export_bundle
+
+    report = export_bundle(args.model, args.output, fp16=args.fp16 or None, opset=args.opset)
+    print(format_table(["bundle", "max |diff| random", "max |diff| realistic", "tolerance"],
+                       [[str(report.bundle_dir), report.max_abs_diff_random, report.max_abs_diff_realistic,
+                         report.tolerance]]))
+    print(f"deploy with: seg-run {report.bundle_dir} -i SCANS -o LABELS")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from seg.demo import run_demo
+
+    result = run_demo(args.out, dims=args.dims, overrides=args.overrides)
+    print(result.table())
+    print(f"outputs in {args.out} (run folder, torch and onnx predictions, deploy bundle)")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from seg.config import load_config
+    from seg.data.datalist import build_datalist
+    from seg.data.plan import fingerprint, plan_to_yaml, propose_settings
+
+    cfg = load_config(args.config, args.overrides)
+    items = build_datalist(cfg.data)
+    text = plan_to_yaml(propose_settings(fingerprint(items, cfg.data), cfg.data))
+    print(text)
+    if args.output:
+        args.output.write_text(text)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from seg.models import MODELS
+
+    print("\n".join(MODELS.names()))
+    return 0

@@ -1,0 +1,240 @@
+"""The training loop: ``fit(cfg)`` turns a config into a run folder with checkpoints and metrics.
+
+Resumable (``resume=True`` continues from ``last.pt``: weights, optimiser, scheduler, EMA, RNG
+and epoch — and extends a finished run when ``train.epochs`` grew), interruptible (Ctrl-C saves
+``last.pt`` and returns), and strict about divergence (a non-finite loss stops the run with a
+clear message; the last good checkpoint is kept). Under ``torchrun`` it trains with DDP.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from seg.config import Config, config_from_dict
+from seg.data.loaders import build_loaders
+from seg.engine import distributed as dist
+from seg.engine.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from seg.engine.optim import build_ema, build_optimizer, build_scheduler, seed_everything
+from seg.engine.run_folder import RunFolder
+from seg.engine.validate import validate
+from seg.losses import build_loss
+from seg.models import create_model
+from seg.models.factory import is_deep_supervised
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (diverged, bad run folder...); the message says why and what to do."""
+
+
+@dataclass
+class FitResult:
+    """Where the run is and how it ended."""
+
+    run_dir: Path
+    epochs_done: int
+    best_metric: float
+    interrupted: bool = False
+
+
+class Trainer:
+    """Holds the model, optimisation state and run folder of one run."""
+
+    def __init__(self, cfg: Config, run_dir: Path, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.ctx = dist.init()
+        self.device = dist.pick_device(cfg.train.device, self.ctx)
+        self.progress = progress and self.ctx.is_main
+        self.folder = RunFolder(run_dir) if self.ctx.is_main else None
+        self.run_dir = Path(run_dir)
+        seed_everything(cfg.seed + self.ctx.rank, cfg.train.deterministic)
+        cache_dir = self.run_dir / "cache" if cfg.data.cache == "disk" else None
+        self.loaders = build_loaders(cfg, cache_dir, seed=cfg.seed, rank=self.ctx.rank,
+                                     world_size=self.ctx.world_size)
+        self.model = create_model(cfg).to(self.device)
+        if cfg.train.channels_last:
+            self.model = self.model.to(memory_format=_channels_last(cfg.data.spatial_dims))
+        self.deep_supervision = is_deep_supervised(self.model)
+        self.net = dist.wrap(self.model, self.ctx, self.device)
+        if cfg.train.compile:
+            self.net = torch.compile(self.net)
+        self.loss_fn = build_loss(cfg, self.deep_supervision)
+        self.opt = build_optimizer(self.model, cfg.train)
+        self.sched = build_scheduler(self.opt, cfg.train, cfg.train.epochs * cfg.train.iters_per_epoch)
+        self.ema = build_ema(self.model, cfg.train.ema)
+        self.amp = cfg.train.amp and self.device.type == "cuda"
+        self.epoch = 0
+        self.best = -math.inf
+        self.interrupted_mid_epoch = False
+
+    # ---------------------------------------------------------------- checkpoints
+    def state(self) -> dict:
+        eval_model = self.ema.module if self.ema is not None else self.model
+        return {
+            "state_dict": eval_model.state_dict(), "model_state": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "epoch": self.epoch, "best_metric": self.best, "config": self.cfg.to_dict(),
+            "model_name": self.cfg.model.name, "labels": dict(self.cfg.data.labels),
+            "regions": {k: list(v) for k, v in self.cfg.data.regions.items()},
+            "split": {"train": self.loaders.train_ids, "val": self.loaders.val_ids},
+            "rng": capture_rng(), "interrupted_mid_epoch": self.interrupted_mid_epoch,
+        }
+
+    def save(self, best: bool = False) -> None:
+        if self.folder is None:
+            return
+        state = self.state()
+        save_checkpoint(self.folder.last, state)
+        if best:
+            save_checkpoint(self.folder.best, state)
+
+    def restore(self, path: Path) -> None:
+        ck = load_checkpoint(path, map_location=self.device)
+        self.model.load_state_dict(ck["model_state"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.sched.load_state_dict(ck["scheduler"])
+        if self.ema is not None and ck.get("ema") is not None:
+            self.ema.load_state_dict(ck["ema"])
+        self.epoch, self.best = int(ck["epoch"]), float(ck["best_metric"])
+        restore_rng(ck["rng"])
+        if self.folder is not None:
+            self.folder.truncate_metrics(self.epoch)
+        log.info("resumed from %s at epoch %d", path, self.epoch)
+
+    # ---------------------------------------------------------------- loop
+    def train_epoch(self) -> float:
+        self.net.train()
+        self._reseed_epoch()
+        total, count = 0.0, 0
+        bar = tqdm(self.loaders.train, desc=f"epoch {self.epoch + 1}/{self.cfg.train.epochs}",
+                   disable=not self.progress, leave=False, dynamic_ncols=True)
+        for batch in bar:
+            loss = self.train_step(batch)
+            total, count = total + loss, count + 1
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        return dist.mean_across(total / max(count, 1), self.ctx, self.device)
+
+    def train_step(self, batch: dict) -> float:
+        x = batch["image"].to(self.device, non_blocking=True)
+        y = batch["label"].to(self.device, non_blocking=True).float()  # DS resizes labels: needs float
+        if self.cfg.train.channels_last:
+            x = x.contiguous(memory_format=_channels_last(self.cfg.data.spatial_dims))
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            out = self.net(x)
+            loss = self.loss_fn(out, y) if self.deep_supervision else self.loss_fn(_single(out), y)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"loss became {loss.item()} at epoch {self.epoch + 1}: training diverged. The last good "
+                f"checkpoint is kept in {self.run_dir}; lower train.lr or set train.grad_clip.")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        return float(loss.detach())
+
+    def _reseed_epoch(self) -> None:
+        """Tie the patch sampler and augmentation RNG to (seed, rank, epoch): resume is exact."""
+        seed = (self.cfg.seed * 1_000_003 + self.ctx.rank * 10_007 + self.epoch) % (2**31)
+        self.loaders.train.sampler.generator.manual_seed(seed)
+        transform = getattr(self.loaders.train.dataset, "transform", None)
+        if hasattr(transform, "set_random_state"):
+            transform.set_random_state(seed=seed)
+
+    def run(self, resume: bool, stop_after: int | None = None) -> FitResult:
+        if resume:
+            self.restore(self.run_dir / "last.pt")
+        if self.folder is not None:
+            self.folder.write_config(self.cfg)
+            self.folder.start_logging()
+        try:
+            return self._loop(stop_after)
+        finally:
+            if self.folder is not None:
+                self.folder.stop_logging()
+            dist.cleanup(self.ctx)
+
+    def _loop(self, stop_after: int | None) -> FitResult:
+        cfg = self.cfg.train
+        end = cfg.epochs if stop_after is None else min(cfg.epochs, self.epoch + stop_after)
+        while self.epoch < end:
+            start = time.perf_counter()
+            try:
+                train_loss = self.train_epoch()
+            except KeyboardInterrupt:
+                self.interrupted_mid_epoch = True
+                self.save()
+                log.warning("interrupted: saved %s; continue with --resume", self.run_dir / "last.pt")
+                return FitResult(self.run_dir, self.epoch, self.best, interrupted=True)
+            self.epoch += 1
+            self.interrupted_mid_epoch = False
+            record = {"epoch": self.epoch, "train_loss": train_loss, "lr": self.opt.param_groups[0]["lr"]}
+            improved = False
+            if self.epoch % cfg.val_every == 0 or self.epoch == cfg.epochs:
+                record.update(self.run_validation())
+                improved = record["val_dice_mean"] >= self.best or not math.isfinite(self.best)
+                self.best = max(self.best, record["val_dice_mean"]) if improved else self.best
+            record["seconds"] = round(time.perf_counter() - start, 3)
+            self.save(best=improved)
+            if self.folder is not None:
+                self.folder.log_epoch(record)
+            log.info("epoch %d: %s", self.epoch, {k: round(v, 4) for k, v in record.items() if k != "epoch"})
+        return FitResult(self.run_dir, self.epoch, self.best)
+
+    def run_validation(self) -> dict[str, float]:
+        if not self.ctx.is_main or len(self.loaders.val) == 0:
+            return {"val_dice_mean": float("nan")} if self.ctx.is_main else {"val_dice_mean": float("nan")}
+        model = self.ema.module if self.ema is not None else self.model
+        return validate(model, self.loaders.val, self.cfg, self.device, limit=self.cfg.train.val_cases)
+
+
+def _single(out):
+    return out[0] if isinstance(out, (list, tuple)) else out
+
+
+def _channels_last(spatial_dims: int) -> torch.memory_format:
+    return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
+
+
+def default_run_dir(cfg: Config) -> Path:
+    return Path(cfg.output_dir) / cfg.name
+
+
+def fit(cfg: Config, run_dir: Path | None = None, resume: bool = False, progress: bool = True,
+        stop_after: int | None = None) -> FitResult:
+    """Train ``cfg`` into ``run_dir`` (default ``output_dir/name``).
+
+    Args:
+        resume: continue from ``run_dir/last.pt``; the run's own config is used, except that
+            ``train.epochs`` may be raised to extend a finished run.
+        stop_after: train at most this many epochs in this call (e.g. a job's time slice);
+            ``resume`` continues exactly where it stopped.
+
+    Raises:
+        TrainingError: the run folder already holds a run (and resume is off), there is nothing to
+            resume, or the loss diverged.
+    """
+    run_dir = Path(run_dir or default_run_dir(cfg))
+    last = run_dir / "last.pt"
+    if resume:
+        if not last.is_file():
+            raise TrainingError(f"nothing to resume: {last} does not exist")
+        stored = config_from_dict(load_checkpoint(last)["config"], str(last))
+        stored.train.epochs = max(stored.train.epochs, cfg.train.epochs)
+        cfg = stored
+    elif last.is_file():
+        raise TrainingError(f"{run_dir} already holds a run; pass --resume to continue it, or choose "
+                            "another run folder (name=... or output_dir=...)")
+    return Trainer(cfg, run_dir, progress=progress).run(resume, stop_after)

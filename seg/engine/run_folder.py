@@ -1,0 +1,113 @@
+"""The run folder: resolved config, checkpoints, metrics (JSONL + TensorBoard), curves PNG, log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from seg.config import Config, save_config
+
+log = logging.getLogger(__name__)
+
+
+class RunFolder:
+    """Owns the files of one training run.
+
+    Layout: ``config.yaml`` (resolved), ``last.pt``, ``best.pt``, ``metrics.jsonl`` (one JSON
+    object per epoch), ``curves.png``, ``train.log``, ``tb/`` (TensorBoard, when installed).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._tb = None
+        self._handler: logging.Handler | None = None
+
+    @property
+    def last(self) -> Path:
+        return self.path / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.path / "best.pt"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    def write_config(self, cfg: Config) -> None:
+        save_config(cfg, self.path / "config.yaml")
+
+    def start_logging(self) -> None:
+        self._handler = logging.FileHandler(self.path / "train.log")
+        self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger("seg").addHandler(self._handler)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.path / "tb"))
+        except Exception:  # TensorBoard is optional
+            self._tb = None
+
+    def stop_logging(self) -> None:
+        if self._handler is not None:
+            logging.getLogger("seg").removeHandler(self._handler)
+            self._handler.close()
+            self._handler = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_file.is_file():
+            return []
+        return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line.strip()]
+
+    def truncate_metrics(self, epochs_done: int) -> None:
+        """On resume, drop records of epochs after the checkpoint (they will be redone)."""
+        rows = [r for r in self.read_metrics() if r.get("epoch", 0) <= epochs_done]
+        self.metrics_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def log_epoch(self, record: dict[str, Any]) -> None:
+        with open(self.metrics_file, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "epoch" and math.isfinite(value):
+                    self._tb.add_scalar(key, value, record["epoch"])
+            self._tb.flush()
+        self.plot_curves()
+
+    def plot_curves(self) -> None:
+        """Loss and validation Dice against epoch, as ``curves.png``."""
+        rows = self.read_metrics()
+        if not rows:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+        ax1.plot([r["epoch"] for r in rows], [r["train_loss"] for r in rows], label="train loss")
+        ax1.set_xlabel("epoch")
+        ax1.set_ylabel("loss")
+        ax1.legend()
+        dice_keys = sorted({k for r in rows for k in r if k.startswith("val_dice")})
+        for key in dice_keys:
+            pts = [(r["epoch"], r[key]) for r in rows if key in r and r[key] is not None]
+            if pts:
+                ax2.plot(*zip(*pts), marker="o", label=key.removeprefix("val_"))
+        ax2.set_xlabel("epoch")
+        ax2.set_ylabel("Dice")
+        ax2.set_ylim(0, 1)
+        if dice_keys:
+            ax2.legend(fontsize=7)
+        fig.tight_layout()
+        tmp = self.path / ".curves.tmp.png"
+        fig.savefig(tmp, dpi=80)
+        plt.close(fig)
+        tmp.replace(self.path / "curves.png")

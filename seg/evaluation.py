@@ -1,0 +1,71 @@
+"""Score a folder of predicted label maps against a folder of references (``seg evaluate``)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from seg_runtime.io import read_image
+
+from seg.metrics import dice_scores, nanmean
+
+log = logging.getLogger(__name__)
+
+_EXTS = (".nii.gz", ".nii", ".nrrd", ".mha", ".png", ".tif", ".tiff")
+
+
+def case_id(path: Path) -> str:
+    name = path.name
+    for ext in _EXTS:
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return path.stem
+
+
+def label_files(folder: Path) -> dict[str, Path]:
+    """Label maps in a folder by case id (manifests and hidden files are ignored)."""
+    return {case_id(p): p for p in sorted(Path(folder).iterdir())
+            if p.is_file() and not p.name.startswith(".") and p.name.endswith(_EXTS)}
+
+
+def load_labels(path: Path) -> np.ndarray:
+    arr, _ = read_image(path)
+    arr = np.asarray(arr)
+    return arr[..., 0] if arr.ndim == 3 and path.suffix == ".png" else arr
+
+
+def evaluate_folders(pred_dir: Path, ref_dir: Path, labels: Mapping[str, int],
+                     regions: Mapping[str, Sequence[int]] | None = None) -> dict:
+    """Dice per class and region for every case present in both folders, plus means.
+
+    Returns ``{"cases": [{"id", <metric>: value...}], "mean": {<metric>: value}, "missing": [ids]}``.
+    """
+    preds, refs = label_files(pred_dir), label_files(ref_dir)
+    rows, missing = [], sorted(set(refs) - set(preds))
+    for cid in sorted(set(preds) & set(refs)):
+        scores = dice_scores(load_labels(preds[cid]), load_labels(refs[cid]), labels, regions)
+        rows.append({"id": cid, **{f"dice_{k}": v for k, v in scores.items()}})
+    keys = [k for k in (rows[0] if rows else {}) if k != "id"]
+    mean = {k: nanmean([r[k] for r in rows]) for k in keys}
+    if missing:
+        log.warning("%d reference cases have no prediction: %s", len(missing), ", ".join(missing[:10]))
+    return {"cases": rows, "mean": mean, "missing": missing}
+
+
+def write_evaluation(result: dict, out_dir: Path) -> tuple[Path, Path]:
+    """Write ``evaluation.csv`` (one row per case + mean) and ``evaluation.json``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, csv_path = out_dir / "evaluation.json", out_dir / "evaluation.csv"
+    json_path.write_text(json.dumps(result, indent=2))
+    keys = ["id", *result["mean"].keys()]
+    with open(csv_path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(result["cases"])
+        writer.writerow({"id": "mean", **result["mean"]})
+    return csv_path, json_path

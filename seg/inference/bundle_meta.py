@@ -1,0 +1,30 @@
+"""The deploy description of a trained model: one ``seg_runtime.Bundle`` built from its config.
+
+Both predictors read everything (channels, patch, preprocessing, labels) from this one object, so
+``seg predict`` and ``seg-run`` cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from seg_runtime.bundle import Bundle
+
+import seg
+from seg.config import Config
+from seg.data.transforms import preprocess_spec
+
+
+def bundle_from_config(cfg: Config, provenance: dict[str, Any] | None = None) -> Bundle:
+    """Describe the model of ``cfg`` for deployment (``model.json``)."""
+    data = cfg.data
+    prov = {"seg_version": seg.__version__, "config_hash": cfg.digest(), "model": cfg.model.name,
+            "model_size": cfg.model.size, "experiment": cfg.name}
+    prov.update(provenance or {})
+    return Bundle(
+        spatial_dims=data.spatial_dims, in_channels=data.in_channels, channel_names=list(data.channel_names),
+        channel_files=list(data.channel_files) if data.channel_files else None, num_classes=data.num_classes,
+        labels=dict(data.labels), regions={k: list(v) for k, v in data.regions.items()},
+        patch_size=list(cfg.patch_size), overlap=cfg.infer.overlap, preprocess=preprocess_spec(data),
+        provenance=prov,
+    )

@@ -1,0 +1,76 @@
+"""``Predictor``: a trained model loaded once, applied to scan folders (``seg predict``).
+
+The folder loop — case discovery, reading with geometry, preprocessing, Gaussian sliding window,
+mirroring TTA, inverse to the input geometry, atomic writes, the manifest, skip-done, sharding
+and per-case isolation — is ``seg_runtime.batch.predict_folder``, shared with the deploy runtime.
+Only the network call differs: here it is the torch model (bf16 autocast on CUDA).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from seg_runtime.batch import predict_folder
+from seg_runtime.manifest import RunManifest
+
+from seg.config import Config, config_from_dict
+from seg.engine.checkpoint import load_checkpoint, resolve_checkpoint
+from seg.inference.bundle_meta import bundle_from_config
+from seg.models import create_model, prepare_export
+
+log = logging.getLogger(__name__)
+
+
+class Predictor:
+    """A model ready for inference.
+
+    Args:
+        model: the network (eval mode, deep supervision off).
+        cfg: its resolved config.
+        device: where it runs.
+        source: the checkpoint it came from (for the manifest).
+    """
+
+    def __init__(self, model: torch.nn.Module, cfg: Config, device: torch.device, source: str = "") -> None:
+        self.model = model.to(device).eval()
+        self.cfg = cfg
+        self.device = device
+        self.source = source
+        self.bundle = bundle_from_config(cfg, {"checkpoint": source})
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Predictor:
+        """Load a run folder (``best.pt``, else ``last.pt``) or a checkpoint file."""
+        ck_path = resolve_checkpoint(path)
+        ck = load_checkpoint(ck_path)
+        cfg = config_from_dict(ck["config"], str(ck_path))
+        cfg.model.deep_supervision = False
+        model = create_model(cfg)
+        model.load_state_dict(ck["state_dict"], strict=False)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return cls(prepare_export(model), cfg, torch.device(device), str(ck_path))
+
+    @torch.no_grad()
+    def predict_batch(self, x: np.ndarray) -> np.ndarray:
+        """Logits of a batch of patches.
+
+        Shape: [B, C, *P] -> [B, K, *P]
+        """
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            out = self.model(t)
+        return out.float().cpu().numpy()
+
+    def predict_folder(self, input_path: str | Path, output_dir: str | Path, *, tta: bool | None = None,
+                       **kwargs: Any) -> RunManifest:
+        """Predict every case under ``input_path`` into ``output_dir`` (see seg_runtime.batch)."""
+        info = {"name": self.cfg.model.name, "checkpoint": self.source, "config_hash": self.cfg.digest(),
+                "device": str(self.device)}
+        return predict_folder(input_path, output_dir, bundle=self.bundle, predict_batch=self.predict_batch,
+                              tta=self.cfg.infer.tta if tta is None else tta, tool="seg predict",
+                              model_info=info, batch_size=self.cfg.infer.batch_size, **kwargs)

@@ -1,0 +1,12 @@
+"""Networks: encoders, decoders, the Segmenter and the model registry.
+
+Importing this package registers every model (ours and the baselines).
+"""
+
+from __future__ import annotations
+
+from seg.models import ag_unet  # noqa: F401  (registers)
+from seg.models.factory import MODELS, build_model, create_model, prepare_export
+from seg.models.segmenter import FeatureInfo, Segmenter
+
+__all__ = ["MODELS", "FeatureInfo", "Segmenter", "build_model", "create_model", "prepare_export"]

@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny synthetic datasets and configs; the shared real data when present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from seg.config import Config, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def tiny_config(tmp: Path, dims: int = 3, *extra: str) -> Config:
+    """The demo config shrunk to seconds: 8-channel-wide net, 2 epochs of 4 steps."""
+    patch = "[32,32,32]" if dims == 3 else "[48,48]"
+    return load_config(REPO / "configs" / f"demo{dims}d.yaml", [
+        f"data.root={tmp / 'data'}", f"output_dir={tmp / 'runs'}", "train.epochs=2", "train.iters_per_epoch=4",
+        "train.batch_size=2", f"train.patch_size={patch}", "train.val_every=1", "train.val_cases=1",
+        "model.params.channels=[4,8,16]", *extra,
+    ])
+
+
+@pytest.fixture
+def tiny3d(tmp_path: Path) -> Config:
+    return tiny_config(tmp_path, 3)
+
+
+@pytest.fixture
+def tiny2d(tmp_path: Path) -> Config:
+    return tiny_config(tmp_path, 2)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is absent")
+    return SHARED_DATA

@@ -1,0 +1,74 @@
+"""Training: a tiny run writes a complete run folder, resumes exactly, refuses to clobber, stops on NaN."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from seg.config import Config
+from seg.engine.checkpoint import load_checkpoint
+from seg.engine.fit import TrainingError, fit
+
+from ..conftest import tiny_config
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model_state"]
+
+
+def test_tiny_run_writes_run_folder(tiny3d: Config) -> None:
+    result = fit(tiny3d, progress=False)
+    run = result.run_dir
+    for name in ("config.yaml", "last.pt", "best.pt", "metrics.jsonl", "curves.png", "train.log"):
+        assert (run / name).is_file(), name
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert all(r["train_loss"] > 0 and "val_dice_lesion" in r for r in rows)
+    ck = load_checkpoint(run / "last.pt")
+    assert ck["epoch"] == 2 and ck["labels"] == {"background": 0, "lesion": 1, "organ": 2}
+    assert ck["config"]["train"]["epochs"] == 2 and ck["versions"]["seg"]
+    with pytest.raises(TrainingError, match="--resume"):
+        fit(tiny3d, progress=False)
+
+
+def test_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
+    full = tiny_config(tmp_path / "a", 3, "train.deterministic=true", "train.epochs=2")
+    fit(full, progress=False)
+    half = tiny_config(tmp_path / "b", 3, "train.deterministic=true", "train.epochs=2")
+    fit(half, progress=False, stop_after=1)  # as if the job was killed after epoch 1
+    fit(half, resume=True, progress=False)
+    a = _weights(tmp_path / "a" / "runs" / "demo3d" / "last.pt")
+    b = _weights(tmp_path / "b" / "runs" / "demo3d" / "last.pt")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    rows = (tmp_path / "b" / "runs" / "demo3d" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2]
+
+
+def test_resume_extends_finished_run(tiny3d: Config) -> None:
+    tiny3d.train.epochs = 1
+    fit(tiny3d, progress=False)
+    tiny3d.train.epochs = 2
+    result = fit(tiny3d, resume=True, progress=False)
+    assert result.epochs_done == 2
+    assert load_checkpoint(result.run_dir / "last.pt")["epoch"] == 2
+
+
+def test_nothing_to_resume(tiny3d: Config) -> None:
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        fit(tiny3d, resume=True, progress=False)
+
+
+def test_nan_loss_stops_with_clear_message(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, 3, "train.lr=1e30", "train.grad_clip=null", "train.epochs=3")
+    with pytest.raises(TrainingError, match="diverged"):
+        fit(cfg, progress=False)
+
+
+def test_2d_run(tiny2d: Config) -> None:
+    result = fit(tiny2d, progress=False)
+    assert (result.run_dir / "best.pt").is_file()
