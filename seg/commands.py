@@ -34,7 +34,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def print_manifest(manifest, output: Path) -> None:
-    s = manifest.summary()
+    s = manifest.summary
     print(format_table(["ok", "skipped", "failed", "output"], [[s["ok"], s["skipped"], s["failed"], str(output)]]))
     for case in manifest.cases:
         if case["status"] == "failed":
@@ -51,7 +51,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     manifest = predictor.predict_folder(args.input, args.output, tta=args.tta or None, overwrite=args.overwrite,
                                         shard=args.shard, save_probabilities=args.save_probabilities)
     print_manifest(manifest, args.output)
-    return 1 if manifest.summary()["failed"] else 0
+    return 1 if manifest.summary["failed"] else 0
 
 
 def _label_source(args: argparse.Namespace):

@@ -6,6 +6,7 @@ Outside torchrun everything here is a no-op, so the same loop runs single-proces
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -66,6 +67,14 @@ def mean_across(value: float, ctx: DistContext, device: torch.device) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=device)
     tdist.all_reduce(t)
     return float(t.item() / ctx.world_size)
+
+
+def main_first(ctx: DistContext, fn: Callable[[], object]) -> None:
+    """Run ``fn`` on rank 0 while the other ranks wait (one writer for shared files)."""
+    if ctx.is_main:
+        fn()
+    if ctx.enabled:
+        tdist.barrier()
 
 
 def cleanup(ctx: DistContext) -> None:

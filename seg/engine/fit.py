@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from seg.config import Config, config_from_dict
+from seg.data.datalist import build_datalist
 from seg.data.loaders import build_loaders
 from seg.engine import distributed as dist
 from seg.engine.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
@@ -57,6 +58,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         seed_everything(cfg.seed + self.ctx.rank, cfg.train.deterministic)
         cache_dir = self.run_dir / "cache" if cfg.data.cache == "disk" else None
+        dist.main_first(self.ctx, lambda: build_datalist(cfg.data))  # e.g. synthetic data written once
         self.loaders = build_loaders(cfg, cache_dir, seed=cfg.seed, rank=self.ctx.rank,
                                      world_size=self.ctx.world_size)
         self.model = create_model(cfg).to(self.device)

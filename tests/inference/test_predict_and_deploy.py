@@ -1,0 +1,100 @@
+"""seg predict (torch) and seg-run (onnxruntime) on the same folders: geometry, parity, isolation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+from seg_runtime.cli import main as seg_run
+
+from seg.cli import main as seg
+from seg.engine.fit import fit
+
+from ..conftest import tiny_config
+
+
+@pytest.fixture(scope="module", params=[3, 2], ids=["3d", "2d"])
+def trained(request, tmp_path_factory) -> tuple[int, Path, Path]:
+    """A tiny trained run, its data root and its exported bundle."""
+    dims = request.param
+    tmp = tmp_path_factory.mktemp(f"run{dims}d")
+    cfg = tiny_config(tmp, dims, "train.epochs=1")
+    result = fit(cfg, progress=False)
+    assert seg(["export", str(result.run_dir), "-o", str(tmp / "bundle")]) == 0
+    return dims, Path(cfg.data.root), tmp
+
+
+def _labels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path)) if path.suffix == ".png" else np.asarray(nib.load(path).dataobj)
+
+
+def test_predict_writes_input_geometry_and_matches_runtime(trained) -> None:
+    dims, root, tmp = trained
+    images = root / "imagesTs"
+    assert seg(["predict", "--model", str(tmp / "runs" / f"demo{dims}d"), "-i", str(images),
+                "-o", str(tmp / "torch"), "--save-probabilities"]) == 0
+    assert seg_run([str(tmp / "bundle"), "-i", str(images), "-o", str(tmp / "onnx"), "--provider", "cpu",
+                    "--save-probabilities"]) == 0
+    ext = ".nii.gz" if dims == 3 else ".png"
+    inputs = sorted(images.iterdir())
+    assert inputs
+    for src in inputs:
+        cid = src.name.replace("_0000" + ext, "")
+        a, b = tmp / "torch" / f"{cid}{ext}", tmp / "onnx" / f"{cid}{ext}"
+        la, lb = _labels(a), _labels(b)
+        if dims == 3:
+            ref = nib.load(src)
+            assert np.array_equal(nib.load(a).affine, ref.affine)  # exactly the input's geometry
+            assert la.shape == ref.shape
+        else:
+            assert la.shape == np.asarray(Image.open(src)).shape
+        assert np.mean(la == lb) >= 0.999
+    torch_manifest = json.loads((tmp / "torch" / "predictions.json").read_text())
+    assert {c["status"] for c in torch_manifest["cases"]} == {"ok"}
+    assert torch_manifest["tool"] == "seg predict"
+
+
+def test_rerun_skips_and_bad_case_is_isolated(trained, tmp_path: Path) -> None:
+    dims, root, tmp = trained
+    if dims == 2:
+        pytest.skip("the runtime's own tests cover 2D bad inputs")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = sorted((root / "imagesTs").iterdir())[0]
+    (folder / good.name).write_bytes(good.read_bytes())
+    (folder / "broken_0000.nii.gz").write_bytes(good.read_bytes()[:200])  # truncated
+    model = str(tmp / "runs" / "demo3d")
+    out = tmp_path / "out"
+    assert seg(["predict", "--model", model, "-i", str(folder), "-o", str(out)]) == 1
+    manifest = json.loads((out / "predictions.json").read_text())
+    status = {c["id"]: c["status"] for c in manifest["cases"]}
+    assert status == {good.name.replace("_0000.nii.gz", ""): "ok", "broken": "failed"}
+    assert "broken_0000.nii.gz" in next(c["error"] for c in manifest["cases"] if c["id"] == "broken")
+    assert not list(out.glob(".*tmp*"))
+    seg(["predict", "--model", model, "-i", str(folder), "-o", str(out)])
+    again = json.loads((out / "predictions.json").read_text())
+    assert {c["id"]: c["status"] for c in again["cases"]}[good.name.replace("_0000.nii.gz", "")] == "skipped"
+
+
+def test_evaluate_matches_hand_computed_dice(tmp_path: Path, capsys) -> None:
+    ref = np.zeros((10, 10, 4), np.uint8)
+    ref[2:6, 2:6, :2] = 1  # 32 voxels
+    pred = np.zeros_like(ref)
+    pred[2:6, 4:8, :2] = 1  # 32 voxels, 16 shared -> Dice 0.5
+    for folder, arr in (("pred", pred), ("ref", ref)):
+        (tmp_path / folder).mkdir()
+        nib.save(nib.Nifti1Image(arr, np.eye(4)), tmp_path / folder / "case1.nii.gz")
+    assert seg(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref")]) == 0
+    result = json.loads((tmp_path / "pred" / "evaluation.json").read_text())
+    assert result["cases"][0]["dice_class_1"] == pytest.approx(0.5)
+    assert "0.5000" in capsys.readouterr().out
+
+
+def test_predict_bad_model_path_is_one_line(tmp_path: Path, capsys) -> None:
+    assert seg(["predict", "--model", str(tmp_path / "nope"), "-i", str(tmp_path), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not found" in err
