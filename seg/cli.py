@@ -68,13 +68,16 @@ def _add_predict(sub) -> None:
 
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="score predicted label maps against references", epilog=EPILOG,
-                       description="Dice per class and region, per case and mean; writes CSV + JSON.")
+                       description="Dice, HD95 (mm) and normalised surface Dice per class and region, per case "
+                       "and mean; writes CSV + JSON and prints a table.")
     p.add_argument("--pred", required=True, type=Path, help="folder of predicted label maps")
     p.add_argument("--ref", required=True, type=Path, help="folder of reference label maps")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--config", type=Path, help="config holding the label map and regions")
     src.add_argument("--model", type=Path, help="run folder/checkpoint holding the label map and regions")
     p.add_argument("-o", "--output", type=Path, help="where to write evaluation.csv/json (default: --pred)")
+    p.add_argument("--no-surface", action="store_true", help="Dice only: skip HD95 and NSD (faster)")
+    p.add_argument("--tolerance", type=float, default=1.0, help="NSD tolerance in mm (default 1.0)")
 
 
 def _add_export(sub) -> None:

@@ -86,7 +86,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     source = _label_source(args)
     labels, regions = source if source else (_labels_from_refs(args.ref), {})
-    result = evaluate_folders(args.pred, args.ref, labels, regions)
+    result = evaluate_folders(args.pred, args.ref, labels, regions, surface=not args.no_surface,
+                              tolerance=args.tolerance)
     if not result["cases"]:
         raise ValueError(f"no case of {args.ref} has a prediction in {args.pred}")
     csv_path, json_path = write_evaluation(result, args.output or args.pred)

@@ -77,11 +77,10 @@ def _score(cfg: Config, data_root: Path, torch_dir: Path, onnx_dir: Path) -> lis
 
 def run_demo(out: Path, dims: int = 3, overrides: list[str] | None = None) -> DemoResult:
     """Run the whole pipeline into ``out`` and return the score table."""
-    from seg_runtime.session import OnnxPredictor
-
     from seg.data.datalist import build_datalist
     from seg.export_onnx import export_bundle
     from seg.inference import Predictor
+    from seg_runtime.session import OnnxPredictor
 
     out = Path(out)
     cfg = demo_config(out, dims, overrides)

@@ -9,9 +9,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from seg_runtime.io import read_image
 
-from seg.metrics import dice_scores, nanmean
+from seg.metrics import dice_scores, nanmean, surface_scores
+from seg_runtime.io import read_image
 
 log = logging.getLogger(__name__)
 
@@ -33,22 +33,35 @@ def label_files(folder: Path) -> dict[str, Path]:
 
 
 def load_labels(path: Path) -> np.ndarray:
-    arr, _ = read_image(path)
+    return load_labels_with_spacing(path)[0]
+
+
+def load_labels_with_spacing(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    """A label map and its voxel spacing (mm) as stored."""
+    arr, geometry = read_image(path)
     arr = np.asarray(arr)
-    return arr[..., 0] if arr.ndim == 3 and path.suffix == ".png" else arr
+    if arr.ndim == 3 and path.suffix == ".png":
+        arr = arr[..., 0]
+    return arr, tuple(geometry.spacing)
 
 
 def evaluate_folders(pred_dir: Path, ref_dir: Path, labels: Mapping[str, int],
-                     regions: Mapping[str, Sequence[int]] | None = None) -> dict:
-    """Dice per class and region for every case present in both folders, plus means.
+                     regions: Mapping[str, Sequence[int]] | None = None, surface: bool = True,
+                     tolerance: float = 1.0) -> dict:
+    """Dice (and HD95 / NSD when ``surface``) per class and region for every case present in
+    both folders, plus means. Distances use the reference's voxel spacing (mm).
 
     Returns ``{"cases": [{"id", <metric>: value...}], "mean": {<metric>: value}, "missing": [ids]}``.
     """
     preds, refs = label_files(pred_dir), label_files(ref_dir)
     rows, missing = [], sorted(set(refs) - set(preds))
     for cid in sorted(set(preds) & set(refs)):
-        scores = dice_scores(load_labels(preds[cid]), load_labels(refs[cid]), labels, regions)
-        rows.append({"id": cid, **{f"dice_{k}": v for k, v in scores.items()}})
+        ref, spacing = load_labels_with_spacing(refs[cid])
+        pred = load_labels(preds[cid])
+        scores = {f"dice_{k}": v for k, v in dice_scores(pred, ref, labels, regions).items()}
+        if surface:
+            scores.update(surface_scores(pred, ref, labels, regions, spacing, tolerance))
+        rows.append({"id": cid, **scores})
     keys = [k for k in (rows[0] if rows else {}) if k != "id"]
     mean = {k: nanmean([r[k] for r in rows]) for k in keys}
     if missing:

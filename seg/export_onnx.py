@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from seg_runtime.bundle import save_bundle_json
 
 from seg.inference.predictor import Predictor
+from seg_runtime.bundle import save_bundle_json
 
 log = logging.getLogger(__name__)
 

@@ -44,3 +44,38 @@ def nanmean(values: Sequence[float]) -> float:
     """Mean over the finite values (NaN when there are none)."""
     arr = np.asarray([v for v in values if v == v], dtype=float)
     return float(arr.mean()) if arr.size else float("nan")
+
+
+def _mask_pairs(pred: np.ndarray, ref: np.ndarray, labels: Mapping[str, int],
+                regions: Mapping[str, Sequence[int]] | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    pairs = {name: (pred == idx, ref == idx) for name, idx in labels.items() if idx != 0}
+    for name, members in (regions or {}).items():
+        pairs[name] = (np.isin(pred, members), np.isin(ref, members))
+    return pairs
+
+
+def surface_scores(pred: np.ndarray, ref: np.ndarray, labels: Mapping[str, int],
+                   regions: Mapping[str, Sequence[int]] | None = None,
+                   spacing: Sequence[float] | None = None, tolerance: float = 1.0) -> dict[str, float]:
+    """HD95 (in mm when ``spacing`` is given) and normalised surface Dice at ``tolerance`` mm.
+
+    Computed by MONAI per class and region. A structure missing from prediction or reference
+    scores NaN for both (distances to nothing are undefined).
+
+    Returns:
+        ``{"hd95_<name>": ..., "nsd_<name>": ...}``.
+    """
+    import torch
+    from monai.metrics import compute_hausdorff_distance, compute_surface_dice
+
+    out: dict[str, float] = {}
+    for name, (p, r) in _mask_pairs(pred, ref, labels, regions).items():
+        if not p.any() or not r.any():
+            out[f"hd95_{name}"] = out[f"nsd_{name}"] = float("nan")
+            continue
+        pt = torch.from_numpy(np.stack([~p, p])[None].astype(np.float32))
+        rt = torch.from_numpy(np.stack([~r, r])[None].astype(np.float32))
+        sp = list(spacing) if spacing is not None else None
+        out[f"hd95_{name}"] = float(compute_hausdorff_distance(pt, rt, percentile=95, spacing=sp).item())
+        out[f"nsd_{name}"] = float(compute_surface_dice(pt, rt, [tolerance], spacing=sp).item())
+    return out

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 from monai import transforms as mt
+
+from seg.config import Config, DataConfig
 from seg_runtime.cases import Case
 from seg_runtime.io import read_case, read_image
 from seg_runtime.preprocess import PreprocessSpec, preprocess_image, preprocess_label
-
-from seg.config import Config, DataConfig
 
 
 def preprocess_spec(data: DataConfig) -> PreprocessSpec:
@@ -68,7 +68,7 @@ class LoadPreprocessd(mt.MapTransform):
         if d.get("label"):
             raw, _ = read_image(Path(d["label"]))
             raw = np.asarray(raw)
-            if raw.ndim == self.data.spatial_dims + 1:  # e.g. an RGB label PNG: take one channel
+            if raw.ndim == self.data.spatial_dims + 1:  # an RGB label PNG, or a one-slice NIfTI for 2D
                 raw = raw[..., 0]
             label = remap_labels(raw, self.data.label_values)
             out["label"] = preprocess_label(label, geometry, self.spec)[None].astype(np.int16)

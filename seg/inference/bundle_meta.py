@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from seg_runtime.bundle import Bundle
-
 import seg
 from seg.config import Config
 from seg.data.transforms import preprocess_spec
+from seg_runtime.bundle import Bundle
 
 
 def bundle_from_config(cfg: Config, provenance: dict[str, Any] | None = None) -> Bundle:

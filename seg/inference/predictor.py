@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from seg_runtime.batch import predict_folder
-from seg_runtime.manifest import RunManifest
 
 from seg.config import Config, config_from_dict
 from seg.engine.checkpoint import load_checkpoint, resolve_checkpoint
 from seg.inference.bundle_meta import bundle_from_config
 from seg.models import create_model, prepare_export
+from seg_runtime.batch import predict_folder
+from seg_runtime.manifest import RunManifest
 
 log = logging.getLogger(__name__)
 

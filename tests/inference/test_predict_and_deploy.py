@@ -9,10 +9,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
-from seg_runtime.cli import main as seg_run
 
 from seg.cli import main as seg
 from seg.engine.fit import fit
+from seg_runtime.cli import main as seg_run
 
 from ..conftest import tiny_config
 
@@ -90,7 +90,10 @@ def test_evaluate_matches_hand_computed_dice(tmp_path: Path, capsys) -> None:
         nib.save(nib.Nifti1Image(arr, np.eye(4)), tmp_path / folder / "case1.nii.gz")
     assert seg(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref")]) == 0
     result = json.loads((tmp_path / "pred" / "evaluation.json").read_text())
-    assert result["cases"][0]["dice_class_1"] == pytest.approx(0.5)
+    case = result["cases"][0]
+    assert case["dice_class_1"] == pytest.approx(0.5)
+    assert case["hd95_class_1"] == pytest.approx(2.0)  # the masks are shifted by 2 voxels
+    assert 0.0 < case["nsd_class_1"] < 1.0
     assert "0.5000" in capsys.readouterr().out
 
 

@@ -1,0 +1,61 @@
+"""seg_runtime: the torch-free deploy runtime for seg bundles (model.onnx + model.json).
+
+Case discovery, image I/O with geometry, preprocessing, Gaussian sliding-window inference,
+TTA and the folder loop live here once; ``seg predict`` reuses them with a torch
+``predict_batch``. This package never imports torch, MONAI or seg. onnxruntime is imported
+only when a session is created (``create_session`` / ``OnnxPredictor``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._version import __version__
+from .batch import labels_on_input_grid, predict_folder, select_shard
+from .bundle import SCHEMA_VERSION, Bundle, BundleError, load_bundle, save_bundle_json
+from .cases import Case, discover_cases
+from .geometry import CaseError, Geometry
+from .io import read_case, read_image, write_labels, write_probabilities
+from .manifest import RunManifest
+from .preprocess import PreprocessSpec, PreprocessState, preprocess_image, preprocess_label, restore_to_input
+from .tiling import gaussian_importance_map, patch_grid, sliding_window_inference
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Bundle",
+    "BundleError",
+    "Case",
+    "CaseError",
+    "Geometry",
+    "OnnxPredictor",
+    "PreprocessSpec",
+    "PreprocessState",
+    "RunManifest",
+    "__version__",
+    "create_session",
+    "discover_cases",
+    "gaussian_importance_map",
+    "labels_on_input_grid",
+    "load_bundle",
+    "patch_grid",
+    "predict_folder",
+    "preprocess_image",
+    "preprocess_label",
+    "read_case",
+    "read_image",
+    "restore_to_input",
+    "save_bundle_json",
+    "select_shard",
+    "sliding_window_inference",
+    "write_labels",
+    "write_probabilities",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the onnxruntime-backed names lazily (torch users never pay for onnxruntime)."""
+    if name in {"OnnxPredictor", "create_session"}:
+        from . import session
+
+        return getattr(session, name)
+    raise AttributeError(f"module 'seg_runtime' has no attribute {name!r}")

@@ -1,0 +1,76 @@
+"""Atomic file writes: a temp file in the destination folder, then ``os.replace``.
+
+A run that is killed mid-write leaves either the old file or the new one, never a partial
+file; the temp file carries the destination's suffixes so format-sniffing writers
+(nibabel picks gzip from ``.nii.gz``) behave as they would on the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+TEMP_PREFIX = ".tmp-"
+
+
+def _suffixes(name: str) -> str:
+    """Return the full suffix of ``name`` (``.nii.gz`` for ``a.nii.gz``)."""
+    stem = name.lstrip(".")
+    return "." + stem.split(".", 1)[1] if "." in stem else ""
+
+
+def _create_temp(target: Path) -> Path:
+    """Create an empty, uniquely named temp file next to ``target``.
+
+    Unlike ``tempfile.mkstemp`` (mode 0600) the file gets the usual 0666 & ~umask mode,
+    which the final file keeps after the rename.
+    """
+    for _ in range(100):
+        tmp = target.parent / f"{TEMP_PREFIX}{target.name}.{secrets.token_hex(4)}{_suffixes(target.name)}"
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"cannot create a temp file next to {target}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temp path next to ``path``; on success move it onto ``path``.
+
+    The caller writes the temp path completely; only then is it renamed over the target.
+    On any exception the temp file is removed and the target is left untouched.
+
+    Args:
+        path: Final destination.
+
+    Yields:
+        An empty temp file in the same folder, to be written by the caller.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _create_temp(target)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (flushed and fsynced before the rename)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))

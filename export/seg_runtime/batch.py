@@ -1,0 +1,256 @@
+"""Folder → folder prediction with per-case isolation, prefetching and a run manifest.
+
+Used by both ``seg-run`` (onnxruntime) and ``seg predict`` (torch): only ``predict_batch``
+differs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from ._version import __version__
+from .bundle import Bundle
+from .cases import Case, discover_cases
+from .geometry import CaseError, Geometry
+from .io import read_case, write_labels, write_probabilities
+from .manifest import MANIFEST_NAME, RunManifest
+from .preprocess import PreprocessState, preprocess_image, restore_to_input
+from .tiling import PredictBatch, sliding_window_inference
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Loaded:
+    """A case read and preprocessed (the prefetch thread's product)."""
+
+    image: np.ndarray
+    geometry: Geometry
+    state: PreprocessState
+
+
+@dataclass
+class _Settings:
+    bundle: Bundle
+    predict_batch: PredictBatch
+    mirror_axes: tuple[int, ...] | None
+    batch_size: int
+    save_probabilities: bool
+    progress: bool
+
+
+def select_shard(items: Sequence[T], shard: tuple[int, int] | None) -> list[T]:
+    """Items at sorted positions ``p`` with ``p % n == i`` for ``shard = (i, n)``.
+
+    The ``n`` shards partition ``items`` exactly; ``None`` keeps everything.
+    """
+    if shard is None:
+        return list(items)
+    index, count = shard
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard}")
+    return [item for position, item in enumerate(items) if position % count == index]
+
+
+def manifest_name(shard: tuple[int, int] | None) -> str:
+    """``predictions.json``, or one file per shard so parallel shards never overwrite each other."""
+    return MANIFEST_NAME if shard is None else f"predictions.shard-{shard[0]}-of-{shard[1]}.json"
+
+
+def predict_folder(
+    input_path: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    *,
+    bundle: Bundle,
+    predict_batch: PredictBatch,
+    tta: bool = False,
+    overwrite: bool = False,
+    shard: tuple[int, int] | None = None,
+    save_probabilities: bool = False,
+    tool: str = "seg-run",
+    model_info: dict[str, Any] | None = None,
+    batch_size: int = 1,
+    progress: bool = True,
+    version: str = __version__,
+) -> RunManifest:
+    """Predict every case under ``input_path`` into ``output_dir``.
+
+    Each case is isolated: a failure is logged, recorded as ``failed`` with its message and
+    the loop goes on. Cases whose label file exists are ``skipped`` unless ``overwrite``. The
+    next case is read and preprocessed in a background thread while the current one runs.
+
+    Args:
+        input_path: A file or folder of cases (see :func:`discover_cases`).
+        output_dir: Where label maps and the manifest go (created if needed).
+        bundle: The model description (geometry, preprocessing, patching).
+        predict_batch: Logits for a batch of patches. Shape: [B, C, *P] → [B, K, *P].
+        tta: Average over mirrorings of every spatial axis.
+        overwrite: Re-predict cases whose output exists.
+        shard: ``(i, n)``: only cases at sorted positions ``p % n == i``; the manifest is then
+            ``predictions.shard-i-of-n.json``.
+        save_probabilities: Also write ``<id>_probabilities.nii.gz`` (3D) / ``.npz`` (2D).
+        tool: Tool name recorded in the manifest.
+        model_info: Model description recorded in the manifest.
+        batch_size: Patches per ``predict_batch`` call.
+        progress: Show progress bars.
+        version: Tool version recorded in the manifest.
+
+    Returns:
+        The run manifest (already written).
+    """
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    cases, problems = discover_cases(
+        input_path,
+        spatial_dims=bundle.spatial_dims,
+        in_channels=bundle.in_channels,
+        channel_files=bundle.channel_files,
+        exclude=[output],
+    )
+    manifest = RunManifest(output / manifest_name(shard), tool=tool, version=version, model=model_info)
+    if not cases and not problems:
+        logger.warning("no cases found in %s", input_path)
+    _record_problems(manifest, select_shard(problems, shard), Path(input_path))
+    todo = _plan(manifest, select_shard(cases, shard), output, overwrite)
+    manifest.write()
+    mirror_axes = tuple(range(bundle.spatial_dims)) if tta else None
+    settings = _Settings(bundle, predict_batch, mirror_axes, batch_size, save_probabilities, progress)
+    _run_cases(todo, manifest, settings)
+    return manifest
+
+
+def _record_problems(manifest: RunManifest, problems: list[tuple[str, str]], input_path: Path) -> None:
+    """Record discovery problems as failed cases."""
+    for name, problem in problems:
+        logger.error("%s: %s", name, problem)
+        where = input_path / name
+        manifest.add(
+            name,
+            inputs=[where if where.exists() else input_path],
+            status="failed",
+            error=problem,
+            write=False,
+        )
+
+
+def _plan(manifest: RunManifest, cases: list[Case], output: Path, overwrite: bool) -> list[tuple[Case, Path]]:
+    """Pair each case with its label file; record the ones that need no prediction."""
+    todo: list[tuple[Case, Path]] = []
+    for case in cases:
+        target = output / f"{case.id}{case.output_ext}"
+        if target.resolve() in {p.resolve() for p in case.paths}:
+            error = f"{target}: output would overwrite the input; choose another output folder"
+            manifest.add(case.id, inputs=case.paths, status="failed", error=error, write=False)
+        elif target.exists() and not overwrite:
+            manifest.add(case.id, inputs=case.paths, status="skipped", output=target, write=False)
+        else:
+            todo.append((case, target))
+    return todo
+
+
+def _run_cases(todo: list[tuple[Case, Path]], manifest: RunManifest, settings: _Settings) -> None:
+    """The per-case loop, loading case i+1 in the background while case i is predicted."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(todo), desc="cases", unit="case", disable=not settings.progress or not todo)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="seg-prefetch") as pool:
+        pending: Future[_Loaded] | None = pool.submit(_load, todo[0][0], settings.bundle) if todo else None
+        for index, (case, target) in enumerate(todo):
+            start = time.perf_counter()
+            current, pending = (
+                pending,
+                (pool.submit(_load, todo[index + 1][0], settings.bundle) if index + 1 < len(todo) else None),
+            )
+            try:
+                _predict_case(current.result(), case, target, settings)
+            except Exception as exc:  # isolation: one bad case never stops the run
+                message = str(exc) if isinstance(exc, CaseError) else f"{type(exc).__name__}: {exc}"
+                logger.error(
+                    "case %s failed: %s", case.id, message, exc_info=logger.isEnabledFor(logging.DEBUG)
+                )
+                seconds = time.perf_counter() - start
+                manifest.add(case.id, inputs=case.paths, status="failed", error=message, seconds=seconds)
+            else:
+                seconds = time.perf_counter() - start
+                logger.info("case %s: ok in %.2fs -> %s", case.id, seconds, target)
+                manifest.add(case.id, inputs=case.paths, status="ok", output=target, seconds=seconds)
+            finally:
+                current = None  # drop the finished case before the next one arrives
+            bar.update(1)
+            bar.set_postfix(case=case.id, s=f"{time.perf_counter() - start:.1f}")
+    bar.close()
+
+
+def _load(case: Case, bundle: Bundle) -> _Loaded:
+    """Read and preprocess one case (runs in the prefetch thread)."""
+    image, geometry = read_case(case, bundle.spatial_dims, bundle.in_channels)
+    prepared, state = preprocess_image(image, geometry, bundle.preprocess)
+    return _Loaded(prepared, geometry, state)
+
+
+def _predict_case(loaded: _Loaded, case: Case, target: Path, settings: _Settings) -> None:
+    """Sliding window → back to the input grid → write (probabilities first, labels last)."""
+    bundle = settings.bundle
+    probabilities = sliding_window_inference(
+        loaded.image,
+        settings.predict_batch,
+        bundle.patch_size,
+        num_classes=bundle.num_classes,
+        overlap=bundle.overlap,
+        batch_size=settings.batch_size,
+        mirror_axes=settings.mirror_axes,
+        progress=settings.progress,
+    )
+    labels, restored = labels_on_input_grid(
+        probabilities, loaded.state, keep_probabilities=settings.save_probabilities
+    )
+    if restored is not None:
+        suffix = ".npz" if bundle.spatial_dims == 2 else ".nii.gz"
+        write_probabilities(target.parent / f"{case.id}_probabilities{suffix}", restored, loaded.geometry)
+    # The label file is written last: its existence marks the case as done.
+    write_labels(target, labels, loaded.geometry)
+
+
+def labels_on_input_grid(
+    probabilities: np.ndarray, state: PreprocessState, *, keep_probabilities: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Restore probabilities to the input grid one class at a time and take the argmax.
+
+    Only one float32 class map plus the running maximum are held at once (and a float16
+    copy of all classes when ``keep_probabilities``).
+
+    Args:
+        probabilities: Softmax probabilities on the model grid. Shape: [K, *S'].
+        state: From :func:`preprocess_image`.
+        keep_probabilities: Also return the restored probabilities.
+
+    Returns:
+        The label map (Shape: [*S_in], uint8 or uint16) and the float16 probabilities
+        (Shape: [K, *S_in]) or None.
+    """
+    num_classes = probabilities.shape[0]
+    kept = np.empty((num_classes, *state.input_shape), np.float16) if keep_probabilities else None
+    labels = np.zeros(state.input_shape, dtype=np.uint8 if num_classes <= 256 else np.uint16)
+    best: np.ndarray | None = None
+    for index in range(num_classes):
+        restored = restore_to_input(probabilities[index : index + 1], state)[0]
+        if kept is not None:
+            kept[index] = restored
+        if best is None:
+            best = restored
+            continue
+        better = restored > best  # strict: ties keep the lower class, like np.argmax
+        labels[better] = index
+        np.maximum(best, restored, out=best)
+    return labels, kept

@@ -1,0 +1,257 @@
+"""The deploy bundle schema: ``model.json`` next to ``model.onnx`` (this module owns it)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .atomic import atomic_write_text
+from .preprocess import PreprocessSpec
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+BUNDLE_JSON = "model.json"
+
+
+class BundleError(ValueError):
+    """``model.json`` is missing, unreadable or invalid; the message names the key or file."""
+
+
+@dataclass
+class Bundle:
+    """Everything a torch-free machine needs to turn scans into label maps.
+
+    Attributes:
+        spatial_dims: 2 or 3.
+        in_channels: Number of input channels.
+        channel_names: Human-readable channel names, one per channel.
+        channel_files: File names inside a case folder, in channel order (e.g.
+            ``["Flair_subtrMeanDivStd.nii.gz", "T1c_subtrMeanDivStd.nii.gz"]``), or None.
+        num_classes: Output classes including background.
+        labels: Class name → output channel index (the value written to label maps).
+        regions: Region name → the class indices it unites (e.g. "whole tumour").
+        patch_size: Sliding-window patch size, one per spatial axis.
+        overlap: Sliding-window overlap fraction in [0, 1).
+        preprocess: Orientation, spacing and normalisation.
+        input_name: ONNX input name. Shape: [B, C, *P].
+        output_name: ONNX output name (logits). Shape: [B, K, *P].
+        model_file: ONNX file name inside the bundle folder.
+        provenance: Free-form (seg version, config hash, run dir, model name, created).
+    """
+
+    spatial_dims: int
+    in_channels: int
+    channel_names: list[str]
+    channel_files: list[str] | None
+    num_classes: int
+    labels: dict[str, int]
+    regions: dict[str, list[int]]
+    patch_size: list[int]
+    overlap: float
+    preprocess: PreprocessSpec
+    input_name: str = "image"
+    output_name: str = "logits"
+    model_file: str = "model.onnx"
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        try:
+            self._check()
+        except BundleError:
+            raise
+        except ValueError as exc:  # PreprocessSpec messages already name their key
+            raise BundleError(str(exc)) from exc
+
+    def _check(self) -> None:
+        """Cross-field consistency; each message names the key."""
+        _expect(self.spatial_dims in (2, 3), "spatial_dims", f"must be 2 or 3, got {self.spatial_dims}")
+        _expect(self.in_channels >= 1, "in_channels", f"must be >= 1, got {self.in_channels}")
+        _expect(
+            len(self.channel_names) == self.in_channels, "channel_names", f"needs {self.in_channels} names"
+        )
+        if self.channel_files is not None:
+            _expect(
+                len(self.channel_files) == self.in_channels,
+                "channel_files",
+                f"needs {self.in_channels} names",
+            )
+        _expect(
+            self.num_classes >= 2, "num_classes", f"must be >= 2 (incl. background), got {self.num_classes}"
+        )
+        for name, index in self.labels.items():
+            _expect(
+                0 <= index < self.num_classes, "labels", f"'{name}': {index} not in 0..{self.num_classes - 1}"
+            )
+        for name, members in self.regions.items():
+            _expect(
+                all(0 <= i < self.num_classes for i in members),
+                "regions",
+                f"'{name}': {members} out of range",
+            )
+        _expect(len(self.patch_size) == self.spatial_dims, "patch_size", f"needs {self.spatial_dims} values")
+        _expect(
+            all(p >= 1 for p in self.patch_size), "patch_size", f"values must be >= 1, got {self.patch_size}"
+        )
+        _expect(0.0 <= self.overlap < 1.0, "overlap", f"must be in [0, 1), got {self.overlap}")
+        spacing = self.preprocess.target_spacing
+        if spacing is not None:
+            _expect(
+                len(spacing) == self.spatial_dims,
+                "preprocess.target_spacing",
+                f"needs {self.spatial_dims} values",
+            )
+        entries = len(self.preprocess.normalization)
+        _expect(
+            entries in (1, self.in_channels),
+            "preprocess.normalization",
+            f"needs 1 or {self.in_channels} entries",
+        )
+        _expect(bool(self.model_file), "model_file", "must be a file name")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict, with ``schema_version`` first."""
+        data: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            data[item.name] = value.to_dict() if isinstance(value, PreprocessSpec) else value
+        return json.loads(json.dumps(data))  # deep copy with JSON types only
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Bundle:
+        """Validate and build a bundle from a ``model.json`` dict.
+
+        Raises:
+            BundleError: Missing/too-new schema_version, missing keys or wrong types; the
+                message names the key.
+        """
+        if not isinstance(data, dict):
+            raise BundleError(f"expected a JSON object, got {type(data).__name__}")
+        version = _get(data, "schema_version", _is_int, "an integer")
+        _expect(
+            1 <= version <= SCHEMA_VERSION,
+            "schema_version",
+            f"{version} is not supported by this seg-runtime (supports <= {SCHEMA_VERSION}); upgrade seg-runtime",
+        )
+        known = {item.name for item in fields(cls)} | {"schema_version"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            logger.warning("model.json: ignoring unknown key(s) %s", unknown)
+        in_channels = _get(data, "in_channels", _is_int, "an integer")
+        num_classes = _get(data, "num_classes", _is_int, "an integer")
+        return cls(
+            spatial_dims=_get(data, "spatial_dims", _is_int, "an integer"),
+            in_channels=in_channels,
+            channel_names=_get(
+                data,
+                "channel_names",
+                _is_str_list,
+                "a list of strings",
+                default=[f"channel_{i}" for i in range(in_channels)],
+            ),
+            channel_files=_get(
+                data, "channel_files", _is_str_list_or_none, "a list of strings or null", default=None
+            ),
+            num_classes=num_classes,
+            labels=_get(data, "labels", _is_str_int_dict, "an object of name: integer"),
+            regions=_get(data, "regions", _is_str_int_list_dict, "an object of name: [integers]", default={}),
+            patch_size=_get(data, "patch_size", _is_int_list, "a list of integers"),
+            overlap=float(_get(data, "overlap", _is_number, "a number", default=0.5)),
+            preprocess=_preprocess(data),
+            input_name=_get(data, "input_name", _is_str, "a string", default="image"),
+            output_name=_get(data, "output_name", _is_str, "a string", default="logits"),
+            model_file=_get(data, "model_file", _is_str, "a string", default="model.onnx"),
+            provenance=_get(data, "provenance", lambda v: isinstance(v, dict), "an object", default={}),
+        )
+
+
+def save_bundle_json(bundle: Bundle, directory: str | os.PathLike[str]) -> Path:
+    """Write ``model.json`` into ``directory`` atomically; returns its path."""
+    path = Path(directory) / BUNDLE_JSON
+    atomic_write_text(path, json.dumps(bundle.to_dict(), indent=2) + "\n")
+    return path
+
+
+def load_bundle(path: str | os.PathLike[str]) -> Bundle:
+    """Load ``model.json`` from a bundle folder (or the JSON file itself).
+
+    Raises:
+        BundleError: The file is missing, not JSON, or invalid; the message names the file.
+    """
+    path = Path(path)
+    json_path = path / BUNDLE_JSON if path.is_dir() or not path.suffix else path
+    try:
+        data = json.loads(json_path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise BundleError(f"{json_path}: not found (is {path} a seg bundle folder?)") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{json_path}: cannot read ({exc})") from exc
+    try:
+        return Bundle.from_dict(data)
+    except BundleError as exc:
+        raise BundleError(f"{json_path}: {exc}") from exc
+
+
+def _expect(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise BundleError(f"key '{key}': {message}")
+
+
+_MISSING = object()
+
+
+def _get(data: dict[str, Any], key: str, check: Any, expected: str, default: Any = _MISSING) -> Any:
+    """Fetch ``data[key]``, checking its type; a missing key is an error unless defaulted."""
+    if key not in data:
+        if default is _MISSING:
+            raise BundleError(f"missing required key '{key}'")
+        return default
+    value = data[key]
+    if not check(value):
+        raise BundleError(f"key '{key}': expected {expected}, got {json.dumps(value)[:80]}")
+    return value
+
+
+def _preprocess(data: dict[str, Any]) -> PreprocessSpec:
+    spec = _get(data, "preprocess", lambda v: isinstance(v, dict), "an object")
+    try:
+        return PreprocessSpec.from_dict(spec)
+    except ValueError as exc:
+        key, _, message = str(exc).partition(": ")
+        raise BundleError(f"key '{key}': {message}") from exc
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _is_str_list_or_none(value: Any) -> bool:
+    return value is None or _is_str_list(value)
+
+
+def _is_int_list(value: Any) -> bool:
+    return isinstance(value, list) and all(_is_int(v) for v in value)
+
+
+def _is_str_int_dict(value: Any) -> bool:
+    return isinstance(value, dict) and all(_is_int(v) for v in value.values())
+
+
+def _is_str_int_list_dict(value: Any) -> bool:
+    return isinstance(value, dict) and all(_is_int_list(v) for v in value.values())

@@ -1,0 +1,181 @@
+"""Which files form a case: single files, nnU-Net channel files, case folders, DICOM folders."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .io import image_suffix
+from .readers.dicom import is_dicom_file
+
+_CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+_RASTER_SUFFIXES = {".png", ".tif", ".tiff"}
+
+
+@dataclass
+class Case:
+    """One prediction unit.
+
+    Attributes:
+        id: Case identifier (output file stem).
+        paths: Channel files in channel order; for DICOM the series folder.
+        kind: ``file``, ``nnunet``, ``folder`` or ``dicom``.
+        output_ext: ``.png`` (PNG/TIFF inputs of 2D models) or ``.nii.gz``.
+    """
+
+    id: str
+    paths: list[Path] = field(default_factory=list)
+    kind: str = "file"
+    output_ext: str = ".nii.gz"
+
+
+def _stem(path: Path) -> str:
+    """File name without its image suffix."""
+    suffix = image_suffix(path) or path.suffix
+    return path.name[: len(path.name) - len(suffix)]
+
+
+def _output_ext(path: Path, spatial_dims: int) -> str:
+    return ".png" if spatial_dims == 2 and image_suffix(path) in _RASTER_SUFFIXES else ".nii.gz"
+
+
+def discover_cases(
+    input_path: str | os.PathLike[str],
+    *,
+    spatial_dims: int,
+    in_channels: int,
+    channel_files: list[str] | None = None,
+    exclude: Iterable[str | os.PathLike[str]] = (),
+) -> tuple[list[Case], list[tuple[str, str]]]:
+    """Find the cases in a file or folder.
+
+    Rules: a single image file (or a DICOM folder, or a case folder holding ``channel_files``)
+    is one case; in a folder, nnU-Net channel files ``CASE_0000.ext, CASE_0001.ext`` are grouped
+    by CASE (required for multi-channel models), other image files are single-file cases, a
+    subfolder with DICOM files is a DICOM case and a subfolder holding ``channel_files`` is a
+    case folder. Hidden entries are ignored.
+
+    Args:
+        input_path: A file or folder.
+        spatial_dims: The model's spatial dims (2 or 3); decides the output extension.
+        in_channels: The model's channel count.
+        channel_files: File names forming a case folder, in channel order.
+        exclude: Paths to skip (e.g. the output folder inside the input folder).
+
+    Returns:
+        Cases sorted by id, and ``(name, problem)`` for entries that look like cases but
+        cannot be one (missing channel files, empty folders, duplicate ids).
+
+    Raises:
+        FileNotFoundError: ``input_path`` does not exist.
+    """
+    root = Path(input_path)
+    if not root.exists():
+        raise FileNotFoundError(f"input not found: {root}")
+    if root.is_file():
+        return [_single_file_case(root, spatial_dims)], []
+    folder_case = _folder_case(root, channel_files, spatial_dims)
+    if folder_case is not None:
+        return [folder_case], []
+    top_files = [p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")]
+    # A folder of DICOM slices (and no other images) is itself one series.
+    if not any(image_suffix(p) for p in top_files) and any(is_dicom_file(p) for p in top_files):
+        return [Case(root.name, [root], "dicom", ".nii.gz")], []
+    excluded = {Path(p).resolve() for p in exclude}
+    entries = [
+        p for p in sorted(root.iterdir()) if not p.name.startswith(".") and p.resolve() not in excluded
+    ]
+    cases, problems = _file_cases([p for p in entries if p.is_file()], spatial_dims, in_channels)
+    for folder in (p for p in entries if p.is_dir()):
+        case, problem = _subfolder_case(folder, channel_files, spatial_dims)
+        if case is not None:
+            cases.append(case)
+        else:
+            problems.append((folder.name, problem))
+    return _dedupe(cases, problems)
+
+
+def _single_file_case(path: Path, spatial_dims: int) -> Case:
+    match = _CHANNEL_SUFFIX.match(_stem(path))
+    case_id = match["case"] if match and match["channel"] == "0000" else _stem(path)
+    return Case(case_id, [path], "file", _output_ext(path, spatial_dims))
+
+
+def _folder_case(folder: Path, channel_files: list[str] | None, spatial_dims: int) -> Case | None:
+    """A case folder holding every channel file, else None."""
+    if not channel_files or not all((folder / name).is_file() for name in channel_files):
+        return None
+    paths = [folder / name for name in channel_files]
+    return Case(folder.name, paths, "folder", _output_ext(paths[0], spatial_dims))
+
+
+def _subfolder_case(
+    folder: Path, channel_files: list[str] | None, spatial_dims: int
+) -> tuple[Case | None, str]:
+    """Classify a subfolder as a case folder or DICOM case, or say why it is neither."""
+    case = _folder_case(folder, channel_files, spatial_dims)
+    if case is not None:
+        return case, ""
+    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    if channel_files:
+        present = [name for name in channel_files if (folder / name).is_file()]
+        if present:
+            missing = [name for name in channel_files if name not in present]
+            return None, f"case folder is missing channel file(s): {', '.join(missing)}"
+    if any(is_dicom_file(p) for p in files):
+        return Case(folder.name, [folder], "dicom", ".nii.gz"), ""
+    if not files:
+        return (
+            None,
+            f"empty folder {folder} (expected a DICOM series{' or case files' if channel_files else ''})",
+        )
+    expected = f"DICOM files or the channel files {channel_files}" if channel_files else "DICOM files"
+    return None, f"folder {folder} holds no {expected}"
+
+
+def _file_cases(
+    files: list[Path], spatial_dims: int, in_channels: int
+) -> tuple[list[Case], list[tuple[str, str]]]:
+    """Group the image files of a flat folder into cases."""
+    groups: dict[str, dict[int, Path]] = {}
+    singles: list[Path] = []
+    for path in files:
+        if image_suffix(path) is None:
+            continue
+        match = _CHANNEL_SUFFIX.match(_stem(path))
+        if match:
+            groups.setdefault(match["case"], {})[int(match["channel"])] = path
+        else:
+            singles.append(path)
+    cases = [Case(_stem(p), [p], "file", _output_ext(p, spatial_dims)) for p in singles]
+    problems: list[tuple[str, str]] = []
+    for case_id, channels in groups.items():
+        if in_channels == 1 and set(channels) != {0}:
+            # Names like case_0001 without a lone _0000 are numbered cases, not channels.
+            cases += [Case(_stem(p), [p], "file", _output_ext(p, spatial_dims)) for p in channels.values()]
+            continue
+        expected = set(range(in_channels))
+        if set(channels) != expected:
+            missing = sorted(expected - set(channels))
+            extra = sorted(set(channels) - expected)
+            detail = [f"missing channel file(s) {', '.join(f'_{c:04d}' for c in missing)}"] if missing else []
+            detail += [f"unexpected channel file(s) {', '.join(f'_{c:04d}' for c in extra)}"] if extra else []
+            problems.append((case_id, f"{'; '.join(detail)} (the model takes {in_channels} channel(s))"))
+            continue
+        paths = [channels[c] for c in range(in_channels)]
+        cases.append(Case(case_id, paths, "nnunet", _output_ext(paths[0], spatial_dims)))
+    return cases, problems
+
+
+def _dedupe(cases: list[Case], problems: list[tuple[str, str]]) -> tuple[list[Case], list[tuple[str, str]]]:
+    """Sort by id; a second case with an id already taken becomes a problem."""
+    seen: dict[str, Case] = {}
+    for case in sorted(cases, key=lambda c: (c.id, str(c.paths[0]))):
+        if case.id in seen:
+            problems.append((case.id, f"duplicate case id: {case.paths[0]} and {seen[case.id].paths[0]}"))
+        else:
+            seen[case.id] = case
+    return list(seen.values()), sorted(problems)

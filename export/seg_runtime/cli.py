@@ -1,0 +1,160 @@
+"""``seg-run``: predict a scan folder with a deploy bundle, without torch."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ._version import __version__
+from .bundle import BundleError
+from .manifest import RunManifest
+from .session import PROVIDERS
+
+_DESCRIPTION = """\
+Segment medical images with a seg deploy bundle (model.onnx + model.json) on onnxruntime.
+
+INPUT may be a single image, a folder of images (NIfTI, NRRD, MHA/MHD, PNG, TIFF), nnU-Net
+channel files (CASE_0000.nii.gz, CASE_0001.nii.gz, ...), case folders holding the bundle's
+channel files, or folders of DICOM series (one series per folder). Each case gets a label
+map in OUTPUT with the geometry of its input (.nii.gz, or .png for 2D PNG/TIFF inputs), and
+OUTPUT/predictions.json records every case as ok / skipped / failed.
+"""
+
+_EPILOG = """\
+exit status: 0 all cases ok or skipped, 1 some case failed, 2 usage or bundle error.
+
+examples:
+  seg-run bundles/brats -i scans/ -o labels/
+  seg-run bundles/brats -i scans/ -o labels/ --provider cuda --tta --batch-size 4
+  seg-run bundles/brats -i scans/ -o labels/ --shard 0/4   # on four machines: 0/4 .. 3/4
+"""
+
+
+def _shard(text: str) -> tuple[int, int]:
+    """Parse ``i/n`` (0-based)."""
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected i/n like 0/4, got '{text}'") from None
+    if count < 1 or not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"need 0 <= i < n, got '{text}'")
+    return index, count
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``seg-run`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="seg-run",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "bundle", type=Path, metavar="BUNDLE_DIR", help="folder with model.json and model.onnx"
+    )
+    parser.add_argument("-i", "--input", type=Path, required=True, help="image file or folder of cases")
+    parser.add_argument(
+        "-o", "--output", type=Path, required=True, help="folder for label maps and the manifest"
+    )
+    parser.add_argument(
+        "--provider",
+        choices=PROVIDERS,
+        default="auto",
+        help="onnxruntime execution provider (default: auto = CUDA if available, else CPU; "
+        "an unavailable choice falls back to CPU with a warning)",
+    )
+    parser.add_argument(
+        "--tta", action="store_true", help="mirror test-time augmentation over all spatial axes"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="re-predict cases whose output already exists"
+    )
+    parser.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="i/n",
+        help="only cases at sorted positions p with p %% n == i (0-based); n runs partition the cases",
+    )
+    parser.add_argument(
+        "--save-probabilities",
+        action="store_true",
+        help="also write <case>_probabilities.nii.gz (3D, uint8 scaled to [0,1]) or .npz (2D, float16)",
+    )
+    parser.add_argument(
+        "--batch-size", type=_positive, default=1, metavar="N", help="patches per model call (default 1)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="-v: per-case log, -vv: debug")
+    parser.add_argument("--version", action="version", version=f"seg-run {__version__}")
+    return parser
+
+
+def _summary(manifest: RunManifest, output: Path) -> str:
+    """The short result table printed at the end."""
+    counts = manifest.summary
+    lines = [
+        f"{'ok':<10}{counts['ok']}",
+        f"{'skipped':<10}{counts['skipped']}",
+        f"{'failed':<10}{counts['failed']}",
+        f"{'output':<10}{output}",
+        f"{'manifest':<10}{manifest.path}",
+    ]
+    for entry in manifest.failures()[:10]:
+        lines.append(f"  failed {entry['id']}: {entry['error']}")
+    if counts["failed"] > 10:
+        lines.append(f"  ... and {counts['failed'] - 10} more (see the manifest)")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``seg-run``; returns the exit status (0 ok, 1 a case failed, 2 usage/bundle error)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not args.input.exists():
+        print(f"seg-run: error: input not found: {args.input}", file=sys.stderr)
+        return 2
+    from .session import OnnxPredictor
+
+    try:
+        predictor = OnnxPredictor(args.bundle, provider=args.provider)
+    except (BundleError, OSError, ValueError) as exc:
+        print(f"seg-run: error: {exc}", file=sys.stderr)
+        return 2
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    # Log lines go through tqdm.write so they do not tear the progress bars.
+    with logging_redirect_tqdm():
+        manifest = predictor.predict_folder(
+            args.input,
+            args.output,
+            tta=args.tta,
+            overwrite=args.overwrite,
+            shard=args.shard,
+            save_probabilities=args.save_probabilities,
+            batch_size=args.batch_size,
+            progress=not args.no_progress and sys.stderr.isatty(),
+        )
+    print(_summary(manifest, args.output))
+    return 1 if manifest.summary["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

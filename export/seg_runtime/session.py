@@ -1,0 +1,176 @@
+"""onnxruntime sessions with provider fallback, and the ONNX predictor behind ``seg-run``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._version import __version__
+from .batch import predict_folder
+from .bundle import Bundle, BundleError, load_bundle
+from .manifest import RunManifest
+
+logger = logging.getLogger(__name__)
+
+PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
+_CPU = "CPUExecutionProvider"
+_CUDA = "CUDAExecutionProvider"
+_TENSORRT = "TensorrtExecutionProvider"
+_REQUESTS = {
+    "cpu": [_CPU],
+    "cuda": [_CUDA, _CPU],
+    "tensorrt": [_TENSORRT, _CUDA, _CPU],
+    # TensorRT is opt-in: its engine build takes minutes and rejects some graphs.
+    "auto": [_CUDA, "ROCMExecutionProvider", "CoreMLExecutionProvider", "DmlExecutionProvider", _CPU],
+}
+
+
+def resolve_providers(provider: str, available: list[str]) -> list[str]:
+    """Execution providers to request, best first, restricted to those available.
+
+    Args:
+        provider: ``auto``, ``cpu``, ``cuda`` or ``tensorrt``.
+        available: ``onnxruntime.get_available_providers()``.
+
+    Returns:
+        Provider names; for ``auto`` only the single best accelerator plus CPU.
+    """
+    if provider not in _REQUESTS:
+        raise ValueError(f"unknown provider '{provider}' (choose from {', '.join(PROVIDERS)})")
+    wanted = _REQUESTS[provider]
+    chosen = [name for name in wanted if name in available or name == _CPU]
+    if provider == "auto":
+        return chosen[:1] + ([_CPU] if chosen[0] != _CPU else [])
+    if chosen[0] != wanted[0]:
+        logger.warning(
+            "provider '%s' requested but %s is not available in this onnxruntime (available: %s); using %s",
+            provider,
+            wanted[0],
+            ", ".join(available),
+            chosen[0],
+        )
+    return chosen
+
+
+def create_session(model_path: str | os.PathLike[str], provider: str = "auto") -> Any:
+    """Create an ``onnxruntime.InferenceSession`` on the best matching execution provider.
+
+    Args:
+        model_path: The ``.onnx`` file.
+        provider: ``auto`` (best available, TensorRT excluded), ``cpu``, ``cuda`` or
+            ``tensorrt`` (falls back to CUDA, then CPU, with a warning).
+
+    Returns:
+        The session.
+    """
+    import onnxruntime as ort
+
+    providers = resolve_providers(provider, ort.get_available_providers())
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    provider_args: list[Any] = []
+    for name in providers:
+        if name == _TENSORRT:
+            cache = Path(model_path).resolve().parent / ".trt_cache"
+            provider_args.append(
+                (name, {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)})
+            )
+        else:
+            provider_args.append(name)
+    session = ort.InferenceSession(str(model_path), sess_options=options, providers=provider_args)
+    used = session.get_providers()
+    if used and used[0] != providers[0]:
+        logger.warning(
+            "onnxruntime could not start %s (missing libraries?); running on %s", providers[0], used[0]
+        )
+    logger.info("onnxruntime session on %s", ", ".join(used))
+    return session
+
+
+class OnnxPredictor:
+    """A loaded bundle and its onnxruntime session (created once, reused for every case).
+
+    Args:
+        bundle_dir: Folder holding ``model.json`` and the ONNX file.
+        provider: See :func:`create_session`.
+    """
+
+    def __init__(self, bundle_dir: str | os.PathLike[str], provider: str = "auto") -> None:
+        self.bundle_dir = Path(bundle_dir)
+        self.bundle: Bundle = load_bundle(self.bundle_dir)
+        model_path = self.bundle_dir / self.bundle.model_file
+        if not model_path.is_file():
+            raise BundleError(f"{model_path}: model file named in model.json not found")
+        try:
+            self.session = create_session(model_path, provider)
+        except Exception as exc:
+            raise BundleError(f"{model_path}: onnxruntime cannot load the model ({exc})") from exc
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = [o.name for o in self.session.get_outputs()]
+        if self.bundle.input_name not in inputs or self.bundle.output_name not in outputs:
+            raise BundleError(
+                f"{model_path}: model I/O {list(inputs)} -> {outputs} does not match model.json "
+                f"input_name '{self.bundle.input_name}' / output_name '{self.bundle.output_name}'"
+            )
+        batch_dim = inputs[self.bundle.input_name].shape[0]
+        # A model exported with a fixed batch size must be fed exactly that many patches.
+        self._fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
+
+    @property
+    def providers(self) -> list[str]:
+        """Execution providers the session actually uses."""
+        return list(self.session.get_providers())
+
+    def predict_batch(self, x: np.ndarray) -> np.ndarray:
+        """Logits for a batch of patches.
+
+        Args:
+            x: Shape: [B, C, *P], float32.
+
+        Returns:
+            Logits, float32. Shape: [B, K, *P].
+        """
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        step = self._fixed_batch
+        if step is None or x.shape[0] == step:
+            return self._run(x)
+        chunks = []
+        for start in range(0, x.shape[0], step):
+            chunk = x[start : start + step]
+            missing = step - chunk.shape[0]
+            if missing:
+                chunk = np.concatenate([chunk, np.zeros((missing, *chunk.shape[1:]), np.float32)])
+            chunks.append(self._run(chunk)[: step - missing])
+        return np.concatenate(chunks)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        (logits,) = self.session.run([self.bundle.output_name], {self.bundle.input_name: x})
+        return np.asarray(logits, dtype=np.float32)
+
+    def model_info(self) -> dict[str, Any]:
+        """What the manifest records about the model."""
+        return {
+            "bundle": str(self.bundle_dir.resolve()),
+            "model_file": self.bundle.model_file,
+            "providers": self.providers,
+            "seg_runtime": __version__,
+            "provenance": self.bundle.provenance,
+        }
+
+    def predict_folder(
+        self, input_path: str | os.PathLike[str], output_dir: str | os.PathLike[str], **kwargs: Any
+    ) -> RunManifest:
+        """Predict a file or folder of cases; keyword arguments go to :func:`batch.predict_folder`."""
+        kwargs.setdefault("model_info", self.model_info())
+        return predict_folder(
+            input_path,
+            output_dir,
+            bundle=self.bundle,
+            predict_batch=self.predict_batch,
+            tool="seg-run",
+            **kwargs,
+        )
