@@ -67,7 +67,7 @@ def _label_source(args: argparse.Namespace):
         cfg = config_from_dict(load_checkpoint(path)["config"], str(path))
     else:
         return None
-    return cfg.data.labels, cfg.data.regions
+    return cfg.data.labels, cfg.data.regions, cfg.data.label_values
 
 
 def _labels_from_refs(ref_dir: Path) -> dict[str, int]:
@@ -85,9 +85,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from seg.evaluation import evaluate_folders, write_evaluation
 
     source = _label_source(args)
-    labels, regions = source if source else (_labels_from_refs(args.ref), {})
+    labels, regions, values = source if source else (_labels_from_refs(args.ref), {}, None)
     result = evaluate_folders(args.pred, args.ref, labels, regions, surface=not args.no_surface,
-                              tolerance=args.tolerance)
+                              tolerance=args.tolerance, label_values=values)
     if not result["cases"]:
         raise ValueError(f"no case of {args.ref} has a prediction in {args.pred}")
     csv_path, json_path = write_evaluation(result, args.output or args.pred)

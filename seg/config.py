@@ -31,6 +31,8 @@ class _Section(BaseModel):
 class SplitConfig(_Section):
     """Train/validation split: explicit id lists, or k-fold over all cases with a seed."""
 
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
+
     train: list[str] | None = None
     val: list[str] | None = None
     folds: int = 5

@@ -32,8 +32,14 @@ def label_files(folder: Path) -> dict[str, Path]:
             if p.is_file() and not p.name.startswith(".") and p.name.endswith(_EXTS)}
 
 
-def load_labels(path: Path) -> np.ndarray:
-    return load_labels_with_spacing(path)[0]
+def load_labels(path: Path, label_values: Mapping[int, int] | None = None) -> np.ndarray:
+    """A label map as class indices (raw values remapped through ``label_values`` when given)."""
+    arr = load_labels_with_spacing(path)[0]
+    if label_values:
+        from seg.data.transforms import remap_labels
+
+        arr = remap_labels(arr, label_values)
+    return arr
 
 
 def load_labels_with_spacing(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
@@ -47,9 +53,10 @@ def load_labels_with_spacing(path: Path) -> tuple[np.ndarray, tuple[float, ...]]
 
 def evaluate_folders(pred_dir: Path, ref_dir: Path, labels: Mapping[str, int],
                      regions: Mapping[str, Sequence[int]] | None = None, surface: bool = True,
-                     tolerance: float = 1.0) -> dict:
+                     tolerance: float = 1.0, label_values: Mapping[int, int] | None = None) -> dict:
     """Dice (and HD95 / NSD when ``surface``) per class and region for every case present in
-    both folders, plus means. Distances use the reference's voxel spacing (mm).
+    both folders, plus means. Distances use the reference's voxel spacing (mm). References with
+    raw values (e.g. ISBI's 0/255) are mapped to class indices through ``label_values``.
 
     Returns ``{"cases": [{"id", <metric>: value...}], "mean": {<metric>: value}, "missing": [ids]}``.
     """
@@ -57,6 +64,10 @@ def evaluate_folders(pred_dir: Path, ref_dir: Path, labels: Mapping[str, int],
     rows, missing = [], sorted(set(refs) - set(preds))
     for cid in sorted(set(preds) & set(refs)):
         ref, spacing = load_labels_with_spacing(refs[cid])
+        if label_values:
+            from seg.data.transforms import remap_labels
+
+            ref = remap_labels(ref, label_values)
         pred = load_labels(preds[cid])
         scores = {f"dice_{k}": v for k, v in dice_scores(pred, ref, labels, regions).items()}
         if surface:

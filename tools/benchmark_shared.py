@@ -1,0 +1,113 @@
+"""Train and score models on the shared real data (BraTS 2013, ISBI 2012) with one budget.
+
+For every (dataset, model) pair: ``seg train`` the config with the chosen budget, ``seg predict``
+the validation cases in their original geometry, ``seg evaluate`` them against the original
+references, and print one table (JSON with ``--json``):
+
+    python tools/benchmark_shared.py --dataset brats --models ag_unet gla_unet monai_attention_unet
+    python tools/benchmark_shared.py --dataset isbi --models ag_unet smp_unet --epochs 10
+
+Configs: ``configs/<dataset>_<model>.yaml`` when it exists, else ``configs/<dataset>_base.yaml``
+with ``model.name=<model>``. Needs ../shared/data (see its README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from seg.cli import format_table
+from seg.config import load_config
+from seg.data.datalist import build_datalist, split_datalist
+from seg.engine.fit import fit
+from seg.evaluation import evaluate_folders
+from seg.inference import Predictor
+
+REPO = Path(__file__).resolve().parents[1]
+KEYS = {"brats": ["dice_whole_tumour", "dice_tumour_core", "dice_enhancing_tumour", "hd95_whole_tumour"],
+        "isbi": ["dice_membrane", "hd95_membrane"]}
+
+
+def config_for(dataset: str, model: str, overrides: list[str]):
+    path = REPO / "configs" / f"{dataset}_{model}.yaml"
+    if path.is_file():
+        return load_config(path, overrides)
+    extra = [f"model.name={model}", f"name={dataset}_{model}"]
+    if not model.startswith(("ag_", "gla_", "region_", "timm_")):
+        extra.append("model.deep_supervision=false")  # baselines have one output
+    return load_config(REPO / "configs" / f"{dataset}_base.yaml", extra + overrides)
+
+
+def link_validation(cfg, work: Path) -> tuple[Path, Path]:
+    """Folders of symlinks: the validation inputs (as seg predict sees them) and their references."""
+    items = build_datalist(cfg.data)
+    _, val = split_datalist(items, cfg.data.split)
+    inputs, refs = work / "val_inputs", work / "val_refs"
+    for folder in (inputs, refs):
+        folder.mkdir(parents=True, exist_ok=True)
+    for item in val:
+        cid = str(item["id"])
+        label = Path(item["label"])
+        ext = "".join(label.suffixes[-2:]) if label.name.endswith(".nii.gz") else label.suffix
+        _link(refs / f"{cid}{ext}", label)
+        if cfg.data.layout == "case_folders":
+            _link(inputs / cid, Path(item["image"][0]).parent)
+        else:
+            image = Path(item["image"][0])
+            _link(inputs / image.name, image)
+    return inputs, refs
+
+
+def _link(dst: Path, src: Path) -> None:
+    if not dst.exists():
+        dst.symlink_to(src.resolve())
+
+
+def run_one(dataset: str, model: str, args: argparse.Namespace) -> dict:
+    overrides = [f"output_dir={args.out / 'runs'}"] + list(args.override)
+    if args.epochs:
+        overrides.append(f"train.epochs={args.epochs}")
+    cfg = config_for(dataset, model, overrides)
+    run_dir = Path(cfg.output_dir) / cfg.name
+    t0 = time.perf_counter()
+    if not (run_dir / "last.pt").is_file():
+        fit(cfg, run_dir)
+    elif args.retrain:
+        fit(cfg, run_dir, resume=True)
+    train_s = time.perf_counter() - t0
+    inputs, refs = link_validation(cfg, args.out / dataset)
+    pred_dir = args.out / "pred" / cfg.name
+    t0 = time.perf_counter()
+    Predictor.from_checkpoint(run_dir).predict_folder(inputs, pred_dir, overwrite=True, progress=False)
+    predict_s = time.perf_counter() - t0
+    result = evaluate_folders(pred_dir, refs, cfg.data.labels, cfg.data.regions, label_values=cfg.data.label_values)
+    return {"dataset": dataset, "model": model, "epochs": cfg.train.epochs, "train_s": round(train_s, 1),
+            "predict_s_per_case": round(predict_s / max(len(result["cases"]), 1), 2), **result["mean"],
+            "cases": result["cases"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=sorted(KEYS), required=True)
+    parser.add_argument("--models", nargs="+", default=["ag_unet", "gla_unet", "monai_attention_unet"])
+    parser.add_argument("--epochs", type=int, help="override train.epochs (same budget for every model)")
+    parser.add_argument("--override", nargs="*", default=[], help="extra config overrides for every model")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "benchmark_shared")
+    parser.add_argument("--retrain", action="store_true", help="resume/extend runs that already exist")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    rows = [run_one(args.dataset, m, args) for m in args.models]
+    keys = KEYS[args.dataset]
+    print(format_table(["model", "epochs", "train s", "predict s/case", *keys],
+                       [[r["model"], r["epochs"], r["train_s"], r["predict_s_per_case"], *[r.get(k) for k in keys]]
+                        for r in rows]))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
