@@ -5,7 +5,7 @@ Importing this package registers every model (ours and the baselines).
 
 from __future__ import annotations
 
-from seg.models import ag_unet  # noqa: F401  (registers)
+from seg.models import ag_unet, baselines, gla_encoder, region_encoder, timm_encoder  # noqa: F401  (registers)
 from seg.models.factory import MODELS, build_model, create_model, prepare_export
 from seg.models.segmenter import FeatureInfo, Segmenter
 

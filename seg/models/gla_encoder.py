@@ -1,0 +1,129 @@
+"""``gla_unet``: hybrid encoder, convolutions at fine levels and ViG-style GLA blocks at coarse ones.
+
+Convolutions are cheap and local where the grid is large; global context is added where the
+grid is small enough for it to matter and still cheap: GLA blocks scan the whole patch in
+linear time (see :class:`seg.layers.gla.VisionGLABlock`), so no windowing is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from seg.layers.conv import conv_block
+from seg.layers.gla import VisionGLABlock
+from seg.models.decoder import UNetDecoder
+from seg.models.factory import MODELS
+from seg.models.segmenter import FeatureInfo, Segmenter
+
+__all__ = ["GLAEncoder", "build_gla_unet"]
+
+# Per spatial dims and size: (channels per level, conv levels, GLA blocks per GLA level).
+SIZES = {
+    2: {"small": ((16, 32, 64, 128, 256), 2, (2, 2, 2)), "base": ((32, 64, 128, 256, 512), 2, (2, 4, 2))},
+    3: {"small": ((16, 32, 64, 128), 2, (2, 2)), "base": ((32, 64, 128, 256, 320), 2, (2, 4, 2))},
+}
+
+
+def gla_heads(channels: int, head_width: int = 32) -> int:
+    """Heads for a GLA block of ``channels``: about ``channels / head_width``, dividing both the
+    value width (``channels``) and the key width (``channels // 2``)."""
+    for heads in range(max(1, channels // head_width), 0, -1):
+        if channels % heads == 0 and (channels // 2) % heads == 0:
+            return heads
+    return 1
+
+
+class GLAEncoder(nn.Module):
+    """Conv stages at the first ``conv_levels`` levels, then (stride-2 conv + GLA blocks) stages.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: image channels.
+        channels: width per level; level ``i`` has reduction ``2**i``.
+        conv_levels: leading levels built from conv blocks only (at least 1).
+        depths: GLA blocks per remaining level (``len(channels) - conv_levels`` values).
+        drop_path: largest stochastic-depth rate, reached linearly over the GLA blocks.
+        backend: GLA backend ("auto", "torch", "fla").
+
+    Shape: [B, C, *S] -> list of [B, channels[i], *S / 2**i], highest resolution first.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        channels: Sequence[int],
+        conv_levels: int = 2,
+        depths: Sequence[int] = (2, 2),
+        drop_path: float = 0.0,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if not 1 <= conv_levels <= len(channels) or len(depths) != len(channels) - conv_levels:
+            raise ValueError(
+                f"need 1 <= conv_levels <= {len(channels)} and one depth per GLA level; "
+                f"got conv_levels={conv_levels}, depths={tuple(depths)} for channels={tuple(channels)}"
+            )
+        self.spatial_dims = spatial_dims
+        rates = torch.linspace(0, drop_path, max(1, sum(depths))).tolist()
+        stages, prev = [], in_channels
+        for level, width in enumerate(channels):
+            layers = [conv_block(spatial_dims, prev, width, stride=1 if level == 0 else 2)]
+            if level >= conv_levels:
+                depth = depths[level - conv_levels]
+                heads = gla_heads(width)
+                layers += [
+                    VisionGLABlock(width, spatial_dims, heads, drop_path=rates.pop(0), backend=backend)  # type: ignore[arg-type]
+                    for _ in range(depth)
+                ]
+            stages.append(nn.Sequential(*layers))
+            prev = width
+        self.stages = nn.ModuleList(stages)
+        self.feature_info = [FeatureInfo(c, 2**i) for i, c in enumerate(channels)]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+
+@MODELS.register("gla_unet")
+def build_gla_unet(
+    *,
+    spatial_dims: int,
+    in_channels: int,
+    num_classes: int,
+    size: str = "small",
+    deep_supervision: bool = False,
+    gate: str = "attention",
+    channels: Sequence[int] | None = None,
+    conv_levels: int | None = None,
+    depths: Sequence[int] | None = None,
+    drop_path: float = 0.0,
+    backend: str = "auto",
+) -> nn.Module:
+    """GLA U-Net: GLAEncoder + UNetDecoder(gate) + heads.
+
+    Args:
+        channels, conv_levels, depths: override the chosen ``size``'s preset; when ``channels``
+            changes the level count without ``depths``, every GLA level gets 2 blocks.
+        drop_path: largest stochastic-depth rate of the GLA blocks.
+        backend: GLA backend; "auto" uses fla's kernels on CUDA when installed.
+    """
+    if spatial_dims not in SIZES or size not in SIZES[spatial_dims]:
+        raise ValueError(f"gla_unet: unknown spatial_dims/size {spatial_dims}/{size!r}; sizes: small, base")
+    preset_channels, preset_conv, preset_depths = SIZES[spatial_dims][size]
+    chans = tuple(channels) if channels else preset_channels
+    n_conv = conv_levels if conv_levels is not None else min(preset_conv, len(chans))
+    n_gla = len(chans) - n_conv
+    blocks = tuple(depths) if depths else (preset_depths if len(preset_depths) == n_gla else (2,) * n_gla)
+    encoder = GLAEncoder(
+        spatial_dims, in_channels, chans, n_conv, blocks, drop_path=drop_path, backend=backend
+    )
+    decoder = UNetDecoder(spatial_dims, encoder.feature_info, gate=gate)
+    return Segmenter(encoder, decoder, num_classes, deep_supervision=deep_supervision)

@@ -1,0 +1,147 @@
+"""``region_unet``: conv stem, then stages of (shifted-)window attention blocks with a gated output.
+
+Windows keep attention cost linear in the number of voxels; alternating plain and shifted
+windows lets information cross window borders (Swin). Sizes that do not divide by the window
+are padded inside :class:`seg.layers.region_attention.RegionAttention`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from seg.layers.conv import conv_block
+from seg.layers.region_attention import RegionAttentionBlock
+from seg.models.decoder import UNetDecoder
+from seg.models.factory import MODELS
+from seg.models.segmenter import FeatureInfo, Segmenter
+
+__all__ = ["RegionEncoder", "build_region_unet"]
+
+# Per spatial dims and size: (channels per level, conv levels, blocks per attention level, window).
+SIZES = {
+    2: {
+        "small": ((16, 32, 64, 128, 256), 2, (2, 2, 2), 8),
+        "base": ((32, 64, 128, 256, 512), 2, (2, 4, 2), 8),
+    },
+    3: {"small": ((16, 32, 64, 128), 2, (2, 2), 4), "base": ((32, 64, 128, 256, 320), 2, (2, 4, 2), 6)},
+}
+
+
+def attention_heads(channels: int, head_width: int = 32) -> int:
+    """About ``channels / head_width`` heads, dividing ``channels``."""
+    for heads in range(max(1, channels // head_width), 0, -1):
+        if channels % heads == 0:
+            return heads
+    return 1
+
+
+class RegionEncoder(nn.Module):
+    """Conv stages at the first ``conv_levels`` levels, then (stride-2 conv + window blocks) stages.
+
+    Inside an attention stage blocks alternate plain and shifted windows (an odd depth ends on
+    a plain one).
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: image channels.
+        channels: width per level; level ``i`` has reduction ``2**i``.
+        conv_levels: leading levels built from conv blocks only (at least 1).
+        depths: attention blocks per remaining level (``len(channels) - conv_levels`` values).
+        window_size: attention window (shrinks to the grid where the grid is smaller).
+        output_gate: sigmoid output gate on every attention output.
+        drop_path: largest stochastic-depth rate, reached linearly over the attention blocks.
+
+    Shape: [B, C, *S] -> list of [B, channels[i], *S / 2**i], highest resolution first.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        channels: Sequence[int],
+        conv_levels: int = 2,
+        depths: Sequence[int] = (2, 2),
+        window_size: int | Sequence[int] = 4,
+        output_gate: bool = True,
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not 1 <= conv_levels <= len(channels) or len(depths) != len(channels) - conv_levels:
+            raise ValueError(
+                f"need 1 <= conv_levels <= {len(channels)} and one depth per attention level; "
+                f"got conv_levels={conv_levels}, depths={tuple(depths)} for channels={tuple(channels)}"
+            )
+        self.spatial_dims = spatial_dims
+        rates = torch.linspace(0, drop_path, max(1, sum(depths))).tolist()
+        stages, prev = [], in_channels
+        for level, width in enumerate(channels):
+            layers = [conv_block(spatial_dims, prev, width, stride=1 if level == 0 else 2)]
+            if level >= conv_levels:
+                heads = attention_heads(width)
+                layers += [
+                    RegionAttentionBlock(
+                        width,
+                        spatial_dims,
+                        heads,
+                        window_size,
+                        shift=i % 2 == 1,
+                        output_gate=output_gate,
+                        drop_path=rates.pop(0),
+                    )
+                    for i in range(depths[level - conv_levels])
+                ]
+            stages.append(nn.Sequential(*layers))
+            prev = width
+        self.stages = nn.ModuleList(stages)
+        self.feature_info = [FeatureInfo(c, 2**i) for i, c in enumerate(channels)]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+
+@MODELS.register("region_unet")
+def build_region_unet(
+    *,
+    spatial_dims: int,
+    in_channels: int,
+    num_classes: int,
+    size: str = "small",
+    deep_supervision: bool = False,
+    gate: str = "attention",
+    channels: Sequence[int] | None = None,
+    conv_levels: int | None = None,
+    depths: Sequence[int] | None = None,
+    window_size: int | Sequence[int] | None = None,
+    output_gate: bool = True,
+    drop_path: float = 0.0,
+) -> nn.Module:
+    """Region-attention U-Net: RegionEncoder + UNetDecoder(gate) + heads.
+
+    Args:
+        channels, conv_levels, depths, window_size: override the chosen ``size``'s preset; when
+            ``channels`` changes the level count without ``depths``, every attention level gets 2.
+        output_gate: the sigmoid gate on the attention outputs (Qiu et al. 2025).
+        drop_path: largest stochastic-depth rate of the attention blocks.
+    """
+    if spatial_dims not in SIZES or size not in SIZES[spatial_dims]:
+        raise ValueError(
+            f"region_unet: unknown spatial_dims/size {spatial_dims}/{size!r}; sizes: small, base"
+        )
+    preset_channels, preset_conv, preset_depths, preset_window = SIZES[spatial_dims][size]
+    chans = tuple(channels) if channels else preset_channels
+    n_conv = conv_levels if conv_levels is not None else min(preset_conv, len(chans))
+    n_attn = len(chans) - n_conv
+    blocks = tuple(depths) if depths else (preset_depths if len(preset_depths) == n_attn else (2,) * n_attn)
+    window = window_size if window_size is not None else preset_window
+    encoder = RegionEncoder(
+        spatial_dims, in_channels, chans, n_conv, blocks, window, output_gate=output_gate, drop_path=drop_path
+    )
+    decoder = UNetDecoder(spatial_dims, encoder.feature_info, gate=gate)
+    return Segmenter(encoder, decoder, num_classes, deep_supervision=deep_supervision)
