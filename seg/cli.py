@@ -64,6 +64,10 @@ def _add_predict(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--save-probabilities", action="store_true", help="also write class probabilities")
     p.add_argument("--batch-size", type=int, help="patches per forward pass (default from the config)")
+    p.add_argument("--preview", action="store_true",
+                   help="also write OUTPUT/preview/<case>.png: 3 axial slices (2D: the image) with labels in colour")
+    p.add_argument("--dicom-seg", action="store_true",
+                   help="also write <case>.seg.dcm (DICOM-SEG) for DICOM series inputs (needs seg[dicom])")
 
 
 def _add_evaluate(sub) -> None:

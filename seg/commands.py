@@ -45,11 +45,16 @@ def print_manifest(manifest, output: Path) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from seg.inference import Predictor
 
+    if args.dicom_seg:  # fail before loading the model, not after the first case
+        from seg_runtime.dicom_seg import require_highdicom
+
+        require_highdicom()
     predictor = Predictor.from_checkpoint(args.model, device=args.device)
     if args.batch_size:
         predictor.cfg.infer.batch_size = args.batch_size
     manifest = predictor.predict_folder(args.input, args.output, tta=args.tta or None, overwrite=args.overwrite,
-                                        shard=args.shard, save_probabilities=args.save_probabilities)
+                                        shard=args.shard, save_probabilities=args.save_probabilities,
+                                        preview=args.preview, dicom_seg=args.dicom_seg)
     print_manifest(manifest, args.output)
     return 1 if manifest.summary["failed"] else 0
 

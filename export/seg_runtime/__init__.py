@@ -18,6 +18,7 @@ from .geometry import CaseError, Geometry
 from .io import read_case, read_image, write_labels, write_probabilities
 from .manifest import RunManifest
 from .preprocess import PreprocessSpec, PreprocessState, preprocess_image, preprocess_label, restore_to_input
+from .preview import render_preview, write_preview
 from .tiling import gaussian_importance_map, patch_grid, sliding_window_inference
 
 __all__ = [
@@ -43,11 +44,13 @@ __all__ = [
     "preprocess_label",
     "read_case",
     "read_image",
+    "render_preview",
     "restore_to_input",
     "save_bundle_json",
     "select_shard",
     "sliding_window_inference",
     "write_labels",
+    "write_preview",
     "write_probabilities",
 ]
 

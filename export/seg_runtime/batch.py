@@ -20,24 +20,31 @@ import numpy as np
 from ._version import __version__
 from .bundle import Bundle
 from .cases import Case, discover_cases
+from .dicom_seg import DICOM_SEG_SUFFIX, require_highdicom, write_dicom_seg
 from .geometry import CaseError, Geometry
 from .io import read_case, write_labels, write_probabilities
 from .manifest import MANIFEST_NAME, RunManifest
 from .preprocess import PreprocessState, preprocess_image, restore_to_input
+from .preview import preview_path, write_preview
 from .tiling import PredictBatch, sliding_window_inference
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# Model-grid probabilities up to this size stay float32; larger ones are held in float16 (half
+# the memory, values rounded once to within 5e-4, which moves only near-tie voxels' labels).
+PROBABILITY_BUDGET_BYTES = 512 * 2**20
+
 
 @dataclass
 class _Loaded:
     """A case read and preprocessed (the prefetch thread's product)."""
 
-    image: np.ndarray
+    image: np.ndarray | None
     geometry: Geometry
     state: PreprocessState
+    first_channel: np.ndarray | None = None  # the raw first channel (float16), for the preview
 
 
 @dataclass
@@ -48,6 +55,9 @@ class _Settings:
     batch_size: int
     save_probabilities: bool
     progress: bool
+    preview: bool = False
+    dicom_seg: bool = False
+    version: str = __version__
 
 
 def select_shard(items: Sequence[T], shard: tuple[int, int] | None) -> list[T]:
@@ -83,6 +93,8 @@ def predict_folder(
     batch_size: int = 1,
     progress: bool = True,
     version: str = __version__,
+    preview: bool = False,
+    dicom_seg: bool = False,
 ) -> RunManifest:
     """Predict every case under ``input_path`` into ``output_dir``.
 
@@ -105,10 +117,19 @@ def predict_folder(
         batch_size: Patches per ``predict_batch`` call.
         progress: Show progress bars.
         version: Tool version recorded in the manifest.
+        preview: Also write ``OUTPUT/preview/<id>.png``: a few slices with the labels coloured
+            over the first channel (see :mod:`seg_runtime.preview`).
+        dicom_seg: Also write ``<id>.seg.dcm`` (DICOM-SEG referencing the source series) for
+            DICOM series inputs; needs highdicom.
 
     Returns:
         The run manifest (already written).
+
+    Raises:
+        DicomSegUnavailable: ``dicom_seg`` without highdicom installed (checked before any case).
     """
+    if dicom_seg:
+        require_highdicom()
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     cases, problems = discover_cases(
@@ -125,7 +146,17 @@ def predict_folder(
     todo = _plan(manifest, select_shard(cases, shard), output, overwrite)
     manifest.write()
     mirror_axes = tuple(range(bundle.spatial_dims)) if tta else None
-    settings = _Settings(bundle, predict_batch, mirror_axes, batch_size, save_probabilities, progress)
+    settings = _Settings(
+        bundle,
+        predict_batch,
+        mirror_axes,
+        batch_size,
+        save_probabilities,
+        progress,
+        preview,
+        dicom_seg,
+        version,
+    )
     _run_cases(todo, manifest, settings)
     return manifest
 
@@ -165,12 +196,12 @@ def _run_cases(todo: list[tuple[Case, Path]], manifest: RunManifest, settings: _
 
     bar = tqdm(total=len(todo), desc="cases", unit="case", disable=not settings.progress or not todo)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="seg-prefetch") as pool:
-        pending: Future[_Loaded] | None = pool.submit(_load, todo[0][0], settings.bundle) if todo else None
+        pending: Future[_Loaded] | None = pool.submit(_load, todo[0][0], settings) if todo else None
         for index, (case, target) in enumerate(todo):
             start = time.perf_counter()
             current, pending = (
                 pending,
-                (pool.submit(_load, todo[index + 1][0], settings.bundle) if index + 1 < len(todo) else None),
+                (pool.submit(_load, todo[index + 1][0], settings) if index + 1 < len(todo) else None),
             )
             try:
                 _predict_case(current.result(), case, target, settings)
@@ -192,15 +223,27 @@ def _run_cases(todo: list[tuple[Case, Path]], manifest: RunManifest, settings: _
     bar.close()
 
 
-def _load(case: Case, bundle: Bundle) -> _Loaded:
+def _load(case: Case, settings: _Settings) -> _Loaded:
     """Read and preprocess one case (runs in the prefetch thread)."""
+    bundle = settings.bundle
     image, geometry = read_case(case, bundle.spatial_dims, bundle.in_channels)
+    first = _preview_copy(image[0]) if settings.preview else None
     prepared, state = preprocess_image(image, geometry, bundle.preprocess)
-    return _Loaded(prepared, geometry, state)
+    return _Loaded(prepared, geometry, state, first)
+
+
+def _preview_copy(channel: np.ndarray) -> np.ndarray:
+    """The first channel in float16 for the preview: half the memory, plenty for 8-bit display."""
+    limit = float(np.finfo(np.float16).max)
+    return np.clip(channel, -limit, limit, out=np.empty(channel.shape, np.float16), casting="same_kind")
 
 
 def _predict_case(loaded: _Loaded, case: Case, target: Path, settings: _Settings) -> None:
-    """Sliding window → back to the input grid → write (probabilities first, labels last)."""
+    """Sliding window → back to the input grid → write (extras first, labels last).
+
+    Large volumes blend into float16 (see :func:`probability_dtype`), and the model-grid image
+    is dropped before the probabilities are restored to the input grid.
+    """
     bundle = settings.bundle
     probabilities = sliding_window_inference(
         loaded.image,
@@ -211,15 +254,53 @@ def _predict_case(loaded: _Loaded, case: Case, target: Path, settings: _Settings
         batch_size=settings.batch_size,
         mirror_axes=settings.mirror_axes,
         progress=settings.progress,
+        dtype=probability_dtype(bundle.num_classes, loaded.image.shape[1:]),
     )
+    loaded.image = None
     labels, restored = labels_on_input_grid(
         probabilities, loaded.state, keep_probabilities=settings.save_probabilities
     )
+    del probabilities
     if restored is not None:
         suffix = ".npz" if bundle.spatial_dims == 2 else ".nii.gz"
         write_probabilities(target.parent / f"{case.id}_probabilities{suffix}", restored, loaded.geometry)
+        del restored
+    _write_extras(loaded, labels, case, target, settings)
     # The label file is written last: its existence marks the case as done.
     write_labels(target, labels, loaded.geometry)
+
+
+def _write_extras(loaded: _Loaded, labels: np.ndarray, case: Case, target: Path, settings: _Settings) -> None:
+    """The optional outputs: preview PNG (best effort) and DICOM-SEG (for DICOM inputs)."""
+    if settings.preview and loaded.first_channel is not None:
+        try:
+            where = write_preview(
+                preview_path(target.parent, case.id),
+                loaded.first_channel,
+                labels,
+                loaded.geometry if labels.ndim == 3 else None,
+            )
+            logger.debug("case %s: preview %s", case.id, where)
+        except Exception as exc:  # a quick-look picture must never cost the prediction
+            logger.warning("case %s: no preview (%s: %s)", case.id, type(exc).__name__, exc)
+        loaded.first_channel = None
+    if settings.dicom_seg:
+        if case.kind != "dicom":
+            logger.warning("case %s: not a DICOM series input; no DICOM-SEG written", case.id)
+            return
+        write_dicom_seg(
+            target.parent / f"{case.id}{DICOM_SEG_SUFFIX}",
+            labels.reshape(tuple(loaded.geometry.shape)),  # a 2D model drops a lone slice axis
+            case.paths[0],
+            settings.bundle,
+            software_version=settings.version,
+        )
+
+
+def probability_dtype(num_classes: int, shape: Sequence[int]) -> type:
+    """float32 for probabilities within :data:`PROBABILITY_BUDGET_BYTES`, else float16."""
+    size = 4 * num_classes * int(np.prod(shape, dtype=np.int64))
+    return np.float32 if size <= PROBABILITY_BUDGET_BYTES else np.float16
 
 
 def labels_on_input_grid(
@@ -227,11 +308,11 @@ def labels_on_input_grid(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Restore probabilities to the input grid one class at a time and take the argmax.
 
-    Only one float32 class map plus the running maximum are held at once (and a float16
-    copy of all classes when ``keep_probabilities``).
+    Only one restored class map plus the running maximum are held at once (in the dtype of
+    ``probabilities``), and a float16 copy of all classes when ``keep_probabilities``.
 
     Args:
-        probabilities: Softmax probabilities on the model grid. Shape: [K, *S'].
+        probabilities: Softmax probabilities on the model grid, float32 or float16. Shape: [K, *S'].
         state: From :func:`preprocess_image`.
         keep_probabilities: Also return the restored probabilities.
 

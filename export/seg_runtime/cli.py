@@ -30,6 +30,7 @@ examples:
   seg-run bundles/brats -i scans/ -o labels/
   seg-run bundles/brats -i scans/ -o labels/ --provider cuda --tta --batch-size 4
   seg-run bundles/brats -i scans/ -o labels/ --shard 0/4   # on four machines: 0/4 .. 3/4
+  seg-run bundles/ct -i dicom_series/ -o labels/ --preview --dicom-seg
 """
 
 
@@ -96,6 +97,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--batch-size", type=_positive, default=1, metavar="N", help="patches per model call (default 1)"
     )
+    parser.add_argument(
+        "--preview",
+        action="store_true",
+        help="also write OUTPUT/preview/<case>.png: 3 axial slices (2D: the image) with the labels in colour",
+    )
+    parser.add_argument(
+        "--dicom-seg",
+        action="store_true",
+        help="also write <case>.seg.dcm (DICOM-SEG) for DICOM series inputs (needs: pip install highdicom)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=_positive,
+        metavar="N",
+        help="CPU threads for onnxruntime (default: the physical cores)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v: per-case log, -vv: debug")
     parser.add_argument("--version", action="version", version=f"seg-run {__version__}")
@@ -131,11 +148,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.input.exists():
         print(f"seg-run: error: input not found: {args.input}", file=sys.stderr)
         return 2
+    from .dicom_seg import DicomSegUnavailable, require_highdicom
     from .session import OnnxPredictor
 
     try:
-        predictor = OnnxPredictor(args.bundle, provider=args.provider)
-    except (BundleError, OSError, ValueError) as exc:
+        if args.dicom_seg:
+            require_highdicom()
+        predictor = OnnxPredictor(args.bundle, provider=args.provider, threads=args.threads)
+    except (BundleError, DicomSegUnavailable, OSError, ValueError) as exc:
         print(f"seg-run: error: {exc}", file=sys.stderr)
         return 2
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -151,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             save_probabilities=args.save_probabilities,
             batch_size=args.batch_size,
             progress=not args.no_progress and sys.stderr.isatty(),
+            preview=args.preview,
+            dicom_seg=args.dicom_seg,
         )
     print(_summary(manifest, args.output))
     return 1 if manifest.summary["failed"] else 0

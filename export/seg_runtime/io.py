@@ -127,16 +127,23 @@ def read_case(case: Case, spatial_dims: int, in_channels: int) -> tuple[np.ndarr
         if channels.dtype.kind == "f" and not np.isfinite(channels).all():
             bad = int(np.size(channels) - np.count_nonzero(np.isfinite(channels)))
             raise CaseError(f"{path}: contains NaN or Inf values ({bad} voxels)")
-        parts.append(channels.astype(np.float32, copy=False))
+        parts.append(channels)  # as stored (often Fortran-ordered): converted once, below
     if first is None:
         raise CaseError(f"case '{case.id}': no input files")
-    image = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
-    if image.shape[0] != in_channels:
+    count = sum(part.shape[0] for part in parts)
+    if count != in_channels:
         names = ", ".join(p.name for p in case.paths)
         raise CaseError(
-            f"case '{case.id}' ({names}): has {image.shape[0]} channel(s) but the model expects {in_channels}"
+            f"case '{case.id}' ({names}): has {count} channel(s) but the model expects {in_channels}"
         )
-    return np.ascontiguousarray(image), first[1]
+    # One C-ordered float32 allocation: no float32 copy per file, no concatenation copy.
+    image = np.empty((count, *parts[0].shape[1:]), dtype=np.float32)
+    start = 0
+    while parts:
+        part = parts.pop(0)  # drop each file's array as soon as it is copied
+        image[start : start + part.shape[0]] = part
+        start += part.shape[0]
+    return image, first[1]
 
 
 def _match_dims(path: Path, channels: np.ndarray, geometry: Geometry, spatial_dims: int) -> np.ndarray:

@@ -7,6 +7,7 @@ the "nonzero" mask of z-scoring on the original voxels (interpolation would smea
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,7 +134,10 @@ def preprocess_image(
     oriented, ornt_in, ornt_target, spacing = _orient(image, geometry, spec, ndim, channel_axis=True)
     normalised = normalize(oriented, spec.normalization)
     output_shape = _target_shape(oriented.shape[1:], spacing, spec)
-    resampled = np.stack([resize(channel, output_shape, order=1) for channel in normalised])
+    if tuple(output_shape) == tuple(oriented.shape[1:]):
+        resampled = normalised  # no resampling: skip a full-size copy
+    else:
+        resampled = np.stack([resize(channel, output_shape, order=1) for channel in normalised])
     state = PreprocessState(
         tuple(image.shape[1:]), tuple(oriented.shape[1:]), output_shape, ornt_in, ornt_target
     )
@@ -190,6 +194,9 @@ def restore_to_input(array: np.ndarray, state: PreprocessState, *, labels: bool 
 def normalize(image: np.ndarray, entries: list[dict[str, Any]]) -> np.ndarray:
     """Normalise each channel with its entry (or the single entry for all channels).
 
+    Works in place on a float32 output one channel at a time: a full-size float64 temporary
+    per channel would triple the peak memory on large volumes.
+
     Args:
         image: Channel-first image. Shape: [C, *S].
         entries: Normalisation entries (see :class:`PreprocessSpec`).
@@ -201,32 +208,59 @@ def normalize(image: np.ndarray, entries: list[dict[str, Any]]) -> np.ndarray:
         raise ValueError(f"normalization has {len(entries)} entries for {image.shape[0]} channels")
     out = np.empty(image.shape, dtype=np.float32)
     for index, channel in enumerate(image):
-        out[index] = _normalize_channel(channel.astype(np.float32), entries[index if len(entries) > 1 else 0])
+        out[index] = channel
+        _normalize_channel(out[index], entries[index if len(entries) > 1 else 0])
     return out
 
 
-def _normalize_channel(x: np.ndarray, entry: dict[str, Any]) -> np.ndarray:
-    """Normalise one channel (float32 in, float32 out)."""
+def _normalize_channel(x: np.ndarray, entry: dict[str, Any]) -> None:
+    """Normalise one float32 channel in place."""
     scheme = entry["scheme"]
     if scheme == "zscore":
         if not entry.get("nonzero", False):
-            return (x - x.mean(dtype=np.float64)) / max(float(x.std(dtype=np.float64)), _EPS)
+            mean, std = _mean_std(x)
+            _affine(x, mean, 1.0 / max(std, _EPS))
+            return
         mask = x != 0
-        out = np.zeros_like(x)
         if mask.any():
             values = x[mask]
-            out[mask] = (values - values.mean(dtype=np.float64)) / max(
-                float(values.std(dtype=np.float64)), _EPS
-            )
-        return out
+            mean, std = _mean_std(values)
+            _affine(values, mean, 1.0 / max(std, _EPS))
+            x[mask] = values
+        return
     if scheme == "fixed":
         if entry.get("clip") is not None:
-            x = np.clip(x, float(entry["clip"][0]), float(entry["clip"][1]))
-        return (x - float(entry["mean"])) / float(entry["std"])
-    if scheme == "minmax":
+            np.clip(x, float(entry["clip"][0]), float(entry["clip"][1]), out=x)
+        _affine(x, float(entry["mean"]), 1.0 / float(entry["std"]))
+    elif scheme == "minmax":
         lo, hi = float(entry["lo"]), float(entry["hi"])
-        return (np.clip(x, lo, hi) - lo) / (hi - lo)
-    return x
+        np.clip(x, lo, hi, out=x)
+        _affine(x, lo, 1.0 / (hi - lo))
+
+
+def _affine(x: np.ndarray, shift: float, scale: float) -> None:
+    """``x = (x - shift) * scale`` in place, in float32."""
+    x -= np.float32(shift)
+    x *= np.float32(scale)
+
+
+_CHUNK = 1 << 22
+
+
+def _mean_std(x: np.ndarray) -> tuple[float, float]:
+    """Mean and (population) standard deviation in float64, in chunks of 4M values.
+
+    ``np.std`` would materialise ``x - mean`` as a full float64 array.
+    """
+    flat = x.reshape(-1)
+    if flat.size == 0:
+        return 0.0, 0.0
+    mean = float(flat.mean(dtype=np.float64))
+    squares = 0.0
+    for start in range(0, flat.size, _CHUNK):
+        deviation = flat[start : start + _CHUNK].astype(np.float64) - mean
+        squares += float(np.dot(deviation, deviation))
+    return mean, math.sqrt(squares / flat.size)
 
 
 def _orient(

@@ -56,13 +56,60 @@ def resolve_providers(provider: str, available: list[str]) -> list[str]:
     return chosen
 
 
-def create_session(model_path: str | os.PathLike[str], provider: str = "auto") -> Any:
+def physical_cores() -> int:
+    """Physical CPU cores this process may run on (hyper-threads and other CPUs excluded).
+
+    Reads ``/proc/cpuinfo`` (Linux); elsewhere, or when that fails, the usable logical CPUs.
+    """
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return max(1, usable)
+    cores, package = set(), "0"
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "physical id":
+            package = value.strip()
+        elif key.strip() == "core id":
+            cores.add((package, value.strip()))
+    return max(1, min(len(cores) or usable, usable))
+
+
+def session_options(threads: int | None = None) -> Any:
+    """CPU-friendly onnxruntime session options.
+
+    All graph optimisations (conv + activation fusion, constant folding, layout changes) and
+    intra-op threads set explicitly to the physical cores this process may use (respecting
+    taskset / container cpusets), so the thread count is one known number. Thread spinning
+    stays on: turning it off cost about 30% per patch in a 2-core measurement.
+
+    Args:
+        threads: Intra-op threads; None for :func:`physical_cores`.
+
+    Returns:
+        ``onnxruntime.SessionOptions``.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads if threads and threads > 0 else physical_cores()
+    options.inter_op_num_threads = 1
+    return options
+
+
+def create_session(
+    model_path: str | os.PathLike[str], provider: str = "auto", threads: int | None = None
+) -> Any:
     """Create an ``onnxruntime.InferenceSession`` on the best matching execution provider.
 
     Args:
         model_path: The ``.onnx`` file.
         provider: ``auto`` (best available, TensorRT excluded), ``cpu``, ``cuda`` or
             ``tensorrt`` (falls back to CUDA, then CPU, with a warning).
+        threads: CPU intra-op threads (see :func:`session_options`).
 
     Returns:
         The session.
@@ -70,8 +117,7 @@ def create_session(model_path: str | os.PathLike[str], provider: str = "auto") -
     import onnxruntime as ort
 
     providers = resolve_providers(provider, ort.get_available_providers())
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options = session_options(threads)
     provider_args: list[Any] = []
     for name in providers:
         if name == _TENSORRT:
@@ -97,16 +143,19 @@ class OnnxPredictor:
     Args:
         bundle_dir: Folder holding ``model.json`` and the ONNX file.
         provider: See :func:`create_session`.
+        threads: CPU intra-op threads (None: the physical cores).
     """
 
-    def __init__(self, bundle_dir: str | os.PathLike[str], provider: str = "auto") -> None:
+    def __init__(
+        self, bundle_dir: str | os.PathLike[str], provider: str = "auto", threads: int | None = None
+    ) -> None:
         self.bundle_dir = Path(bundle_dir)
         self.bundle: Bundle = load_bundle(self.bundle_dir)
         model_path = self.bundle_dir / self.bundle.model_file
         if not model_path.is_file():
             raise BundleError(f"{model_path}: model file named in model.json not found")
         try:
-            self.session = create_session(model_path, provider)
+            self.session = create_session(model_path, provider, threads)
         except Exception as exc:
             raise BundleError(f"{model_path}: onnxruntime cannot load the model ({exc})") from exc
         inputs = {i.name: i for i in self.session.get_inputs()}

@@ -1,6 +1,12 @@
 """Gaussian-weighted sliding-window inference over any ``predict_batch`` callable (numpy).
 
 The torch path reuses the importance map and patch grid; the ONNX path uses all of it.
+
+Memory: blending is streamed along the first spatial axis. Patches come in grid order (first
+axis outermost), so once the next patch starts at row ``r`` every row before ``r`` is final:
+it is normalised and stored in the output (float16 if asked), and only a float32 slab one
+patch deep is ever accumulated. The Gaussian and the patch grid are both separable, so the
+blending weights are an outer product of per-axis sums and never need a full-size array.
 """
 
 from __future__ import annotations
@@ -12,6 +18,29 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 PredictBatch = Callable[[np.ndarray], np.ndarray]
+
+# Per-axis floor of the Gaussian profile: keeps the product over three axes a normal float32
+# (>= 1e-36) so no voxel gets zero weight, even for tiny sigma scales.
+_PROFILE_FLOOR = 1e-12
+
+
+def _gaussian_profiles(patch_size: Sequence[int], sigma_scale: float) -> list[np.ndarray]:
+    """Per-axis Gaussian profiles (float64, peak 1, floored) whose outer product is the map."""
+    profiles = []
+    for size in patch_size:
+        centre = (size - 1) / 2.0
+        sigma = max(size * sigma_scale, 1e-6)
+        profile = np.exp(-0.5 * ((np.arange(size) - centre) / sigma) ** 2)
+        profiles.append(np.maximum(profile / profile.max(), _PROFILE_FLOOR))
+    return profiles
+
+
+def _outer(vectors: Sequence[np.ndarray]) -> np.ndarray:
+    """Outer product of 1D arrays (a 0-d one for no vectors)."""
+    result = np.ones((), dtype=np.float64)
+    for vector in vectors:
+        result = np.multiply.outer(result, vector)
+    return result
 
 
 def gaussian_importance_map(patch_size: Sequence[int], sigma_scale: float = 0.125) -> np.ndarray:
@@ -26,17 +55,7 @@ def gaussian_importance_map(patch_size: Sequence[int], sigma_scale: float = 0.12
     Returns:
         The weights, float32, max 1 and strictly positive. Shape: ``patch_size``.
     """
-    weights = np.ones((), dtype=np.float64)
-    for size in patch_size:
-        centre = (size - 1) / 2.0
-        sigma = max(size * sigma_scale, 1e-6)
-        profile = np.exp(-0.5 * ((np.arange(size) - centre) / sigma) ** 2)
-        weights = np.multiply.outer(weights, profile)
-    weights = (weights / weights.max()).astype(np.float32)
-    positive = weights[weights > 0]
-    # Underflowed corners would get zero weight and divide by zero when blending.
-    weights[weights <= 0] = positive.min()
-    return weights
+    return _outer(_gaussian_profiles(patch_size, sigma_scale)).astype(np.float32)
 
 
 def _starts(size: int, patch: int, overlap: float) -> list[int]:
@@ -54,6 +73,9 @@ def patch_grid(
     image_shape: Sequence[int], patch_size: Sequence[int], overlap: float
 ) -> list[tuple[slice, ...]]:
     """Patch windows covering every voxel, flush with both borders of every axis.
+
+    Windows come in C order of their starts (first axis outermost); the streamed blending
+    of :func:`sliding_window_inference` relies on that.
 
     Args:
         image_shape: Spatial image shape (each >= the patch size).
@@ -78,8 +100,9 @@ def patch_grid(
 
 
 def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
-    """Numerically stable softmax in float32."""
-    shifted = logits.astype(np.float32) - logits.max(axis=axis, keepdims=True).astype(np.float32)
+    """Numerically stable softmax in float32 (a new array; ``logits`` is left alone)."""
+    logits = logits.astype(np.float32, copy=False)
+    shifted = logits - logits.max(axis=axis, keepdims=True)
     np.exp(shifted, out=shifted)
     shifted /= shifted.sum(axis=axis, keepdims=True)
     return shifted
@@ -110,8 +133,77 @@ def _predict_probabilities(
             raise ValueError(f"predict_batch returned shape {logits.shape}, expected {expected}")
         probs = softmax(logits)
         probs = np.flip(probs, flip) if flip else probs
-        total = probs if total is None else total + probs
-    return total / len(flips)
+        if total is None:
+            total = probs  # the unflipped pass comes first: a fresh array, safe to add into
+        else:
+            total += probs
+    if len(flips) > 1:
+        total /= len(flips)
+    return total
+
+
+class _StreamedBlend:
+    """Gaussian blending into a slab one patch deep along axis 0, flushed into ``out``.
+
+    Args:
+        out: Destination for the normalised probabilities. Shape: [K, *S].
+        patch_size: Spatial patch size P.
+        overlap: Patch overlap (to rebuild the per-axis starts for the weight sums).
+        sigma_scale: See :func:`gaussian_importance_map`.
+    """
+
+    def __init__(
+        self, out: np.ndarray, patch_size: Sequence[int], overlap: float, sigma_scale: float = 0.125
+    ) -> None:
+        """Precompute the importance map and the per-axis weight sums; zero the slab."""
+        spatial = out.shape[1:]
+        self.out = out
+        self.depth = int(patch_size[0])
+        profiles = _gaussian_profiles(patch_size, sigma_scale)
+        self.importance = _outer(profiles).astype(np.float32)
+        sums = []
+        for size, patch, profile in zip(spatial, patch_size, profiles, strict=True):
+            total = np.zeros(size, dtype=np.float64)
+            for start in _starts(size, patch, overlap):
+                total[start : start + patch] += profile
+            sums.append(total)
+        self.axis0_weight = sums[0].astype(np.float32).reshape(-1, *([1] * (len(spatial) - 1)))
+        self.plane_weight = _outer(sums[1:]).astype(np.float32)  # Shape: [*S[1:]]
+        self.slab = np.zeros((out.shape[0], self.depth, *spatial[1:]), dtype=np.float32)
+        self.row = 0  # first image row held by the slab
+
+    def add(self, window: tuple[slice, ...], probs: np.ndarray) -> None:
+        """Blend one patch's probabilities (Shape: [K, *P]; overwritten) into the image."""
+        start = window[0].start
+        if start < self.row:
+            raise RuntimeError("patches must come in grid order (first axis outermost)")
+        if start > self.row:
+            self._advance(start)
+        rows = slice(start - self.row, start - self.row + self.depth)
+        probs *= self.importance  # the caller's batch array is scratch space
+        self.slab[(slice(None), rows, *window[1:])] += probs
+
+    def finish(self) -> np.ndarray:
+        """Flush the remaining rows; returns ``out``."""
+        self._flush(self.out.shape[1] - self.row)
+        return self.out
+
+    def _advance(self, start: int) -> None:
+        """Flush rows before ``start`` and slide the slab so it begins there."""
+        done = min(start - self.row, self.depth)
+        self._flush(done)
+        kept = self.depth - done
+        if kept:  # overlapping rows move to the front of the slab
+            self.slab[:, :kept] = self.slab[:, done:]
+        self.slab[:, kept:] = 0.0
+        self.row = start
+
+    def _flush(self, count: int) -> None:
+        """Normalise the first ``count`` slab rows and store them in ``out``."""
+        rows = slice(self.row, self.row + count)
+        inverse = np.reciprocal(self.axis0_weight[rows] * self.plane_weight)
+        for index in range(self.out.shape[0]):
+            np.multiply(self.slab[index, :count], inverse, out=self.out[index, rows], casting="same_kind")
 
 
 def sliding_window_inference(
@@ -124,8 +216,12 @@ def sliding_window_inference(
     batch_size: int = 1,
     mirror_axes: tuple[int, ...] | None = None,
     progress: bool = False,
+    dtype: np.dtype | type = np.float32,
 ) -> np.ndarray:
     """Predict a whole image patch by patch with Gaussian blending (and optional mirror TTA).
+
+    Memory beyond the image and the result: one float32 slab of ``K * P[0] * S[1] * ...``
+    voxels and one batch of patches.
 
     Args:
         image: Channel-first image. Shape: [C, *S].
@@ -137,9 +233,11 @@ def sliding_window_inference(
         mirror_axes: Spatial axes (0-based) to mirror for test-time augmentation; the softmax is
             averaged over every subset of flips (2**len(mirror_axes) passes).
         progress: Show a tqdm bar over batches.
+        dtype: Dtype of the result; float16 halves its memory (blending stays float32, the
+            values are rounded once, to within 5e-4).
 
     Returns:
-        Softmax probabilities on the image grid, float32. Shape: [K, *S].
+        Softmax probabilities on the image grid. Shape: [K, *S].
     """
     ndim = image.ndim - 1
     if len(patch_size) != ndim:
@@ -148,25 +246,25 @@ def sliding_window_inference(
         )
     padded, crop = _pad_to_patch(image, patch_size)
     spatial = padded.shape[1:]
-    importance = gaussian_importance_map(patch_size)
-    accumulated = np.zeros((num_classes, *spatial), dtype=np.float32)
-    weights = np.zeros(spatial, dtype=np.float32)
     windows = patch_grid(spatial, patch_size, overlap)
+    blend = _StreamedBlend(np.empty((num_classes, *spatial), dtype=dtype), patch_size, overlap)
     flips = _mirror_subsets(mirror_axes, ndim)
-    starts = range(0, len(windows), max(1, batch_size))
+    step = max(1, batch_size)
+    starts = range(0, len(windows), step)
     if progress:
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc="patches", unit="batch", leave=False)
     for start in starts:
-        chunk = windows[start : start + max(1, batch_size)]
+        chunk = windows[start : start + step]
         batch = np.stack([padded[(slice(None), *window)] for window in chunk])
         probs = _predict_probabilities(batch, predict_batch, num_classes, flips)
         for window, patch_probs in zip(chunk, probs, strict=True):
-            accumulated[(slice(None), *window)] += patch_probs * importance
-            weights[window] += importance
-    accumulated /= weights
-    return np.ascontiguousarray(accumulated[(slice(None), *crop)])
+            blend.add(window, patch_probs)
+    result = blend.finish()
+    if all(c == slice(0, s) for c, s in zip(crop, spatial, strict=True)):
+        return result
+    return np.ascontiguousarray(result[(slice(None), *crop)])
 
 
 def _pad_to_patch(image: np.ndarray, patch_size: Sequence[int]) -> tuple[np.ndarray, tuple[slice, ...]]:

@@ -55,7 +55,7 @@ class Predictor:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         return cls(prepare_export(model), cfg, torch.device(device), str(ck_path))
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
         """Logits of a batch of patches.
 

@@ -36,7 +36,7 @@ def test_predict_writes_input_geometry_and_matches_runtime(trained) -> None:
     dims, root, tmp = trained
     images = root / "imagesTs"
     assert seg(["predict", "--model", str(tmp / "runs" / f"demo{dims}d"), "-i", str(images),
-                "-o", str(tmp / "torch"), "--save-probabilities"]) == 0
+                "-o", str(tmp / "torch"), "--save-probabilities", "--preview"]) == 0
     assert seg_run([str(tmp / "bundle"), "-i", str(images), "-o", str(tmp / "onnx"), "--provider", "cpu",
                     "--save-probabilities"]) == 0
     ext = ".nii.gz" if dims == 3 else ".png"
@@ -53,6 +53,8 @@ def test_predict_writes_input_geometry_and_matches_runtime(trained) -> None:
         else:
             assert la.shape == np.asarray(Image.open(src)).shape
         assert np.mean(la == lb) >= 0.999
+        with Image.open(tmp / "torch" / "preview" / f"{cid}.png") as preview:  # seg predict --preview
+            assert preview.format == "PNG" and preview.mode == "RGB"
     torch_manifest = json.loads((tmp / "torch" / "predictions.json").read_text())
     assert {c["status"] for c in torch_manifest["cases"]} == {"ok"}
     assert torch_manifest["tool"] == "seg predict"
@@ -101,3 +103,23 @@ def test_predict_bad_model_path_is_one_line(tmp_path: Path, capsys) -> None:
     assert seg(["predict", "--model", str(tmp_path / "nope"), "-i", str(tmp_path), "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not found" in err
+
+
+def test_predict_dicom_seg_without_highdicom_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    import builtins
+    import sys
+
+    real_import = builtins.__import__
+
+    def no_highdicom(name, *args, **kwargs):
+        if name.split(".")[0] == "highdicom":
+            raise ImportError("No module named 'highdicom'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "highdicom", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_highdicom)
+    code = seg(["predict", "--model", str(tmp_path / "nope"), "-i", str(tmp_path), "-o", str(tmp_path / "o"),
+                "--dicom-seg"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == ("seg predict: error: --dicom-seg needs the highdicom package: "
+                                 "pip install highdicom  (or: pip install 'seg[dicom]')")

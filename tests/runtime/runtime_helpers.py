@@ -231,6 +231,11 @@ def save_dicom_series(
         ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
         ds.SeriesInstanceUID = series_uid
         ds.StudyInstanceUID = "1.2.3"
+        ds.FrameOfReferenceUID = "1.2.3.9"
+        ds.PatientID, ds.PatientName, ds.PatientBirthDate, ds.PatientSex = "P1", "Test^Patient", "", "O"
+        ds.StudyID, ds.StudyDate, ds.StudyTime, ds.AccessionNumber = "1", "20240101", "120000", ""
+        ds.ReferringPhysicianName = ""
+        ds.SeriesNumber = 3
         ds.Modality = "CT"
         ds.ImageOrientationPatient = [f"{v:.10g}" for v in (*row, *col)]
         ds.ImagePositionPatient = [f"{v:.10g}" for v in origin + k * steps[:, 2]]

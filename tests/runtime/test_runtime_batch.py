@@ -202,3 +202,31 @@ def test_cli_usage_and_bundle_errors(
     assert (
         err[-1].startswith("seg-run: error:") and "model.onnx" in err[-1] and "Traceback" not in "".join(err)
     )
+
+
+def test_float16_probabilities_above_the_budget(
+    tmp_path: Path, bundle_factory: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import seg_runtime.batch as batch
+
+    assert batch.probability_dtype(3, (64, 64, 64)) is np.float32
+    assert batch.probability_dtype(2, (512, 512, 400)) is np.float16
+    src = tmp_path / "in"
+    src.mkdir()
+    image = _ramp((17, 13, 9))
+    save_nifti(src / "case.nii.gz", image, AFFINES["oblique"])
+    preprocess = PreprocessSpec(target_spacing=[1.0, 1.0, 1.0], normalization=[{"scheme": "none"}])
+    predictor = OnnxPredictor(bundle_factory(preprocess=preprocess), provider="cpu")
+    runs = {}
+    for budget in (batch.PROBABILITY_BUDGET_BYTES, 0):  # 0: every image takes the float16 path
+        monkeypatch.setattr(batch, "PROBABILITY_BUDGET_BYTES", budget)
+        out = tmp_path / f"out{budget}"
+        manifest = predictor.predict_folder(src, out, save_probabilities=True, progress=False)
+        assert manifest.summary["ok"] == 1
+        runs[budget] = (
+            np.asarray(nib.load(str(out / "case.nii.gz")).dataobj),
+            np.asarray(nib.load(str(out / "case_probabilities.nii.gz")).get_fdata()),
+        )
+    (labels32, probs32), (labels16, probs16) = runs.values()
+    assert np.mean(labels32 == labels16) > 0.999
+    np.testing.assert_allclose(probs16, probs32, atol=1 / 255 + 1e-6)  # stored as uint8 steps

@@ -37,6 +37,24 @@ def test_zscore_nonzero_keeps_zeros() -> None:
     np.testing.assert_allclose(out, [[0.0, -1.0, 0.0, 1.0]], atol=1e-6)
 
 
+def test_chunked_statistics_match_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    import seg_runtime.preprocess as preprocess
+
+    monkeypatch.setattr(preprocess, "_CHUNK", 7)  # many chunks, a ragged last one
+    x = (np.random.default_rng(0).normal(size=(2, 9, 5, 3)) * 50 + 300).astype(np.float32)
+    x[1, :3] = 0
+    mean, std = preprocess._mean_std(x[0])
+    assert mean == pytest.approx(float(x[0].mean(dtype=np.float64)), rel=1e-12)
+    assert std == pytest.approx(float(x[0].std(dtype=np.float64)), rel=1e-10)
+    out = normalize(x, [{"scheme": "zscore", "nonzero": False}, {"scheme": "zscore", "nonzero": True}])
+    reference = (x[0].astype(np.float64) - x[0].mean(dtype=np.float64)) / x[0].std(dtype=np.float64)
+    np.testing.assert_allclose(out[0], reference, atol=2e-6)
+    values = x[1][x[1] != 0].astype(np.float64)
+    np.testing.assert_allclose(out[1][x[1] != 0], (values - values.mean()) / values.std(), atol=2e-6)
+    assert (out[1][:3] == 0).all() and out.dtype == np.float32
+    assert x[0, 0, 0, 0] > 100  # the input is left alone
+
+
 def test_fixed_and_minmax_per_channel() -> None:
     x = np.array([[-2000.0, 0.0, 40.0, 3000.0], [0.0, 5.0, 10.0, 20.0]], dtype=np.float32)
     entries = [

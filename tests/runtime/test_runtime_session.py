@@ -60,3 +60,20 @@ def test_mismatched_io_names_are_a_bundle_error(bundle_factory: Callable[..., Pa
     (bundle / "model.onnx").unlink()
     with pytest.raises(BundleError, match="model file named in model.json not found"):
         OnnxPredictor(bundle, provider="cpu")
+
+
+def test_cpu_session_options(bundle_factory: Callable[..., Path]) -> None:
+    import os
+
+    import onnxruntime as ort
+
+    from seg_runtime.session import physical_cores, session_options
+
+    cores = physical_cores()
+    assert 1 <= cores <= (os.cpu_count() or 1)
+    options = session_options()
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert options.intra_op_num_threads == cores
+    assert session_options(3).intra_op_num_threads == 3
+    predictor = OnnxPredictor(bundle_factory(), provider="cpu", threads=1)
+    assert predictor.providers == [CPU]

@@ -106,3 +106,48 @@ def test_wrong_model_output_shape_is_reported() -> None:
         ValueError, match=r"predict_batch returned shape \(1, 4, 8, 8\), expected \(1, 3, 8, 8\)"
     ):
         sliding_window_inference(np.zeros((2, 8, 8), np.float32), pointwise_batch, (8, 8), num_classes=3)
+
+
+def _position_dependent(x: np.ndarray) -> np.ndarray:
+    """Logits that depend on the position inside the patch, so overlapping patches disagree."""
+    ramp = np.linspace(-2.0, 2.0, x.shape[2]).reshape(1, 1, -1, *([1] * (x.ndim - 3)))
+    logits = pointwise_batch(x)
+    logits[:, 1:2] += ramp
+    return logits
+
+
+def _dense_reference(
+    image: np.ndarray, patch: tuple[int, ...], overlap: float, num_classes: int
+) -> np.ndarray:
+    """Blending with full-size accumulators (the textbook form the streamed one must equal)."""
+    importance = gaussian_importance_map(patch).astype(np.float64)
+    accumulated = np.zeros((num_classes, *image.shape[1:]))
+    weights = np.zeros(image.shape[1:])
+    for window in patch_grid(image.shape[1:], patch, overlap):
+        probs = softmax(_position_dependent(image[(slice(None), *window)][None]))[0]
+        accumulated[(slice(None), *window)] += probs * importance
+        weights[window] += importance
+    return accumulated / weights
+
+
+@pytest.mark.parametrize(
+    ("shape", "patch", "overlap", "batch_size"),
+    [
+        ((23, 17, 11), (8, 8, 8), 0.5, 3),
+        ((40, 9, 10), (6, 9, 4), 0.25, 1),
+        ((33, 21), (8, 12), 0.75, 5),
+        ((50,), (7,), 0.5, 2),
+    ],
+)
+def test_streamed_blending_equals_dense_accumulation(
+    shape: tuple[int, ...], patch: tuple[int, ...], overlap: float, batch_size: int
+) -> None:
+    image = RNG.normal(size=(2, *shape)).astype(np.float32)
+    expected = _dense_reference(image, patch, overlap, 4)
+    kwargs = {"num_classes": 4, "overlap": overlap, "batch_size": batch_size}
+    probs = sliding_window_inference(image, _position_dependent, patch, **kwargs)
+    assert probs.dtype == np.float32
+    np.testing.assert_allclose(probs, expected, atol=2e-6)
+    half = sliding_window_inference(image, _position_dependent, patch, dtype=np.float16, **kwargs)
+    assert half.dtype == np.float16 and half.shape == expected.shape
+    np.testing.assert_allclose(half.astype(np.float64), expected, atol=5e-4)

@@ -1,0 +1,163 @@
+"""DICOM-SEG output for DICOM series inputs, via the optional ``highdicom`` package.
+
+The segmentation references the source series (same Frame of Reference, one frame per source
+slice), so PACS viewers overlay it on the scan. One segment per foreground class, named after
+the bundle's label; the anatomical codes are generic (SNOMED "Tissue") because a bundle does
+not say what its classes are.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic import atomic_path
+from .bundle import Bundle
+from .geometry import CaseError
+
+logger = logging.getLogger(__name__)
+
+DICOM_SEG_SUFFIX = ".seg.dcm"
+INSTALL_HINT = "pip install highdicom  (or: pip install 'seg[dicom]')"
+# Type 2 attributes highdicom copies from the source: present but possibly empty in valid files,
+# yet some exporters drop them altogether.
+_TYPE2_DEFAULTS = (
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "AccessionNumber",
+)
+
+
+class DicomSegUnavailable(ValueError):
+    """DICOM-SEG output was asked for but highdicom is not installed."""
+
+
+def require_highdicom() -> None:
+    """Raise :class:`DicomSegUnavailable` (with the install command) unless highdicom imports."""
+    try:
+        import highdicom  # noqa: F401
+    except ImportError as exc:
+        raise DicomSegUnavailable(f"--dicom-seg needs the highdicom package: {INSTALL_HINT}") from exc
+
+
+def write_dicom_seg(
+    path: str | os.PathLike[str],
+    labels: np.ndarray,
+    series_dir: str | os.PathLike[str],
+    bundle: Bundle,
+    *,
+    software_version: str = "",
+) -> Path:
+    """Write a label map of a DICOM series as a DICOM-SEG file (atomically).
+
+    Args:
+        path: Destination (conventionally ``<id>.seg.dcm``).
+        labels: Label map on the series' grid as read by ``read_dicom_series``: axes (column,
+            row, slice sorted along the slice normal). Shape: [X, Y, Z].
+        series_dir: The folder holding the source series.
+        bundle: For the segment names and the model name.
+        software_version: Recorded as SoftwareVersions.
+
+    Returns:
+        The written path.
+
+    Raises:
+        CaseError: The source series cannot be referenced (no Frame of Reference, shape mismatch).
+    """
+    import highdicom as hd
+
+    sources = _sorted_sources(Path(series_dir))
+    frames = _frames(labels, sources, series_dir)
+    first = sources[0]
+    model = str(bundle.provenance.get("model", "seg model"))
+    segmentation = hd.seg.Segmentation(
+        source_images=sources,
+        pixel_array=frames,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=_segment_descriptions(bundle, model, software_version),
+        series_instance_uid=hd.UID(),
+        series_number=int(first.get("SeriesNumber", 0) or 0) + 1000,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="seg",
+        manufacturer_model_name=model[:64],
+        software_versions=software_version or "unknown",
+        device_serial_number="0",
+        series_description=f"seg {model}"[:64],
+    )
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        segmentation.save_as(str(tmp))
+    return path
+
+
+def _frames(labels: np.ndarray, sources: list[Any], series_dir: str | os.PathLike[str]) -> np.ndarray:
+    """Labels as one frame per source slice (Shape: [Z, rows, columns], uint8), checked."""
+    frames = np.ascontiguousarray(np.transpose(labels, (2, 1, 0))).astype(np.uint8, copy=False)
+    first = sources[0]
+    if frames.shape != (len(sources), int(first.Rows), int(first.Columns)):
+        raise CaseError(
+            f"{series_dir}: label map {labels.shape} does not match the series "
+            f"({first.Columns} x {first.Rows} x {len(sources)} slices)"
+        )
+    if "FrameOfReferenceUID" not in first:
+        raise CaseError(
+            f"{series_dir}: source DICOM has no FrameOfReferenceUID; cannot reference it in DICOM-SEG"
+        )
+    return frames
+
+
+def _sorted_sources(folder: Path) -> list[Any]:
+    """Headers of the series' slices, in the reader's slice order (pixels are not needed)."""
+    import pydicom
+
+    from .readers.dicom import _slice_geometry, is_dicom_file
+
+    slices = []
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        if is_dicom_file(path):
+            dataset = pydicom.dcmread(path, stop_before_pixels=True)
+            if "Rows" in dataset:
+                slices.append((path, dataset))
+    if not slices:
+        raise CaseError(f"{folder}: no DICOM images to reference")
+    row, col, positions = _slice_geometry(folder, slices)
+    order = np.argsort(positions @ np.cross(row, col), kind="stable")
+    sources = [slices[i][1] for i in order]
+    for dataset in sources:
+        for keyword in _TYPE2_DEFAULTS:
+            if keyword not in dataset:
+                setattr(dataset, keyword, "")
+    return sources
+
+
+def _segment_descriptions(bundle: Bundle, model: str, version: str) -> list[Any]:
+    """One description per foreground class (segment number = label value)."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=model[:64], version=version or "unknown", family=codes.cid7162.ArtificialIntelligence
+    )
+    names = {index: name for name, index in bundle.labels.items()}
+    return [
+        hd.seg.SegmentDescription(
+            segment_number=index,
+            segment_label=names.get(index, f"class_{index}")[:64],
+            segmented_property_category=codes.SCT.Tissue,
+            segmented_property_type=codes.SCT.Tissue,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+        )
+        for index in range(1, bundle.num_classes)
+    ]
