@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -11,7 +11,45 @@ from seg.layers.conv import conv_block
 from seg.models.segmenter import FeatureInfo
 
 
-class ConvEncoder(nn.Module):
+class StagedEncoder(nn.Module):
+    """Base of our encoders: one stage per level, a conv block (stride 2 after the first level)
+    followed by the blocks ``level_blocks(level, width)`` returns (none for a plain conv stage).
+
+    Shape: [B, C, *S] -> list of [B, channels[i], *S / 2**i], highest resolution first.
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, channels: Sequence[int],
+                 level_blocks: Callable[[int, int], list[nn.Module]] | None = None) -> None:
+        super().__init__()
+        self.spatial_dims = spatial_dims
+        stages: list[nn.Module] = []
+        prev = in_channels
+        for level, width in enumerate(channels):
+            conv = conv_block(spatial_dims, prev, width, stride=1 if level == 0 else 2)
+            blocks = level_blocks(level, width) if level_blocks else []
+            stages.append(nn.Sequential(conv, *blocks) if blocks else conv)
+            prev = width
+        self.stages = nn.ModuleList(stages)
+        self.feature_info = [FeatureInfo(c, 2**i) for i, c in enumerate(channels)]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+
+def check_levels(channels: Sequence[int], conv_levels: int, depths: Sequence[int], kind: str) -> None:
+    """Hybrid encoders: 1 <= conv_levels <= levels, and one depth per ``kind`` level."""
+    if not 1 <= conv_levels <= len(channels) or len(depths) != len(channels) - conv_levels:
+        raise ValueError(
+            f"need 1 <= conv_levels <= {len(channels)} and one depth per {kind} level; "
+            f"got conv_levels={conv_levels}, depths={tuple(depths)} for channels={tuple(channels)}"
+        )
+
+
+class ConvEncoder(StagedEncoder):
     """Stages of two conv-norm-act layers; every stage after the first halves the resolution.
 
     Args:
@@ -23,19 +61,4 @@ class ConvEncoder(nn.Module):
     """
 
     def __init__(self, spatial_dims: int, in_channels: int, channels: Sequence[int]) -> None:
-        super().__init__()
-        self.spatial_dims = spatial_dims
-        stages = []
-        prev = in_channels
-        for i, c in enumerate(channels):
-            stages.append(conv_block(spatial_dims, prev, c, stride=1 if i == 0 else 2))
-            prev = c
-        self.stages = nn.ModuleList(stages)
-        self.feature_info = [FeatureInfo(c, 2**i) for i, c in enumerate(channels)]
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = []
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        return feats
+        super().__init__(spatial_dims, in_channels, channels)

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from seg.layers.conv import conv_block
 from seg.layers.gla import VisionGLABlock
+from seg.models.conv_encoder import StagedEncoder, check_levels
 from seg.models.decoder import UNetDecoder
 from seg.models.factory import MODELS
-from seg.models.segmenter import FeatureInfo, Segmenter
+from seg.models.segmenter import Segmenter
 
 __all__ = ["GLAEncoder", "build_gla_unet"]
 
@@ -36,7 +36,7 @@ def gla_heads(channels: int, head_width: int = 32) -> int:
     return 1
 
 
-class GLAEncoder(nn.Module):
+class GLAEncoder(StagedEncoder):
     """Conv stages at the first ``conv_levels`` levels, then (stride-2 conv + GLA blocks) stages.
 
     Args:
@@ -61,35 +61,17 @@ class GLAEncoder(nn.Module):
         drop_path: float = 0.0,
         backend: str = "auto",
     ) -> None:
-        super().__init__()
-        if not 1 <= conv_levels <= len(channels) or len(depths) != len(channels) - conv_levels:
-            raise ValueError(
-                f"need 1 <= conv_levels <= {len(channels)} and one depth per GLA level; "
-                f"got conv_levels={conv_levels}, depths={tuple(depths)} for channels={tuple(channels)}"
-            )
-        self.spatial_dims = spatial_dims
+        check_levels(channels, conv_levels, depths, "GLA")
         rates = torch.linspace(0, drop_path, max(1, sum(depths))).tolist()
-        stages, prev = [], in_channels
-        for level, width in enumerate(channels):
-            layers = [conv_block(spatial_dims, prev, width, stride=1 if level == 0 else 2)]
-            if level >= conv_levels:
-                depth = depths[level - conv_levels]
-                heads = gla_heads(width)
-                layers += [
-                    VisionGLABlock(width, spatial_dims, heads, drop_path=rates.pop(0), backend=backend)  # type: ignore[arg-type]
-                    for _ in range(depth)
-                ]
-            stages.append(nn.Sequential(*layers))
-            prev = width
-        self.stages = nn.ModuleList(stages)
-        self.feature_info = [FeatureInfo(c, 2**i) for i, c in enumerate(channels)]
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = []
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        return feats
+        def gla_blocks(level: int, width: int) -> list[nn.Module]:
+            if level < conv_levels:
+                return []
+            heads = gla_heads(width)
+            return [VisionGLABlock(width, spatial_dims, heads, drop_path=rates.pop(0), backend=backend)  # type: ignore[arg-type]
+                    for _ in range(depths[level - conv_levels])]
+
+        super().__init__(spatial_dims, in_channels, channels, gla_blocks)
 
 
 @MODELS.register("gla_unet")

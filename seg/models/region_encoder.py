@@ -12,11 +12,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from seg.layers.conv import conv_block
 from seg.layers.region_attention import RegionAttentionBlock
+from seg.models.conv_encoder import StagedEncoder, check_levels
 from seg.models.decoder import UNetDecoder
 from seg.models.factory import MODELS
-from seg.models.segmenter import FeatureInfo, Segmenter
+from seg.models.segmenter import Segmenter
 
 __all__ = ["RegionEncoder", "build_region_unet"]
 
@@ -38,7 +38,7 @@ def attention_heads(channels: int, head_width: int = 32) -> int:
     return 1
 
 
-class RegionEncoder(nn.Module):
+class RegionEncoder(StagedEncoder):
     """Conv stages at the first ``conv_levels`` levels, then (stride-2 conv + window blocks) stages.
 
     Inside an attention stage blocks alternate plain and shifted windows (an odd depth ends on
@@ -68,42 +68,27 @@ class RegionEncoder(nn.Module):
         output_gate: bool = True,
         drop_path: float = 0.0,
     ) -> None:
-        super().__init__()
-        if not 1 <= conv_levels <= len(channels) or len(depths) != len(channels) - conv_levels:
-            raise ValueError(
-                f"need 1 <= conv_levels <= {len(channels)} and one depth per attention level; "
-                f"got conv_levels={conv_levels}, depths={tuple(depths)} for channels={tuple(channels)}"
-            )
-        self.spatial_dims = spatial_dims
+        check_levels(channels, conv_levels, depths, "attention")
         rates = torch.linspace(0, drop_path, max(1, sum(depths))).tolist()
-        stages, prev = [], in_channels
-        for level, width in enumerate(channels):
-            layers = [conv_block(spatial_dims, prev, width, stride=1 if level == 0 else 2)]
-            if level >= conv_levels:
-                heads = attention_heads(width)
-                layers += [
-                    RegionAttentionBlock(
-                        width,
-                        spatial_dims,
-                        heads,
-                        window_size,
-                        shift=i % 2 == 1,
-                        output_gate=output_gate,
-                        drop_path=rates.pop(0),
-                    )
-                    for i in range(depths[level - conv_levels])
-                ]
-            stages.append(nn.Sequential(*layers))
-            prev = width
-        self.stages = nn.ModuleList(stages)
-        self.feature_info = [FeatureInfo(c, 2**i) for i, c in enumerate(channels)]
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = []
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        return feats
+        def attention_blocks(level: int, width: int) -> list[nn.Module]:
+            if level < conv_levels:
+                return []
+            heads = attention_heads(width)
+            return [
+                RegionAttentionBlock(
+                    width,
+                    spatial_dims,
+                    heads,
+                    window_size,
+                    shift=i % 2 == 1,
+                    output_gate=output_gate,
+                    drop_path=rates.pop(0),
+                )
+                for i in range(depths[level - conv_levels])
+            ]
+
+        super().__init__(spatial_dims, in_channels, channels, attention_blocks)
 
 
 @MODELS.register("region_unet")
