@@ -8,7 +8,8 @@ references, and print one table (JSON with ``--json``):
     python tools/benchmark_shared.py --dataset isbi --models ag_unet smp_unet --epochs 10
 
 Configs: ``configs/<dataset>_<model>.yaml`` when it exists, else ``configs/<dataset>_base.yaml``
-with ``model.name=<model>``. Needs ../shared/data (see its README).
+with ``model.name=<model>``. Needs ../shared/data (see its README). Runs already under ``--out``
+are resumed (interrupted ones finish, finished ones are reused, a higher ``--epochs`` extends them).
 """
 
 from __future__ import annotations
@@ -72,12 +73,10 @@ def run_one(dataset: str, model: str, args: argparse.Namespace) -> dict:
         overrides.append(f"train.epochs={args.epochs}")
     cfg = config_for(dataset, model, overrides)
     run_dir = Path(cfg.output_dir) / cfg.name
-    t0 = time.perf_counter()
-    if not (run_dir / "last.pt").is_file():
-        fit(cfg, run_dir)
-    elif args.retrain:
-        fit(cfg, run_dir, resume=True)
-    train_s = time.perf_counter() - t0
+    # An existing run is resumed: an interrupted one finishes, a finished one is reused as it is
+    # (or extended when --epochs is raised). Training time is the run's own, summed over epochs.
+    fit(cfg, run_dir, resume=(run_dir / "last.pt").is_file())
+    train_s = sum(json.loads(line)["seconds"] for line in (run_dir / "metrics.jsonl").read_text().splitlines())
     inputs, refs = link_validation(cfg, args.out / dataset)
     pred_dir = args.out / "pred" / cfg.name
     t0 = time.perf_counter()
@@ -96,7 +95,6 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="override train.epochs (same budget for every model)")
     parser.add_argument("--override", nargs="*", default=[], help="extra config overrides for every model")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "benchmark_shared")
-    parser.add_argument("--retrain", action="store_true", help="resume/extend runs that already exist")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

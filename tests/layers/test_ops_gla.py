@@ -36,6 +36,25 @@ def test_chunked_matches_recurrent_values_and_grads(t: int, chunk: int, sub: int
         torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-9, msg=f"grad of {name}")
 
 
+@pytest.mark.parametrize("block_tokens", [8, 24, 64])
+def test_cache_blocks_carry_the_state(monkeypatch: pytest.MonkeyPatch, block_tokens: int) -> None:
+    """Long sequences run a block of chunks at a time; values, grads and state match one pass."""
+    import seg.layers.ops.gla as ops
+
+    monkeypatch.setattr(ops, "_BLOCK_TOKENS", block_tokens)
+    q, k, v, g = _inputs(101, min_log_gate=-5.0, seed=block_tokens)
+    h0 = torch.randn(2, 2, 4, 3, dtype=torch.float64, requires_grad=True)
+    o_ref, s_ref = gla_recurrent(q, k, v, g, initial_state=h0, output_final_state=True)
+    o, s = gla_chunked(q, k, v, g, chunk_size=8, sub_chunk_size=4, initial_state=h0, output_final_state=True)
+    torch.testing.assert_close(o, o_ref, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(s, s_ref, rtol=1e-8, atol=1e-10)
+    cot = torch.randn_like(o_ref)
+    grads_ref = torch.autograd.grad((o_ref * cot).sum() + s_ref.sum(), (q, k, v, g, h0))
+    grads = torch.autograd.grad((o * cot).sum() + s.sum(), (q, k, v, g, h0))
+    for name, got, want in zip(["q", "k", "v", "g", "h0"], grads, grads_ref, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-9, msg=f"grad of {name}")
+
+
 @pytest.mark.parametrize("min_log_gate", [0.0, -0.1, -5.0, -20.0])
 def test_initial_and_final_state(min_log_gate: float) -> None:
     q, k, v, g = _inputs(70, min_log_gate)
