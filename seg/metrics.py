@@ -7,6 +7,7 @@ reference scores NaN (it is left out of means), the convention of MONAI's ``Dice
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -76,6 +77,9 @@ def surface_scores(pred: np.ndarray, ref: np.ndarray, labels: Mapping[str, int],
         pt = torch.from_numpy(np.stack([~p, p])[None].astype(np.float32))
         rt = torch.from_numpy(np.stack([~r, r])[None].astype(np.float32))
         sp = list(spacing) if spacing is not None else None
-        out[f"hd95_{name}"] = float(compute_hausdorff_distance(pt, rt, percentile=95, spacing=sp).item())
-        out[f"nsd_{name}"] = float(compute_surface_dice(pt, rt, [tolerance], spacing=sp).item())
+        with warnings.catch_warnings():
+            # MONAI 1.5+ passes its own deprecated argument to get_mask_edges internally.
+            warnings.filterwarnings("ignore", message=".*always_return_as_numpy", category=FutureWarning)
+            out[f"hd95_{name}"] = float(compute_hausdorff_distance(pt, rt, percentile=95, spacing=sp).item())
+            out[f"nsd_{name}"] = float(compute_surface_dice(pt, rt, [tolerance], spacing=sp).item())
     return out
