@@ -59,6 +59,9 @@ def _add_predict(sub) -> None:
     p.add_argument("-i", "--input", required=True, type=Path, help="a scan file or a folder of cases")
     p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
     p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (slower, smoother)")
+    p.add_argument("--keep-largest", nargs="*", metavar="NAME",
+                   help="keep only the largest connected component of these classes/regions (default: the "
+                        "config's infer.keep_largest; the flag alone turns it off)")
     p.add_argument("--overwrite", action="store_true", help="redo cases whose output already exists")
     p.add_argument("--shard", type=_shard, help="i/n: predict only shard i of n (0-based), for job arrays")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")

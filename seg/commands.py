@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -52,6 +53,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor.from_checkpoint(args.model, device=args.device)
     if args.batch_size:
         predictor.cfg.infer.batch_size = args.batch_size
+    if args.keep_largest is not None:
+        predictor.bundle = dataclasses.replace(predictor.bundle, keep_largest=args.keep_largest)
     manifest = predictor.predict_folder(args.input, args.output, tta=args.tta or None, overwrite=args.overwrite,
                                         shard=args.shard, save_probabilities=args.save_probabilities,
                                         preview=args.preview, dicom_seg=args.dicom_seg)

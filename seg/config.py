@@ -19,6 +19,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from seg_runtime.postprocess import structure_members
+
 
 class ConfigError(ValueError):
     """A config file that cannot be used; the message names the file and the key."""
@@ -145,6 +147,8 @@ class InferConfig(_Section):
     overlap: float = Field(0.5, ge=0, lt=1)
     tta: bool = False
     batch_size: int = Field(1, ge=1)
+    # Class/region names cut to their largest connected component in predicted label maps.
+    keep_largest: list[str] = Field(default_factory=list)
 
 
 class ExportConfig(_Section):
@@ -178,6 +182,11 @@ class Config(_Section):
             raise ValueError(
                 f"data.preprocess.normalization needs 1 or {self.data.in_channels} entries, got {len(norms)}"
             )
+        for name in self.infer.keep_largest:
+            try:
+                structure_members(name, self.data.labels, self.data.regions)
+            except ValueError as err:
+                raise ValueError(f"infer.keep_largest: {err}") from err
         return self
 
     @property

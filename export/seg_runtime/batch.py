@@ -24,6 +24,7 @@ from .dicom_seg import DICOM_SEG_SUFFIX, require_highdicom, write_dicom_seg
 from .geometry import CaseError, Geometry
 from .io import read_case, write_labels, write_probabilities
 from .manifest import MANIFEST_NAME, RunManifest
+from .postprocess import keep_largest_components
 from .preprocess import PreprocessState, preprocess_image, restore_to_input
 from .preview import preview_path, write_preview
 from .tiling import PredictBatch, sliding_window_inference
@@ -239,7 +240,7 @@ def _preview_copy(channel: np.ndarray) -> np.ndarray:
 
 
 def _predict_case(loaded: _Loaded, case: Case, target: Path, settings: _Settings) -> None:
-    """Sliding window → back to the input grid → write (extras first, labels last).
+    """Sliding window → back to the input grid → post-process → write (extras first, labels last).
 
     Large volumes blend into float16 (see :func:`probability_dtype`), and the model-grid image
     is dropped before the probabilities are restored to the input grid.
@@ -261,6 +262,8 @@ def _predict_case(loaded: _Loaded, case: Case, target: Path, settings: _Settings
         probabilities, loaded.state, keep_probabilities=settings.save_probabilities
     )
     del probabilities
+    if bundle.keep_largest:
+        keep_largest_components(labels, bundle.keep_largest, bundle.labels, bundle.regions)
     if restored is not None:
         suffix = ".npz" if bundle.spatial_dims == 2 else ".nii.gz"
         write_probabilities(target.parent / f"{case.id}_probabilities{suffix}", restored, loaded.geometry)

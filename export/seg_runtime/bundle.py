@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_text
+from .postprocess import structure_members
 from .preprocess import PreprocessSpec
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ class Bundle:
         patch_size: Sliding-window patch size, one per spatial axis.
         overlap: Sliding-window overlap fraction in [0, 1).
         preprocess: Orientation, spacing and normalisation.
+        keep_largest: Class or region names reduced to their largest connected component in
+            the written label maps (see :mod:`seg_runtime.postprocess`); empty: none.
         input_name: ONNX input name. Shape: [B, C, *P].
         output_name: ONNX output name (logits). Shape: [B, K, *P].
         model_file: ONNX file name inside the bundle folder.
@@ -54,6 +57,7 @@ class Bundle:
     patch_size: list[int]
     overlap: float
     preprocess: PreprocessSpec
+    keep_largest: list[str] = field(default_factory=list)
     input_name: str = "image"
     output_name: str = "logits"
     model_file: str = "model.onnx"
@@ -112,6 +116,11 @@ class Bundle:
             f"needs 1 or {self.in_channels} entries",
         )
         _expect(bool(self.model_file), "model_file", "must be a file name")
+        for name in self.keep_largest:
+            try:
+                structure_members(name, self.labels, self.regions)
+            except ValueError as exc:
+                _expect(False, "keep_largest", str(exc))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict, with ``schema_version`` first."""
@@ -162,6 +171,7 @@ class Bundle:
             patch_size=_get(data, "patch_size", _is_int_list, "a list of integers"),
             overlap=float(_get(data, "overlap", _is_number, "a number", default=0.5)),
             preprocess=_preprocess(data),
+            keep_largest=_get(data, "keep_largest", _is_str_list, "a list of strings", default=[]),
             input_name=_get(data, "input_name", _is_str, "a string", default="image"),
             output_name=_get(data, "output_name", _is_str, "a string", default="logits"),
             model_file=_get(data, "model_file", _is_str, "a string", default="model.onnx"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -95,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write <case>_probabilities.nii.gz (3D, uint8 scaled to [0,1]) or .npz (2D, float16)",
     )
     parser.add_argument(
+        "--keep-largest",
+        nargs="*",
+        metavar="NAME",
+        help="keep only the largest connected component of these classes/regions "
+        "(default: the bundle's keep_largest; the flag alone turns it off)",
+    )
+    parser.add_argument(
         "--batch-size", type=_positive, default=1, metavar="N", help="patches per model call (default 1)"
     )
     parser.add_argument(
@@ -155,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.dicom_seg:
             require_highdicom()
         predictor = OnnxPredictor(args.bundle, provider=args.provider, threads=args.threads)
+        if args.keep_largest is not None:
+            predictor.bundle = dataclasses.replace(predictor.bundle, keep_largest=args.keep_largest)
     except (BundleError, DicomSegUnavailable, OSError, ValueError) as exc:
         print(f"seg-run: error: {exc}", file=sys.stderr)
         return 2

@@ -82,6 +82,32 @@ def test_rerun_skips_and_bad_case_is_isolated(trained, tmp_path: Path) -> None:
     assert {c["id"]: c["status"] for c in again["cases"]}[good.name.replace("_0000.nii.gz", "")] == "skipped"
 
 
+def test_keep_largest_removes_islands_only(trained, tmp_path: Path, capsys) -> None:
+    from scipy import ndimage
+
+    dims, root, tmp = trained
+    images, ext = root / "imagesTs", (".nii.gz" if dims == 3 else ".png")
+    model, bundle = str(tmp / "runs" / f"demo{dims}d"), str(tmp / "bundle")
+    assert seg_run([bundle, "-i", str(images), "-o", str(tmp_path / "raw"), "--provider", "cpu"]) == 0
+    assert seg_run([bundle, "-i", str(images), "-o", str(tmp_path / "onnx"), "--provider", "cpu",
+                    "--keep-largest", "organ"]) == 0
+    assert seg(["predict", "--model", model, "-i", str(images), "-o", str(tmp_path / "torch"),
+                "--keep-largest", "organ"]) == 0
+    removed, islands = 0, 0
+    for raw_path in sorted((tmp_path / "raw").glob(f"*{ext}")):
+        raw, kept = _labels(raw_path), _labels(tmp_path / "onnx" / raw_path.name)
+        changed = raw != kept
+        assert (raw[changed] == 2).all() and (kept[changed] == 0).all()  # only organ voxels, to background
+        assert ndimage.label(kept == 2)[1] <= 1
+        removed += int(changed.sum())
+        islands += max(0, ndimage.label(raw == 2)[1] - 1)
+        assert np.mean(kept == _labels(tmp_path / "torch" / raw_path.name)) >= 0.999
+    capsys.readouterr()
+    assert seg_run([bundle, "-i", str(images), "-o", str(tmp_path / "bad"), "--keep-largest", "liver"]) == 2
+    assert "keep_largest" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert (removed > 0) == (islands > 0)  # islands in the raw output were there to remove
+
+
 def test_evaluate_matches_hand_computed_dice(tmp_path: Path, capsys) -> None:
     ref = np.zeros((10, 10, 4), np.uint8)
     ref[2:6, 2:6, :2] = 1  # 32 voxels

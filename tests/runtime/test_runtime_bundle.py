@@ -34,7 +34,7 @@ def _bundle(**overrides: object) -> Bundle:
 
 
 def test_round_trip_through_disk(tmp_path: Path) -> None:
-    bundle = _bundle()
+    bundle = _bundle(keep_largest=["whole", "tumour"])
     path = save_bundle_json(bundle, tmp_path)
     assert path.name == "model.json"
     assert json.loads(path.read_text())["schema_version"] == SCHEMA_VERSION
@@ -56,6 +56,8 @@ def test_round_trip_through_disk(tmp_path: Path) -> None:
         ({"channel_files": ["only-one.nii.gz"]}, "channel_files"),
         ({"preprocess": {"normalization": [{"scheme": "weird"}]}}, r"preprocess.normalization\[0\]"),
         ({"in_channels": True}, "in_channels"),
+        ({"keep_largest": ["tumor"]}, "keep_largest"),
+        ({"keep_largest": "whole"}, "keep_largest"),
     ],
 )
 def test_invalid_values_name_the_key(change: dict[str, object], key: str) -> None:
@@ -63,6 +65,12 @@ def test_invalid_values_name_the_key(change: dict[str, object], key: str) -> Non
     data.update(change)
     with pytest.raises(BundleError, match=rf"key '{key}'"):
         Bundle.from_dict(data)
+
+
+def test_bundles_without_keep_largest_still_load() -> None:
+    data = _bundle().to_dict()
+    del data["keep_largest"]  # model.json written before the key existed
+    assert Bundle.from_dict(data).keep_largest == []
 
 
 @pytest.mark.parametrize("key", ["schema_version", "spatial_dims", "num_classes", "patch_size", "preprocess"])
