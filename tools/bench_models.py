@@ -211,13 +211,21 @@ def bench_mixers(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def mixer_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """GLA's speed-up over full attention at the largest token count both finished."""
+    """GLA's speed-up over full attention at the largest token count both finished, and each
+    mixer's time growth per 4x tokens over its whole measured range (geometric mean: the
+    end points span 16x tokens by default, so one noisy point moves it far less than it moves
+    the adjacent 4x ratios)."""
     times = {(r["mixer"], r["tokens"]): r["time_ms"] for r in rows if r["time_ms"]}
+    growth: dict[str, float] = {}
+    for mixer in dict.fromkeys(m for m, _ in times):
+        sizes = sorted(t for m, t in times if m == mixer)
+        if len(sizes) > 1:
+            span = math.log(sizes[-1] / sizes[0], 4)
+            growth[mixer] = (times[(mixer, sizes[-1])] / times[(mixer, sizes[0])]) ** (1 / span)
     common = [t for (m, t) in times if m == "gla" and ("full", t) in times]
-    if not common:
-        return {"largest_common_tokens": None, "gla_speedup_over_full": None}
-    n = max(common)
-    return {"largest_common_tokens": n, "gla_speedup_over_full": times[("full", n)] / times[("gla", n)]}
+    n = max(common) if common else None
+    return {"largest_common_tokens": n, "gla_speedup_over_full": times[("full", n)] / times[("gla", n)] if n else None,
+            "growth_per_4x": growth}
 
 
 def count_flops(model: nn.Module, x: torch.Tensor) -> int:
@@ -316,6 +324,8 @@ def print_mixers(result: dict[str, Any]) -> None:
             for r in result["rows"]]
     print(format_table(["mixer", "tokens", "fwd ms", "peak MB", "x per 4x tokens", "status"], rows))
     s = result["summary"]
+    for mixer, growth in s["growth_per_4x"].items():
+        print(f"{mixer}: time x{growth:.2f} per 4x tokens over the whole range (geometric mean; linear = 4)")
     if s["gla_speedup_over_full"] is not None:
         print(f"GLA speed-up over full attention at {s['largest_common_tokens']} tokens: "
               f"{s['gla_speedup_over_full']:.2f}x (same run; > 1: GLA is faster)")

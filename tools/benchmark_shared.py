@@ -2,7 +2,8 @@
 
 For every (dataset, model) pair: ``seg train`` the config with the chosen budget, ``seg predict``
 the validation cases in their original geometry, ``seg evaluate`` them against the original
-references, and print one table (JSON with ``--json``):
+references (post-processed as the config's ``infer.keep_largest`` says; override it with
+``--override infer.keep_largest=[]`` for raw scores), and print one table (JSON with ``--json``):
 
     python tools/benchmark_shared.py --dataset brats --models ag_unet gla_unet monai_attention_unet
     python tools/benchmark_shared.py --dataset isbi --models ag_unet smp_unet --epochs 10
@@ -15,6 +16,7 @@ are resumed (interrupted ones finish, finished ones are reused, a higher ``--epo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import time
@@ -80,10 +82,15 @@ def run_one(dataset: str, model: str, args: argparse.Namespace) -> dict:
     inputs, refs = link_validation(cfg, args.out / dataset)
     pred_dir = args.out / "pred" / cfg.name
     t0 = time.perf_counter()
-    Predictor.from_checkpoint(run_dir).predict_folder(inputs, pred_dir, overwrite=True, progress=False)
+    predictor = Predictor.from_checkpoint(run_dir)
+    # Post-processing as the current config says (a finished run may predate the setting).
+    predictor.bundle = dataclasses.replace(predictor.bundle, keep_largest=list(cfg.infer.keep_largest))
+    predictor.predict_folder(inputs, pred_dir, overwrite=True, progress=False)
     predict_s = time.perf_counter() - t0
     result = evaluate_folders(pred_dir, refs, cfg.data.labels, cfg.data.regions, label_values=cfg.data.label_values)
-    return {"dataset": dataset, "model": model, "epochs": cfg.train.epochs, "train_s": round(train_s, 1),
+    return {"dataset": dataset, "model": model, "epochs": cfg.train.epochs,
+            "iters_per_epoch": cfg.train.iters_per_epoch, "keep_largest": list(cfg.infer.keep_largest),
+            "train_s": round(train_s, 1),
             "predict_s_per_case": round(predict_s / max(len(result["cases"]), 1), 2), **result["mean"],
             "cases": result["cases"]}
 
