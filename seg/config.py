@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from seg_runtime.outputs import output_channels, region_paint_labels
 from seg_runtime.postprocess import structure_members
 
 
@@ -105,12 +106,17 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """Which registered network to build; ``params`` go to its builder."""
+    """Which registered network to build; ``params`` go to its builder.
+
+    ``outputs``: ``classes`` (softmax over the labels) or ``regions`` (one sigmoid channel per
+    ``data.regions`` entry, trained with Dice + BCE on the regions; see ``seg_runtime.outputs``).
+    """
 
     name: str = "ag_unet"
     size: Literal["small", "base"] = "small"
     deep_supervision: bool = True
     gate: Literal["attention", "none"] = "attention"
+    outputs: Literal["classes", "regions"] = "classes"
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -187,7 +193,17 @@ class Config(_Section):
                 structure_members(name, self.data.labels, self.data.regions)
             except ValueError as err:
                 raise ValueError(f"infer.keep_largest: {err}") from err
+        if self.model.outputs == "regions":
+            try:
+                region_paint_labels(self.data.regions)
+            except ValueError as err:
+                raise ValueError(f"model.outputs: regions: {err}") from err
         return self
+
+    @property
+    def out_channels(self) -> int:
+        """The network's output channels: one per class, or one per region."""
+        return output_channels(self.model.outputs, self.data.num_classes, self.data.regions)
 
     @property
     def patch_size(self) -> list[int]:

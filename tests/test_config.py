@@ -44,6 +44,7 @@ def test_dotted_overrides_are_typed(tmp_path: Path) -> None:
         ("data: {spatial_dims: 2}\n", [], "train.patch_size has 3 entries"),
         ("data: {labels: {bg: 0, a: 2}}\n", [], "0..K-1"),
         ("infer: {keep_largest: [tumor]}\n", [], "infer.keep_largest: 'tumor' is not a foreground class"),
+        ("data: {regions: {}}\n", ["model.outputs=regions"], "model.outputs: regions: region outputs need"),
         ("- a list\n", [], "top level must be a mapping"),
         ("train: {epochs: [\n", [], "not valid YAML"),
     ],

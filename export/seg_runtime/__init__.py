@@ -17,6 +17,7 @@ from .cases import Case, discover_cases
 from .geometry import CaseError, Geometry
 from .io import read_case, read_image, write_labels, write_probabilities
 from .manifest import RunManifest
+from .outputs import paint_regions, region_paint_labels
 from .preprocess import PreprocessSpec, PreprocessState, preprocess_image, preprocess_label, restore_to_input
 from .preview import render_preview, write_preview
 from .tiling import gaussian_importance_map, patch_grid, sliding_window_inference
@@ -38,12 +39,14 @@ __all__ = [
     "gaussian_importance_map",
     "labels_on_input_grid",
     "load_bundle",
+    "paint_regions",
     "patch_grid",
     "predict_folder",
     "preprocess_image",
     "preprocess_label",
     "read_case",
     "read_image",
+    "region_paint_labels",
     "render_preview",
     "restore_to_input",
     "save_bundle_json",

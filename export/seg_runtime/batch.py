@@ -24,6 +24,7 @@ from .dicom_seg import DICOM_SEG_SUFFIX, require_highdicom, write_dicom_seg
 from .geometry import CaseError, Geometry
 from .io import read_case, write_labels, write_probabilities
 from .manifest import MANIFEST_NAME, RunManifest
+from .outputs import REGION_THRESHOLD
 from .postprocess import keep_largest_components
 from .preprocess import PreprocessState, preprocess_image, restore_to_input
 from .preview import preview_path, write_preview
@@ -250,16 +251,20 @@ def _predict_case(loaded: _Loaded, case: Case, target: Path, settings: _Settings
         loaded.image,
         settings.predict_batch,
         bundle.patch_size,
-        num_classes=bundle.num_classes,
+        num_classes=bundle.output_channels,
         overlap=bundle.overlap,
         batch_size=settings.batch_size,
         mirror_axes=settings.mirror_axes,
         progress=settings.progress,
-        dtype=probability_dtype(bundle.num_classes, loaded.image.shape[1:]),
+        dtype=probability_dtype(bundle.output_channels, loaded.image.shape[1:]),
+        activation="sigmoid" if bundle.outputs == "regions" else "softmax",
     )
     loaded.image = None
     labels, restored = labels_on_input_grid(
-        probabilities, loaded.state, keep_probabilities=settings.save_probabilities
+        probabilities,
+        loaded.state,
+        keep_probabilities=settings.save_probabilities,
+        paint_labels=bundle.paint_labels,
     )
     del probabilities
     if bundle.keep_largest:
@@ -307,30 +312,41 @@ def probability_dtype(num_classes: int, shape: Sequence[int]) -> type:
 
 
 def labels_on_input_grid(
-    probabilities: np.ndarray, state: PreprocessState, *, keep_probabilities: bool = False
+    probabilities: np.ndarray,
+    state: PreprocessState,
+    *,
+    keep_probabilities: bool = False,
+    paint_labels: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Restore probabilities to the input grid one class at a time and take the argmax.
+    """Restore probabilities to the input grid one channel at a time and decode the labels.
 
-    Only one restored class map plus the running maximum are held at once (in the dtype of
-    ``probabilities``), and a float16 copy of all classes when ``keep_probabilities``.
+    Class outputs take the argmax; region outputs (``paint_labels`` given) paint each region's
+    label where its probability is > 0.5, in channel order (see :mod:`seg_runtime.outputs`).
+    Only one restored channel plus the running maximum are held at once (in the dtype of
+    ``probabilities``), and a float16 copy of all channels when ``keep_probabilities``.
 
     Args:
-        probabilities: Softmax probabilities on the model grid, float32 or float16. Shape: [K, *S'].
+        probabilities: Probabilities on the model grid, float32 or float16. Shape: [K, *S'].
         state: From :func:`preprocess_image`.
         keep_probabilities: Also return the restored probabilities.
+        paint_labels: For region outputs, the label each channel paints. Length K.
 
     Returns:
         The label map (Shape: [*S_in], uint8 or uint16) and the float16 probabilities
         (Shape: [K, *S_in]) or None.
     """
-    num_classes = probabilities.shape[0]
-    kept = np.empty((num_classes, *state.input_shape), np.float16) if keep_probabilities else None
-    labels = np.zeros(state.input_shape, dtype=np.uint8 if num_classes <= 256 else np.uint16)
+    channels = probabilities.shape[0]
+    kept = np.empty((channels, *state.input_shape), np.float16) if keep_probabilities else None
+    largest = max(paint_labels) + 1 if paint_labels is not None else channels
+    labels = np.zeros(state.input_shape, dtype=np.uint8 if largest <= 256 else np.uint16)
     best: np.ndarray | None = None
-    for index in range(num_classes):
+    for index in range(channels):
         restored = restore_to_input(probabilities[index : index + 1], state)[0]
         if kept is not None:
             kept[index] = restored
+        if paint_labels is not None:
+            labels[restored > REGION_THRESHOLD] = paint_labels[index]
+            continue
         if best is None:
             best = restored
             continue

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_text
+from .outputs import OUTPUT_KINDS, output_channels, region_paint_labels
 from .postprocess import structure_members
 from .preprocess import PreprocessSpec
 
@@ -41,8 +42,10 @@ class Bundle:
         preprocess: Orientation, spacing and normalisation.
         keep_largest: Class or region names reduced to their largest connected component in
             the written label maps (see :mod:`seg_runtime.postprocess`); empty: none.
+        outputs: ``"classes"`` (softmax over ``num_classes`` channels) or ``"regions"`` (one
+            sigmoid channel per region, painted into labels; see :mod:`seg_runtime.outputs`).
         input_name: ONNX input name. Shape: [B, C, *P].
-        output_name: ONNX output name (logits). Shape: [B, K, *P].
+        output_name: ONNX output name (logits). Shape: [B, K, *P], K = :attr:`output_channels`.
         model_file: ONNX file name inside the bundle folder.
         provenance: Free-form (seg version, config hash, run dir, model name, created).
     """
@@ -58,6 +61,7 @@ class Bundle:
     overlap: float
     preprocess: PreprocessSpec
     keep_largest: list[str] = field(default_factory=list)
+    outputs: str = "classes"
     input_name: str = "image"
     output_name: str = "logits"
     model_file: str = "model.onnx"
@@ -121,6 +125,22 @@ class Bundle:
                 structure_members(name, self.labels, self.regions)
             except ValueError as exc:
                 _expect(False, "keep_largest", str(exc))
+        _expect(self.outputs in OUTPUT_KINDS, "outputs", f"must be one of {', '.join(OUTPUT_KINDS)}")
+        if self.outputs == "regions":
+            try:
+                region_paint_labels(self.regions)
+            except ValueError as exc:
+                _expect(False, "outputs", str(exc))
+
+    @property
+    def output_channels(self) -> int:
+        """Channels of the model's output: ``num_classes``, or the number of regions."""
+        return output_channels(self.outputs, self.num_classes, self.regions)
+
+    @property
+    def paint_labels(self) -> list[int] | None:
+        """For region outputs, the label each region channel paints (in order); else None."""
+        return region_paint_labels(self.regions) if self.outputs == "regions" else None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict, with ``schema_version`` first."""
@@ -172,6 +192,7 @@ class Bundle:
             overlap=float(_get(data, "overlap", _is_number, "a number", default=0.5)),
             preprocess=_preprocess(data),
             keep_largest=_get(data, "keep_largest", _is_str_list, "a list of strings", default=[]),
+            outputs=_get(data, "outputs", _is_str, "a string", default="classes"),
             input_name=_get(data, "input_name", _is_str, "a string", default="image"),
             output_name=_get(data, "output_name", _is_str, "a string", default="logits"),
             model_file=_get(data, "model_file", _is_str, "a string", default="model.onnx"),

@@ -108,6 +108,16 @@ def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
     return shifted
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Element-wise logistic function in float32 (a new array), for region outputs."""
+    from scipy.special import expit
+
+    return expit(logits.astype(np.float32, copy=False))
+
+
+ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"softmax": softmax, "sigmoid": sigmoid}
+
+
 def _mirror_subsets(mirror_axes: Sequence[int] | None, ndim: int) -> list[tuple[int, ...]]:
     """All subsets of the mirror axes (empty subset first), as batch-array axes."""
     axes = tuple(mirror_axes or ())
@@ -121,9 +131,13 @@ def _mirror_subsets(mirror_axes: Sequence[int] | None, ndim: int) -> list[tuple[
 
 
 def _predict_probabilities(
-    batch: np.ndarray, predict_batch: PredictBatch, num_classes: int, flips: list[tuple[int, ...]]
+    batch: np.ndarray,
+    predict_batch: PredictBatch,
+    num_classes: int,
+    flips: list[tuple[int, ...]],
+    activation: Callable[[np.ndarray], np.ndarray] = softmax,
 ) -> np.ndarray:
-    """Softmax of the model, averaged over the mirrored copies of the batch. Shape: [B, K, *P]."""
+    """Probabilities of the model, averaged over the mirrored copies of the batch. Shape: [B, K, *P]."""
     total: np.ndarray | None = None
     for flip in flips:
         inputs = np.ascontiguousarray(np.flip(batch, flip)) if flip else batch
@@ -131,7 +145,7 @@ def _predict_probabilities(
         expected = (batch.shape[0], num_classes, *batch.shape[2:])
         if logits.shape != expected:
             raise ValueError(f"predict_batch returned shape {logits.shape}, expected {expected}")
-        probs = softmax(logits)
+        probs = activation(logits)
         probs = np.flip(probs, flip) if flip else probs
         if total is None:
             total = probs  # the unflipped pass comes first: a fresh array, safe to add into
@@ -217,6 +231,7 @@ def sliding_window_inference(
     mirror_axes: tuple[int, ...] | None = None,
     progress: bool = False,
     dtype: np.dtype | type = np.float32,
+    activation: str = "softmax",
 ) -> np.ndarray:
     """Predict a whole image patch by patch with Gaussian blending (and optional mirror TTA).
 
@@ -227,19 +242,23 @@ def sliding_window_inference(
         image: Channel-first image. Shape: [C, *S].
         predict_batch: Maps a batch of patches to LOGITS. Shape: [B, C, *P] → [B, K, *P].
         patch_size: Spatial patch size P.
-        num_classes: K.
+        num_classes: K, the model's output channels.
         overlap: Patch overlap fraction in [0, 1).
         batch_size: Patches per ``predict_batch`` call.
-        mirror_axes: Spatial axes (0-based) to mirror for test-time augmentation; the softmax is
+        mirror_axes: Spatial axes (0-based) to mirror for test-time augmentation; the probabilities are
             averaged over every subset of flips (2**len(mirror_axes) passes).
         progress: Show a tqdm bar over batches.
         dtype: Dtype of the result; float16 halves its memory (blending stays float32, the
             values are rounded once, to within 5e-4).
+        activation: ``"softmax"`` over the channels (classes) or ``"sigmoid"`` per channel
+            (regions).
 
     Returns:
-        Softmax probabilities on the image grid. Shape: [K, *S].
+        Probabilities on the image grid. Shape: [K, *S].
     """
     ndim = image.ndim - 1
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
     if len(patch_size) != ndim:
         raise ValueError(
             f"patch size {tuple(patch_size)} does not match a {ndim}D image of shape {image.shape}"
@@ -258,7 +277,7 @@ def sliding_window_inference(
     for start in starts:
         chunk = windows[start : start + step]
         batch = np.stack([padded[(slice(None), *window)] for window in chunk])
-        probs = _predict_probabilities(batch, predict_batch, num_classes, flips)
+        probs = _predict_probabilities(batch, predict_batch, num_classes, flips, ACTIVATIONS[activation])
         for window, patch_probs in zip(chunk, probs, strict=True):
             blend.add(window, patch_probs)
     result = blend.finish()

@@ -12,11 +12,12 @@ from torch import nn
 
 from seg.config import Config
 from seg.metrics import dice_scores, nanmean
+from seg_runtime.outputs import paint_regions, region_paint_labels
 
 
 @torch.no_grad()
 def predict_case(model: nn.Module, image: torch.Tensor, cfg: Config, device: torch.device) -> np.ndarray:
-    """Label map of one preprocessed case.
+    """Label map of one preprocessed case (argmax of classes, or painted regions).
 
     Shape: image [C, *S] -> labels [*S] (int)
     """
@@ -24,6 +25,8 @@ def predict_case(model: nn.Module, image: torch.Tensor, cfg: Config, device: tor
     logits = sliding_window_inference(x, roi_size=cfg.patch_size, sw_batch_size=cfg.infer.batch_size,
                                       predictor=model, overlap=cfg.infer.overlap, mode="gaussian",
                                       padding_mode="constant")
+    if cfg.model.outputs == "regions":
+        return paint_regions(torch.sigmoid(logits[0]).cpu().numpy(), region_paint_labels(cfg.data.regions))
     return logits[0].argmax(0).cpu().numpy()
 
 

@@ -26,5 +26,6 @@ def bundle_from_config(cfg: Config, provenance: dict[str, Any] | None = None) ->
         labels=dict(data.labels), regions={k: list(v) for k, v in data.regions.items()},
         patch_size=list(cfg.patch_size), overlap=cfg.infer.overlap, preprocess=preprocess_spec(data),
         keep_largest=list(cfg.infer.keep_largest),
+        outputs=cfg.model.outputs,
         provenance=prov,
     )

@@ -37,7 +37,7 @@ def create_model(cfg: Config) -> nn.Module:
     """Build the network an experiment config describes."""
     m = cfg.model
     return build_model(m.name, spatial_dims=cfg.data.spatial_dims, in_channels=cfg.data.in_channels,
-                       num_classes=cfg.data.num_classes, size=m.size, deep_supervision=m.deep_supervision,
+                       num_classes=cfg.out_channels, size=m.size, deep_supervision=m.deep_supervision,
                        gate=m.gate, **m.params)
 
 

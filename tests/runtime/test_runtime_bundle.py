@@ -58,6 +58,8 @@ def test_round_trip_through_disk(tmp_path: Path) -> None:
         ({"in_channels": True}, "in_channels"),
         ({"keep_largest": ["tumor"]}, "keep_largest"),
         ({"keep_largest": "whole"}, "keep_largest"),
+        ({"outputs": "probabilities"}, "outputs"),
+        ({"outputs": "regions", "regions": {}}, "outputs"),
     ],
 )
 def test_invalid_values_name_the_key(change: dict[str, object], key: str) -> None:
@@ -67,10 +69,18 @@ def test_invalid_values_name_the_key(change: dict[str, object], key: str) -> Non
         Bundle.from_dict(data)
 
 
-def test_bundles_without_keep_largest_still_load() -> None:
+def test_bundles_without_keep_largest_or_outputs_still_load() -> None:
     data = _bundle().to_dict()
-    del data["keep_largest"]  # model.json written before the key existed
-    assert Bundle.from_dict(data).keep_largest == []
+    del data["keep_largest"], data["outputs"]  # model.json written before the keys existed
+    bundle = Bundle.from_dict(data)
+    assert (bundle.keep_largest, bundle.outputs, bundle.output_channels) == ([], "classes", 3)
+    assert bundle.paint_labels is None
+
+
+def test_region_bundle_round_trips_with_its_channels() -> None:
+    bundle = _bundle(outputs="regions", regions={"whole": [1, 2], "tumour": [2]})
+    assert Bundle.from_dict(bundle.to_dict()) == bundle
+    assert (bundle.output_channels, bundle.paint_labels) == (2, [1, 2])
 
 
 @pytest.mark.parametrize("key", ["schema_version", "spatial_dims", "num_classes", "patch_size", "preprocess"])

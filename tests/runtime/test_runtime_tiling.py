@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from runtime_helpers import pointwise_logits
 
-from seg_runtime.tiling import gaussian_importance_map, patch_grid, sliding_window_inference, softmax
+from seg_runtime.tiling import gaussian_importance_map, patch_grid, sigmoid, sliding_window_inference, softmax
 
 RNG = np.random.default_rng(0)
 WEIGHT = RNG.normal(size=(4, 2)).astype(np.float32)
@@ -99,6 +99,19 @@ def test_mirror_tta_averages_flipped_predictions() -> None:
     np.testing.assert_allclose(
         tta, sliding_window_inference(image, pointwise_batch, (4, 4), num_classes=4), atol=1e-5
     )
+
+
+def test_sigmoid_activation_for_region_outputs() -> None:
+    image = RNG.normal(size=(2, 9, 11)).astype(np.float32)
+    result = sliding_window_inference(
+        image, pointwise_batch, (4, 5), num_classes=4, overlap=0.5, activation="sigmoid", mirror_axes=(0,)
+    )
+    expected = 1.0 / (1.0 + np.exp(-pointwise_logits(image, WEIGHT, BIAS)))
+    np.testing.assert_allclose(result, expected, atol=1e-5)
+    assert not np.allclose(result.sum(axis=0), 1.0)  # independent channels, not a softmax
+    np.testing.assert_allclose(sigmoid(np.array([-100.0, 0.0, 100.0])), [0.0, 0.5, 1.0], atol=1e-7)
+    with pytest.raises(ValueError, match="activation must be one of softmax, sigmoid"):
+        sliding_window_inference(image, pointwise_batch, (4, 5), num_classes=4, activation="relu")
 
 
 def test_wrong_model_output_shape_is_reported() -> None:

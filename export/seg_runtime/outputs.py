@@ -1,0 +1,70 @@
+"""What a model's output channels mean, and how they become a label map.
+
+Two kinds (``Bundle.outputs``, ``model.outputs`` in a seg config):
+
+- ``classes``: one channel per class, background included; softmax, then argmax.
+- ``regions``: one channel per region (e.g. BraTS whole tumour, tumour core, enhancing
+  tumour), each an independent sigmoid: the network is trained on the overlapping regions that
+  are scored, not on the classes that make them up (nnU-Net's region-based training). A voxel
+  belongs to a region where its probability is > 0.5. The label map is painted region by region
+  in the listed order, so regions go from largest to smallest; each region paints the first of
+  its classes that no later region contains (whole tumour [1, 2, 3, 4] paints 2, tumour core
+  [1, 3, 4] paints 1, enhancing [4] paints 4). Classes that no region tells apart (necrosis and
+  non-enhancing core, here) come out as one of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["OUTPUT_KINDS", "REGION_THRESHOLD", "output_channels", "paint_regions", "region_paint_labels"]
+
+OUTPUT_KINDS = ("classes", "regions")
+REGION_THRESHOLD = 0.5
+
+
+def region_paint_labels(regions: Mapping[str, Sequence[int]]) -> list[int]:
+    """The label each region paints, in order (see the module docstring).
+
+    Raises:
+        ValueError: No regions, a region holding only background, or a region with no class of
+            its own (every class of it is in a later region); the message names the region.
+    """
+    if not regions:
+        raise ValueError("region outputs need at least one region (data.regions)")
+    items = list(regions.items())
+    paint = []
+    for position, (name, members) in enumerate(items):
+        later = {m for _, others in items[position + 1 :] for m in others}
+        own = [m for m in members if m != 0 and m not in later]
+        if not own:
+            order = ", ".join(n for n, _ in items)
+            raise ValueError(
+                f"region {name!r} {list(members)} has no foreground class outside the regions after it "
+                f"(order: {order}); list regions from largest to smallest"
+            )
+        paint.append(int(own[0]))
+    return paint
+
+
+def output_channels(outputs: str, num_classes: int, regions: Mapping[str, Sequence[int]]) -> int:
+    """Number of network output channels: classes (background included) or regions."""
+    if outputs not in OUTPUT_KINDS:
+        raise ValueError(f"outputs must be one of {', '.join(OUTPUT_KINDS)}; got {outputs!r}")
+    return num_classes if outputs == "classes" else len(regions)
+
+
+def paint_regions(probabilities: np.ndarray, paint_labels: Sequence[int]) -> np.ndarray:
+    """Label map from region probabilities: each region paints its label where > 0.5, in order.
+
+    Shape: probabilities [R, *S] -> labels [*S] (uint8, or uint16 past label 255)
+    """
+    if len(paint_labels) != probabilities.shape[0]:
+        raise ValueError(f"{probabilities.shape[0]} region channels but {len(paint_labels)} paint labels")
+    dtype = np.uint8 if max(paint_labels, default=0) < 256 else np.uint16
+    labels = np.zeros(probabilities.shape[1:], dtype=dtype)
+    for channel, label in zip(probabilities, paint_labels, strict=True):
+        labels[channel > REGION_THRESHOLD] = label
+    return labels
