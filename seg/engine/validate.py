@@ -35,7 +35,8 @@ def validate(model: nn.Module, cases: Iterable[dict[str, Any]], cfg: Config, dev
     """Mean Dice over the validation cases, per class, per region and overall.
 
     Returns keys ``val_dice_<name>`` for every foreground class and region, and ``val_dice_mean``
-    (mean over foreground classes) — the model-selection metric.
+    — the model-selection metric: the mean over foreground classes, or over the regions for
+    region outputs (classes that no region separates would otherwise count as misses).
     """
     was_training = model.training
     model.eval()
@@ -49,6 +50,9 @@ def validate(model: nn.Module, cases: Iterable[dict[str, Any]], cfg: Config, dev
             per_key.setdefault(key, []).append(value)
     model.train(was_training)
     out = {f"val_dice_{k}": nanmean(v) for k, v in per_key.items()}
-    classes = [out[f"val_dice_{n}"] for n, idx in cfg.data.labels.items() if idx != 0 and f"val_dice_{n}" in out]
-    out["val_dice_mean"] = nanmean(classes)
+    if cfg.model.outputs == "regions":  # what the network predicts, and what it is scored on
+        names = list(cfg.data.regions)
+    else:
+        names = [n for n, idx in cfg.data.labels.items() if idx != 0]
+    out["val_dice_mean"] = nanmean([out[f"val_dice_{n}"] for n in names if f"val_dice_{n}" in out])
     return out
