@@ -79,7 +79,8 @@ def run_one(dataset: str, model: str, args: argparse.Namespace) -> dict:
     # (or extended when --epochs is raised). Training time is the run's own, summed over epochs.
     fit(cfg, run_dir, resume=(run_dir / "last.pt").is_file())
     train_s = sum(json.loads(line)["seconds"] for line in (run_dir / "metrics.jsonl").read_text().splitlines())
-    inputs, refs = link_validation(cfg, args.out / dataset)
+    # One folder of links per run: runs with other splits (or folds) never see each other's cases.
+    inputs, refs = link_validation(cfg, args.out / "val" / cfg.name)
     pred_dir = args.out / "pred" / cfg.name
     t0 = time.perf_counter()
     predictor = Predictor.from_checkpoint(run_dir)
