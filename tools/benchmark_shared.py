@@ -89,7 +89,7 @@ def run_one(dataset: str, model: str, args: argparse.Namespace) -> dict:
     predictor.predict_folder(inputs, pred_dir, overwrite=True, progress=False)
     predict_s = time.perf_counter() - t0
     result = evaluate_folders(pred_dir, refs, cfg.data.labels, cfg.data.regions, label_values=cfg.data.label_values)
-    return {"dataset": dataset, "model": model, "epochs": cfg.train.epochs,
+    return {"dataset": dataset, "model": model, "name": cfg.name, "seed": cfg.seed, "epochs": cfg.train.epochs,
             "iters_per_epoch": cfg.train.iters_per_epoch, "keep_largest": list(cfg.infer.keep_largest),
             "train_s": round(train_s, 1),
             "predict_s_per_case": round(predict_s / max(len(result["cases"]), 1), 2), **result["mean"],
