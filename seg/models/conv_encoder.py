@@ -49,6 +49,26 @@ def check_levels(channels: Sequence[int], conv_levels: int, depths: Sequence[int
         )
 
 
+def hybrid_layout(model: str, sizes: dict, spatial_dims: int, size: str, channels: Sequence[int] | None,
+                  conv_levels: int | None, depths: Sequence[int] | None) -> tuple[tuple[int, ...], int, tuple[int, ...]]:
+    """Channels, conv levels and blocks per block level of a hybrid encoder: the user's values over
+    the ``sizes[spatial_dims][size]`` preset (whose first three entries are those three).
+
+    When ``channels`` changes the level count and ``depths`` is not given, every block level gets 2.
+
+    Raises:
+        ValueError: unknown ``spatial_dims`` or ``size``.
+    """
+    if spatial_dims not in sizes or size not in sizes[spatial_dims]:
+        raise ValueError(f"{model}: unknown spatial_dims/size {spatial_dims}/{size!r}; sizes: small, base")
+    preset_channels, preset_conv, preset_depths = sizes[spatial_dims][size][:3]
+    chans = tuple(channels) if channels else tuple(preset_channels)
+    n_conv = conv_levels if conv_levels is not None else min(preset_conv, len(chans))
+    n_blocks = len(chans) - n_conv
+    blocks = tuple(depths) if depths else (tuple(preset_depths) if len(preset_depths) == n_blocks else (2,) * n_blocks)
+    return chans, n_conv, blocks
+
+
 class ConvEncoder(StagedEncoder):
     """Stages of two conv-norm-act layers; every stage after the first halves the resolution.
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from seg.layers.gla import VisionGLABlock
-from seg.models.conv_encoder import StagedEncoder, check_levels
+from seg.models.conv_encoder import StagedEncoder, check_levels, hybrid_layout
 from seg.models.decoder import UNetDecoder
 from seg.models.factory import MODELS
 from seg.models.segmenter import Segmenter
@@ -97,13 +97,7 @@ def build_gla_unet(
         drop_path: largest stochastic-depth rate of the GLA blocks.
         backend: GLA backend; "auto" uses fla's kernels on CUDA when installed.
     """
-    if spatial_dims not in SIZES or size not in SIZES[spatial_dims]:
-        raise ValueError(f"gla_unet: unknown spatial_dims/size {spatial_dims}/{size!r}; sizes: small, base")
-    preset_channels, preset_conv, preset_depths = SIZES[spatial_dims][size]
-    chans = tuple(channels) if channels else preset_channels
-    n_conv = conv_levels if conv_levels is not None else min(preset_conv, len(chans))
-    n_gla = len(chans) - n_conv
-    blocks = tuple(depths) if depths else (preset_depths if len(preset_depths) == n_gla else (2,) * n_gla)
+    chans, n_conv, blocks = hybrid_layout("gla_unet", SIZES, spatial_dims, size, channels, conv_levels, depths)
     encoder = GLAEncoder(
         spatial_dims, in_channels, chans, n_conv, blocks, drop_path=drop_path, backend=backend
     )

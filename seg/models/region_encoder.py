@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from seg.layers.region_attention import RegionAttentionBlock
-from seg.models.conv_encoder import StagedEncoder, check_levels
+from seg.models.conv_encoder import StagedEncoder, check_levels, hybrid_layout
 from seg.models.decoder import UNetDecoder
 from seg.models.factory import MODELS
 from seg.models.segmenter import Segmenter
@@ -115,16 +115,8 @@ def build_region_unet(
         output_gate: the sigmoid gate on the attention outputs (Qiu et al. 2025).
         drop_path: largest stochastic-depth rate of the attention blocks.
     """
-    if spatial_dims not in SIZES or size not in SIZES[spatial_dims]:
-        raise ValueError(
-            f"region_unet: unknown spatial_dims/size {spatial_dims}/{size!r}; sizes: small, base"
-        )
-    preset_channels, preset_conv, preset_depths, preset_window = SIZES[spatial_dims][size]
-    chans = tuple(channels) if channels else preset_channels
-    n_conv = conv_levels if conv_levels is not None else min(preset_conv, len(chans))
-    n_attn = len(chans) - n_conv
-    blocks = tuple(depths) if depths else (preset_depths if len(preset_depths) == n_attn else (2,) * n_attn)
-    window = window_size if window_size is not None else preset_window
+    chans, n_conv, blocks = hybrid_layout("region_unet", SIZES, spatial_dims, size, channels, conv_levels, depths)
+    window = window_size if window_size is not None else SIZES[spatial_dims][size][3]
     encoder = RegionEncoder(
         spatial_dims, in_channels, chans, n_conv, blocks, window, output_gate=output_gate, drop_path=drop_path
     )
