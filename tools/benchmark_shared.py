@@ -7,10 +7,15 @@ references (post-processed as the config's ``infer.keep_largest`` says; override
 
     python tools/benchmark_shared.py --dataset brats --models ag_unet gla_unet monai_attention_unet
     python tools/benchmark_shared.py --dataset isbi --models ag_unet smp_unet --epochs 10
+    python tools/benchmark_shared.py --dataset brats --epochs 15 --seeds 0 1 2 --json brats.json
+
+Summarise several seeds (and folds: ``--override "data.split.train=[...]" "data.split.val=[...]"``
+with a ``name=`` of its own) with ``tools/summarize_shared.py``.
 
 Configs: ``configs/<dataset>_<model>.yaml`` when it exists, else ``configs/<dataset>_base.yaml``
 with ``model.name=<model>``. Needs ../shared/data (see its README). Runs already under ``--out``
-are resumed (interrupted ones finish, finished ones are reused, a higher ``--epochs`` extends them).
+are resumed (interrupted ones finish, finished ones are reused, a higher ``--epochs`` extends them);
+a run folder trained with other settings is refused, not scored as this experiment.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pathlib import Path
 from seg.cli import format_table
 from seg.config import load_config
 from seg.data.datalist import build_datalist, split_datalist
+from seg.engine.checkpoint import load_checkpoint
 from seg.engine.fit import fit
 from seg.evaluation import evaluate_folders
 from seg.inference import Predictor
@@ -69,15 +75,44 @@ def _link(dst: Path, src: Path) -> None:
         dst.symlink_to(src.resolve())
 
 
-def run_one(dataset: str, model: str, args: argparse.Namespace) -> dict:
+def settings_differ(stored: dict, wanted: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts (``train.epochs`` and
+    ``output_dir`` excepted: a rerun may extend a run or find it under another folder)."""
+    keys: list[str] = []
+    for key in sorted(set(stored) | set(wanted)):
+        dotted = f"{prefix}{key}"
+        a, b = stored.get(key), wanted.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += settings_differ(a, b, f"{dotted}.")
+        elif a != b and dotted not in ("train.epochs", "output_dir"):
+            keys.append(dotted)
+    return keys
+
+
+def check_reusable(cfg, last: Path) -> None:
+    """An existing run is only resumed for the same experiment: a run trained with other
+    settings (another split, seed or recipe under the same name) would be scored as this one."""
+    differ = settings_differ(load_checkpoint(last)["config"], cfg.to_dict())
+    if differ:
+        raise SystemExit(f"{last.parent} holds a run with other settings ({', '.join(differ[:6])}); "
+                         "give this experiment a name of its own (--override name=...) or another --out")
+
+
+def run_one(dataset: str, model: str, args: argparse.Namespace, seed: int | None = None) -> dict:
     overrides = [f"output_dir={args.out / 'runs'}"] + list(args.override)
     if args.epochs:
         overrides.append(f"train.epochs={args.epochs}")
     cfg = config_for(dataset, model, overrides)
+    if seed is not None:  # seed 0 keeps the run's own name, so earlier single-seed runs are reused
+        cfg.seed = seed
+        cfg.name = cfg.name if seed == 0 else f"{cfg.name}_seed{seed}"
     run_dir = Path(cfg.output_dir) / cfg.name
     # An existing run is resumed: an interrupted one finishes, a finished one is reused as it is
     # (or extended when --epochs is raised). Training time is the run's own, summed over epochs.
-    fit(cfg, run_dir, resume=(run_dir / "last.pt").is_file())
+    resume = (run_dir / "last.pt").is_file()
+    if resume:
+        check_reusable(cfg, run_dir / "last.pt")
+    fit(cfg, run_dir, resume=resume)
     train_s = sum(json.loads(line)["seconds"] for line in (run_dir / "metrics.jsonl").read_text().splitlines())
     # One folder of links per run: runs with other splits (or folds) never see each other's cases.
     inputs, refs = link_validation(cfg, args.out / "val" / cfg.name)
@@ -102,11 +137,13 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["ag_unet", "gla_unet", "monai_attention_unet"])
     parser.add_argument("--epochs", type=int, help="override train.epochs (same budget for every model)")
     parser.add_argument("--override", nargs="*", default=[], help="extra config overrides for every model")
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="train every model once per seed (runs <name>_seed<S>; seed 0 keeps <name>)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "benchmark_shared")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    rows = [run_one(args.dataset, m, args) for m in args.models]
+    rows = [run_one(args.dataset, m, args, seed) for seed in (args.seeds or [None]) for m in args.models]
     keys = KEYS[args.dataset]
     print(format_table(["model", "epochs", "train s", "predict s/case", *keys],
                        [[r["model"], r["epochs"], r["train_s"], r["predict_s_per_case"], *[r.get(k) for k in keys]]

@@ -1,0 +1,41 @@
+"""tools/benchmark_shared.py: an existing run folder is reused only for the same experiment."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from seg.config import load_config
+from seg.engine.checkpoint import save_checkpoint
+
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "benchmark_shared.py"
+REPO = TOOL.parents[1]
+
+
+@pytest.fixture(scope="module")
+def tool():
+    spec = importlib.util.spec_from_file_location("benchmark_shared", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_differences_are_dotted_and_skip_epochs_and_output_dir(tool):
+    stored = {"seed": 0, "output_dir": "/a", "train": {"epochs": 15, "lr": 0.003},
+              "data": {"split": {"val": ["p3", "p4"]}}}
+    wanted = {"seed": 1, "output_dir": "/b", "train": {"epochs": 40, "lr": 0.003},
+              "data": {"split": {"val": ["p5", "p6"]}}, "extra": True}
+    assert tool.settings_differ(stored, wanted) == ["data.split.val", "extra", "seed"]
+    assert tool.settings_differ(stored, stored) == []
+
+
+def test_a_run_with_other_settings_is_refused(tool, tmp_path: Path):
+    cfg = load_config(REPO / "configs" / "demo3d.yaml")
+    last = tmp_path / "last.pt"
+    save_checkpoint(last, {"state_dict": {}, "config": cfg.to_dict()})
+    tool.check_reusable(cfg, last)  # the same experiment: reused
+    other = load_config(REPO / "configs" / "demo3d.yaml", ["seed=7", "train.epochs=99"])
+    with pytest.raises(SystemExit, match=r"other settings \(seed\).*name="):
+        tool.check_reusable(other, last)
