@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 from seg.config import load_config
 from seg.engine.checkpoint import save_checkpoint
+from tests.tools.helpers import TOOLS, load_tool
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "benchmark_shared.py"
+TOOL = TOOLS / "benchmark_shared.py"
 REPO = TOOL.parents[1]
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("benchmark_shared", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("benchmark_shared")
 
 
 def test_differences_are_dotted_and_skip_epochs_and_output_dir(tool):

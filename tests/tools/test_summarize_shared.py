@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -10,15 +9,14 @@ from pathlib import Path
 
 import pytest
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "summarize_shared.py"
+from tests.tools.helpers import TOOLS, load_tool
+
+TOOL = TOOLS / "summarize_shared.py"
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("summarize_shared", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("summarize_shared")
 
 
 def run_row(model: str, cases: dict[str, tuple[float, float]]) -> dict:
