@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from seg.cli import format_table
+
 DEFAULT_KEYS = ["dice_whole_tumour", "dice_tumour_core", "dice_enhancing_tumour", "hd95_whole_tumour"]
 
 
@@ -99,13 +101,6 @@ def paired_with_baseline(rows: list[dict], keys: list[str], baseline: str) -> di
     return out
 
 
-def format_rows(header: list[str], lines: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(header)]
-    text = ["  ".join(h.ljust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
-    text += ["  ".join(c.ljust(w) for c, w in zip(cells, widths)) for cells in lines]
-    return "\n".join(text)
-
-
 def fold_table(summary: dict[str, dict], keys: list[str], baseline: str) -> str:
     base = summary.get(baseline)
     lines = []
@@ -120,7 +115,7 @@ def fold_table(summary: dict[str, dict], keys: list[str], baseline: str) -> str:
                 cell += f" ({stats[key]['mean'] - base[key]['mean']:+.3f})"
             cells.append(cell)
         lines.append(cells)
-    return format_rows(["model", "runs", *keys], lines)
+    return format_table(["model", "runs", *keys], lines)
 
 
 def pooled_table(paired: dict[str, dict], keys: list[str]) -> str:
@@ -136,7 +131,7 @@ def pooled_table(paired: dict[str, dict], keys: list[str]) -> str:
             else:
                 cells.append(f"{stats['mean']:.3f}")
         lines.append(cells)
-    return format_rows(["model", "cases", *keys], lines)
+    return format_table(["model", "cases", *keys], lines)
 
 
 def main() -> None:

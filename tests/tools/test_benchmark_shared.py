@@ -10,8 +10,7 @@ from seg.config import load_config
 from seg.engine.checkpoint import save_checkpoint
 from tests.tools.helpers import TOOLS, load_tool
 
-TOOL = TOOLS / "benchmark_shared.py"
-REPO = TOOL.parents[1]
+REPO = TOOLS.parent
 
 
 @pytest.fixture(scope="module")
