@@ -121,9 +121,9 @@ def _monai_folder(predictor: Any, job: dict[str, Any]) -> None:
     import torch
     from monai.inferers import sliding_window_inference
 
-    from seg_runtime.batch import labels_on_input_grid
     from seg_runtime.cases import discover_cases
     from seg_runtime.io import read_case, write_labels
+    from seg_runtime.outputs import labels_on_input_grid
     from seg_runtime.preprocess import preprocess_image
 
     bundle = predictor.bundle

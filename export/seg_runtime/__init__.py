@@ -11,13 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from ._version import __version__
-from .batch import labels_on_input_grid, predict_folder, select_shard
+from .batch import predict_folder, select_shard
 from .bundle import SCHEMA_VERSION, Bundle, BundleError, load_bundle, save_bundle_json
 from .cases import Case, discover_cases
 from .geometry import CaseError, Geometry
 from .io import read_case, read_image, write_labels, write_probabilities
 from .manifest import RunManifest
-from .outputs import paint_regions, region_paint_labels
+from .outputs import labels_on_input_grid, paint_regions, region_paint_labels
 from .preprocess import PreprocessSpec, PreprocessState, preprocess_image, preprocess_label, restore_to_input
 from .preview import render_preview, write_preview
 from .tiling import gaussian_importance_map, patch_grid, sliding_window_inference

@@ -6,6 +6,7 @@ differs.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -24,11 +25,15 @@ from .dicom_seg import DICOM_SEG_SUFFIX, require_highdicom, write_dicom_seg
 from .geometry import CaseError, Geometry
 from .io import read_case, write_labels, write_probabilities
 from .manifest import MANIFEST_NAME, RunManifest
-from .outputs import REGION_THRESHOLD
+from .outputs import labels_on_input_grid
 from .postprocess import keep_largest_components
-from .preprocess import PreprocessState, preprocess_image, restore_to_input
+from .preprocess import PreprocessState, preprocess_image
 from .preview import preview_path, write_preview
+from .records import CaseState, latest_states, verify_output
 from .tiling import PredictBatch, sliding_window_inference
+
+if TYPE_CHECKING:
+    from .ray_engine import RayJob
 
 logger = logging.getLogger(__name__)
 
@@ -97,11 +102,13 @@ def predict_folder(
     version: str = __version__,
     preview: bool = False,
     dicom_seg: bool = False,
+    ray: RayJob | None = None,
 ) -> RunManifest:
     """Predict every case under ``input_path`` into ``output_dir``.
 
     Each case is isolated: a failure is logged, recorded as ``failed`` with its message and
-    the loop goes on. Cases whose label file exists are ``skipped`` unless ``overwrite``. The
+    the loop goes on. Cases whose label file this tool finished (size and checksum as recorded)
+    are ``skipped`` unless ``overwrite``; any other existing file is predicted again. The
     next case is read and preprocessed in a background thread while the current one runs.
 
     Args:
@@ -111,8 +118,8 @@ def predict_folder(
         predict_batch: Logits for a batch of patches. Shape: [B, C, *P] → [B, K, *P].
         tta: Average over mirrorings of every spatial axis.
         overwrite: Re-predict cases whose output exists.
-        shard: ``(i, n)``: only cases at sorted positions ``p % n == i``; the manifest is then
-            ``predictions.shard-i-of-n.json``.
+        shard: ``(i, n)``: only cases at sorted positions ``p % n == i``; the records are then
+            ``predictions.shard-i-of-n.jsonl`` (and its summary ``.json``).
         save_probabilities: Also write ``<id>_probabilities.nii.gz`` (3D) / ``.npz`` (2D).
         tool: Tool name recorded in the manifest.
         model_info: Model description recorded in the manifest.
@@ -123,9 +130,13 @@ def predict_folder(
             over the first channel (see :mod:`seg_runtime.preview`).
         dicom_seg: Also write ``<id>.seg.dcm`` (DICOM-SEG referencing the source series) for
             DICOM series inputs; needs highdicom.
+        ray: Run the cases on Ray Data instead of this process (see
+            :mod:`seg_runtime.ray_engine`); ``predict_batch`` is then unused: each actor builds
+            its own from ``ray.model_factory``.
 
     Returns:
-        The run manifest (already written).
+        The run manifest: every case was appended to its record file as it finished, and its
+        summary file was written at the end.
 
     Raises:
         DicomSegUnavailable: ``dicom_seg`` without highdicom installed (checked before any case).
@@ -134,19 +145,9 @@ def predict_folder(
         require_highdicom()
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    cases, problems = discover_cases(
-        input_path,
-        spatial_dims=bundle.spatial_dims,
-        in_channels=bundle.in_channels,
-        channel_files=bundle.channel_files,
-        exclude=[output],
-    )
+    if ray is not None:
+        model_info = dict(model_info or {}, **ray.describe())
     manifest = RunManifest(output / manifest_name(shard), tool=tool, version=version, model=model_info)
-    if not cases and not problems:
-        logger.warning("no cases found in %s", input_path)
-    _record_problems(manifest, select_shard(problems, shard), Path(input_path))
-    todo = _plan(manifest, select_shard(cases, shard), output, overwrite)
-    manifest.write()
     mirror_axes = tuple(range(bundle.spatial_dims)) if tta else None
     settings = _Settings(
         bundle,
@@ -159,8 +160,51 @@ def predict_folder(
         dicom_seg,
         version,
     )
-    _run_cases(todo, manifest, settings)
+    try:
+        todo = plan_cases(input_path, output, bundle, manifest, shard=shard, overwrite=overwrite)
+        if ray is None:
+            _run_cases(todo, manifest, settings)
+        elif todo:
+            from .ray_engine import run_on_ray
+
+            run_on_ray(todo, manifest, dataclasses.replace(settings, predict_batch=None, progress=False),
+                       ray, progress=progress)
+    finally:
+        manifest.close()
+    manifest.write()
     return manifest
+
+
+def plan_cases(
+    input_path: str | os.PathLike[str],
+    output: Path,
+    bundle: Bundle,
+    manifest: RunManifest,
+    *,
+    shard: tuple[int, int] | None = None,
+    overwrite: bool = False,
+) -> list[tuple[Case, Path]]:
+    """Discover the cases, keep this shard's, and record those that need no prediction.
+
+    Discovery problems are recorded as failed; a case whose output file this tool finished
+    (its record's size and checksum match the file) is recorded as skipped. Everything else
+    — no output, an output without a record, a truncated or altered one — is returned to do.
+
+    Returns:
+        ``(case, label file)`` pairs to predict, in sorted case order.
+    """
+    cases, problems = discover_cases(
+        input_path,
+        spatial_dims=bundle.spatial_dims,
+        in_channels=bundle.in_channels,
+        channel_files=bundle.channel_files,
+        exclude=[output],
+    )
+    if not cases and not problems:
+        logger.warning("no cases found in %s", input_path)
+    _record_problems(manifest, select_shard(problems, shard), Path(input_path))
+    done = {} if overwrite else latest_states(output)
+    return _plan(manifest, select_shard(cases, shard), output, overwrite, done)
 
 
 def _record_problems(manifest: RunManifest, problems: list[tuple[str, str]], input_path: Path) -> None:
@@ -168,27 +212,29 @@ def _record_problems(manifest: RunManifest, problems: list[tuple[str, str]], inp
     for name, problem in problems:
         logger.error("%s: %s", name, problem)
         where = input_path / name
-        manifest.add(
-            name,
-            inputs=[where if where.exists() else input_path],
-            status="failed",
-            error=problem,
-            write=False,
-        )
+        manifest.add(name, inputs=[where if where.exists() else input_path], status="failed", error=problem)
 
 
-def _plan(manifest: RunManifest, cases: list[Case], output: Path, overwrite: bool) -> list[tuple[Case, Path]]:
+def _plan(
+    manifest: RunManifest, cases: list[Case], output: Path, overwrite: bool, done: dict[str, CaseState]
+) -> list[tuple[Case, Path]]:
     """Pair each case with its label file; record the ones that need no prediction."""
     todo: list[tuple[Case, Path]] = []
     for case in cases:
         target = output / f"{case.id}{case.output_ext}"
         if target.resolve() in {p.resolve() for p in case.paths}:
             error = f"{target}: output would overwrite the input; choose another output folder"
-            manifest.add(case.id, inputs=case.paths, status="failed", error=error, write=False)
-        elif target.exists() and not overwrite:
-            manifest.add(case.id, inputs=case.paths, status="skipped", output=target, write=False)
-        else:
-            todo.append((case, target))
+            manifest.add(case.id, inputs=case.paths, status="failed", error=error)
+            continue
+        if target.exists() and not overwrite:
+            state = done.get(case.id)
+            distrust = verify_output(state.record if state else None, target)
+            if distrust is None:
+                manifest.add(case.id, inputs=case.paths, status="skipped", output=target, write=False)
+                continue
+            logger.warning("case %s: existing %s is not trusted (%s); predicting it again",
+                           case.id, target.name, distrust)
+        todo.append((case, target))
     return todo
 
 
@@ -198,17 +244,17 @@ def _run_cases(todo: list[tuple[Case, Path]], manifest: RunManifest, settings: _
 
     bar = tqdm(total=len(todo), desc="cases", unit="case", disable=not settings.progress or not todo)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="seg-prefetch") as pool:
-        pending: Future[_Loaded] | None = pool.submit(_load, todo[0][0], settings) if todo else None
+        pending: Future[_Loaded] | None = pool.submit(load_case, todo[0][0], settings) if todo else None
         for index, (case, target) in enumerate(todo):
             start = time.perf_counter()
             current, pending = (
                 pending,
-                (pool.submit(_load, todo[index + 1][0], settings) if index + 1 < len(todo) else None),
+                (pool.submit(load_case, todo[index + 1][0], settings) if index + 1 < len(todo) else None),
             )
             try:
                 _predict_case(current.result(), case, target, settings)
             except Exception as exc:  # isolation: one bad case never stops the run
-                message = str(exc) if isinstance(exc, CaseError) else f"{type(exc).__name__}: {exc}"
+                message = error_message(exc)
                 logger.error(
                     "case %s failed: %s", case.id, message, exc_info=logger.isEnabledFor(logging.DEBUG)
                 )
@@ -225,8 +271,13 @@ def _run_cases(todo: list[tuple[Case, Path]], manifest: RunManifest, settings: _
     bar.close()
 
 
-def _load(case: Case, settings: _Settings) -> _Loaded:
-    """Read and preprocess one case (runs in the prefetch thread)."""
+def error_message(exc: BaseException) -> str:
+    """A case's failure as one line: the message of a case error, else type and message."""
+    return str(exc) if isinstance(exc, CaseError) else f"{type(exc).__name__}: {exc}"
+
+
+def load_case(case: Case, settings: _Settings) -> _Loaded:
+    """Read and preprocess one case (the prefetch thread's, or a Ray task's, work)."""
     bundle = settings.bundle
     image, geometry = read_case(case, bundle.spatial_dims, bundle.in_channels)
     first = _preview_copy(image[0]) if settings.preview else None
@@ -241,10 +292,18 @@ def _preview_copy(channel: np.ndarray) -> np.ndarray:
 
 
 def _predict_case(loaded: _Loaded, case: Case, target: Path, settings: _Settings) -> None:
-    """Sliding window → back to the input grid → post-process → write (extras first, labels last).
+    """Sliding window, then back to the input grid, post-processing and the writes."""
+    finish_case(loaded, infer_case(loaded, settings), case, target, settings)
 
-    Large volumes blend into float16 (see :func:`probability_dtype`), and the model-grid image
-    is dropped before the probabilities are restored to the input grid.
+
+def infer_case(loaded: _Loaded, settings: _Settings) -> np.ndarray:
+    """The network's part: Gaussian sliding window (and mirroring) on the model grid.
+
+    Large volumes blend into float16 (see :func:`probability_dtype`); the model-grid image is
+    dropped afterwards.
+
+    Returns:
+        Probabilities on the model grid. Shape: [K, *S'].
     """
     bundle = settings.bundle
     probabilities = sliding_window_inference(
@@ -260,6 +319,14 @@ def _predict_case(loaded: _Loaded, case: Case, target: Path, settings: _Settings
         activation="sigmoid" if bundle.outputs == "regions" else "softmax",
     )
     loaded.image = None
+    return probabilities
+
+
+def finish_case(
+    loaded: _Loaded, probabilities: np.ndarray, case: Case, target: Path, settings: _Settings
+) -> None:
+    """Back to the input grid, post-process, write (extras first, the label file last)."""
+    bundle = settings.bundle
     labels, restored = labels_on_input_grid(
         probabilities,
         loaded.state,
@@ -274,7 +341,7 @@ def _predict_case(loaded: _Loaded, case: Case, target: Path, settings: _Settings
         write_probabilities(target.parent / f"{case.id}_probabilities{suffix}", restored, loaded.geometry)
         del restored
     _write_extras(loaded, labels, case, target, settings)
-    # The label file is written last: its existence marks the case as done.
+    # The label file is written last, and only its record (with its checksum) marks it done.
     write_labels(target, labels, loaded.geometry)
 
 
@@ -309,48 +376,3 @@ def probability_dtype(num_classes: int, shape: Sequence[int]) -> type:
     """float32 for probabilities within :data:`PROBABILITY_BUDGET_BYTES`, else float16."""
     size = 4 * num_classes * int(np.prod(shape, dtype=np.int64))
     return np.float32 if size <= PROBABILITY_BUDGET_BYTES else np.float16
-
-
-def labels_on_input_grid(
-    probabilities: np.ndarray,
-    state: PreprocessState,
-    *,
-    keep_probabilities: bool = False,
-    paint_labels: Sequence[int] | None = None,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Restore probabilities to the input grid one channel at a time and decode the labels.
-
-    Class outputs take the argmax; region outputs (``paint_labels`` given) paint each region's
-    label where its probability is > 0.5, in channel order (see :mod:`seg_runtime.outputs`).
-    Only one restored channel plus the running maximum are held at once (in the dtype of
-    ``probabilities``), and a float16 copy of all channels when ``keep_probabilities``.
-
-    Args:
-        probabilities: Probabilities on the model grid, float32 or float16. Shape: [K, *S'].
-        state: From :func:`preprocess_image`.
-        keep_probabilities: Also return the restored probabilities.
-        paint_labels: For region outputs, the label each channel paints. Length K.
-
-    Returns:
-        The label map (Shape: [*S_in], uint8 or uint16) and the float16 probabilities
-        (Shape: [K, *S_in]) or None.
-    """
-    channels = probabilities.shape[0]
-    kept = np.empty((channels, *state.input_shape), np.float16) if keep_probabilities else None
-    largest = max(paint_labels) + 1 if paint_labels is not None else channels
-    labels = np.zeros(state.input_shape, dtype=np.uint8 if largest <= 256 else np.uint16)
-    best: np.ndarray | None = None
-    for index in range(channels):
-        restored = restore_to_input(probabilities[index : index + 1], state)[0]
-        if kept is not None:
-            kept[index] = restored
-        if paint_labels is not None:
-            labels[restored > REGION_THRESHOLD] = paint_labels[index]
-            continue
-        if best is None:
-            best = restored
-            continue
-        better = restored > best  # strict: ties keep the lower class, like np.argmax
-        labels[better] = index
-        np.maximum(best, restored, out=best)
-    return labels, kept

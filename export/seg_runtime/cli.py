@@ -8,10 +8,12 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ._version import __version__
 from .bundle import BundleError
-from .manifest import RunManifest
+from .errors import SegError
+from .manifest import SUMMARY_NAME, RunManifest, folder_summary
 from .session import PROVIDERS
 
 _DESCRIPTION = """\
@@ -21,7 +23,9 @@ INPUT may be a single image, a folder of images (NIfTI, NRRD, MHA/MHD, PNG, TIFF
 channel files (CASE_0000.nii.gz, CASE_0001.nii.gz, ...), case folders holding the bundle's
 channel files, or folders of DICOM series (one series per folder). Each case gets a label
 map in OUTPUT with the geometry of its input (.nii.gz, or .png for 2D PNG/TIFF inputs), and
-OUTPUT/predictions.json records every case as ok / skipped / failed.
+OUTPUT/predictions.jsonl records every case as ok / skipped / failed the moment it ends (append-
+only; a rerun skips the cases whose outputs it verifies against their recorded checksums), and
+OUTPUT/predictions.json summarises the run when it ends; --summary merges all shards and runs.
 """
 
 _EPILOG = """\
@@ -31,6 +35,7 @@ examples:
   seg-run bundles/brats -i scans/ -o labels/
   seg-run bundles/brats -i scans/ -o labels/ --provider cuda --tta --batch-size 4
   seg-run bundles/brats -i scans/ -o labels/ --shard 0/4   # on four machines: 0/4 .. 3/4
+  seg-run --summary -o labels/                               # merged state of all shards
   seg-run bundles/ct -i dicom_series/ -o labels/ --preview --dicom-seg
 """
 
@@ -65,11 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "bundle", type=Path, metavar="BUNDLE_DIR", help="folder with model.json and model.onnx"
+        "bundle", type=Path, nargs="?", metavar="BUNDLE_DIR", help="folder with model.json and model.onnx"
     )
-    parser.add_argument("-i", "--input", type=Path, required=True, help="image file or folder of cases")
+    parser.add_argument("-i", "--input", type=Path, help="image file or folder of cases")
     parser.add_argument(
         "-o", "--output", type=Path, required=True, help="folder for label maps and the manifest"
+    )
+    parser.add_argument(
+        "--summary",
+        action="store_true",
+        help="only print the merged state of every case in OUTPUT over all shards and runs "
+        "(and write OUTPUT/summary.json); needs no bundle or input",
     )
     parser.add_argument(
         "--provider",
@@ -121,10 +132,46 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="CPU threads for onnxruntime (default: the physical cores)",
     )
+    add_engine_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v: per-case log, -vv: debug")
     parser.add_argument("--version", action="version", version=f"seg-run {__version__}")
     return parser
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got '{text}'")
+    return value
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """``--engine local|ray`` and the Ray options (shared by ``seg-run`` and ``seg predict``)."""
+    group = parser.add_argument_group("distributed inference (Ray Data; pip install \"seg-runtime[ray]\")")
+    group.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="local: this process (default); ray: read/preprocess as Ray tasks, the model "
+                       "in a pool of actors, writes as tasks")
+    group.add_argument("--address", metavar="ADDR",
+                       help="Ray cluster: auto (the cluster this machine is part of) or ray://HEAD:10001; "
+                       "default: start a local Ray on this machine")
+    group.add_argument("--num-workers", type=_positive, default=1, metavar="N",
+                       help="model actors, each loading the model once (default 1)")
+    group.add_argument("--gpus-per-worker", type=_fraction, default=0.0, metavar="F",
+                       help="GPUs per actor; fractions share a GPU, e.g. 0.25 (default 0)")
+    group.add_argument("--cpus-per-worker", type=_fraction, default=1.0, metavar="F",
+                       help="CPUs reserved per actor (default 1)")
+
+
+def ray_options(args: argparse.Namespace) -> Any:
+    """The parsed engine options as :class:`seg_runtime.ray_engine.RayOptions`."""
+    from .ray_engine import RayOptions
+
+    return RayOptions(address=args.address, num_workers=args.num_workers,
+                      gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker)
 
 
 def _summary(manifest: RunManifest, output: Path) -> str:
@@ -144,6 +191,26 @@ def _summary(manifest: RunManifest, output: Path) -> str:
     return "\n".join(lines)
 
 
+def print_folder_summary(output: Path, prog: str) -> int:
+    """Print the merged summary of an output folder (exit 1 when a case failed, 2 when none)."""
+    if not output.is_dir():
+        print(f"{prog}: error: not a folder: {output}", file=sys.stderr)
+        return 2
+    result = folder_summary(output)
+    if not result["cases"]:
+        print(f"{prog}: error: {output} holds no prediction records", file=sys.stderr)
+        return 2
+    counts = result["summary"]
+    lines = [f"{'cases':<10}{result['cases']}", f"{'ok':<10}{counts['ok']}", f"{'failed':<10}{counts['failed']}",
+             f"{'records':<10}{', '.join(result['record_files']) or '(predictions.json only)'}",
+             f"{'summary':<10}{output / SUMMARY_NAME}"]
+    lines += [f"  failed {entry['id']}: {entry['error']}" for entry in result["failed"][:10]]
+    if counts["failed"] > 10:
+        lines.append(f"  ... and {counts['failed'] - 10} more (see {SUMMARY_NAME})")
+    print("\n".join(lines))
+    return 1 if counts["failed"] else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``seg-run``; returns the exit status (0 ok, 1 a case failed, 2 usage/bundle error)."""
     parser = build_parser()
@@ -153,6 +220,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.summary:
+        return print_folder_summary(args.output, "seg-run")
+    if args.bundle is None or args.input is None:
+        print("seg-run: error: BUNDLE_DIR and -i/--input are required (unless --summary)", file=sys.stderr)
+        return 2
     if not args.input.exists():
         print(f"seg-run: error: input not found: {args.input}", file=sys.stderr)
         return 2
@@ -162,19 +234,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.dicom_seg:
             require_highdicom()
+        if args.engine == "ray":
+            from .ray_engine import require_ray
+
+            require_ray()  # before loading the model, not after the first case
         predictor = OnnxPredictor(args.bundle, provider=args.provider, threads=args.threads)
         if args.keep_largest is not None:
             predictor.bundle = dataclasses.replace(predictor.bundle, keep_largest=args.keep_largest)
-    except (BundleError, DicomSegUnavailable, OSError, ValueError) as exc:
+    except (BundleError, DicomSegUnavailable, SegError, OSError, ValueError) as exc:
         print(f"seg-run: error: {exc}", file=sys.stderr)
         return 2
+    try:
+        manifest = _predict(predictor, args)
+    except SegError as exc:  # e.g. no Ray cluster at --address
+        print(f"seg-run: error: {exc}", file=sys.stderr)
+        return 2
+    print(_summary(manifest, args.output))
+    return 1 if manifest.summary["failed"] else 0
+
+
+def _predict(predictor: Any, args: argparse.Namespace) -> RunManifest:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    options = {}
+    if args.engine == "ray":
+        options = {"engine": "ray", "ray_options": ray_options(args)}
     # Log lines go through tqdm.write so they do not tear the progress bars.
     with logging_redirect_tqdm():
         manifest = predictor.predict_folder(
             args.input,
             args.output,
+            **options,
             tta=args.tta,
             overwrite=args.overwrite,
             shard=args.shard,
@@ -184,8 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             preview=args.preview,
             dicom_seg=args.dicom_seg,
         )
-    print(_summary(manifest, args.output))
-    return 1 if manifest.summary["failed"] else 0
+    return manifest
 
 
 if __name__ == "__main__":

@@ -1,34 +1,48 @@
-"""The run manifest: one JSON file per prediction run, rewritten atomically after every case."""
+"""The run manifest: the live per-case record of a run, and the summaries written from it.
+
+A run appends every case's outcome to ``predictions.jsonl`` as it happens (constant cost per
+case, see :mod:`seg_runtime.records`) and writes ``predictions.json`` — the run's cases and
+counts — when it ends. :func:`folder_summary` merges the records of every shard and every run
+in a folder into the current state of each case (``seg-run --summary``, ``seg predict
+--summary``). ``predictions.json`` files written before the records existed still load.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ._version import __version__
-from .atomic import atomic_write_text
+from .atomic import atomic_path, atomic_write_text
+from .records import (
+    RECORD_SUFFIX,
+    RecordWriter,
+    file_digest,
+    iter_records,
+    latest_states,
+    now,
+    record_files,
+)
 
 MANIFEST_NAME = "predictions.json"
+SUMMARY_NAME = "summary.json"
 STATUSES = ("ok", "skipped", "failed")
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+FAILURES_KEPT = 1000  # failures held in memory for the printed summary; all are in the records
 
 
 class RunManifest:
-    """Per-case record of a prediction run (``predictions.json`` in the output folder).
+    """One prediction run's record (``predictions.jsonl``) and summary (``predictions.json``).
 
-    Layout: ``{"tool", "version", "model", "started", "updated", "cases": [{"id", "inputs",
-    "status", "output", "seconds", "error"}], "summary": {"ok", "skipped", "failed"}}``. The
-    file is rewritten atomically after every :meth:`add`, so a killed run leaves a valid
-    manifest of the cases finished so far.
+    :meth:`add` appends a line to the record file and updates counters; it never rewrites
+    anything, so memory and time per case stay constant over 100,000 cases. :meth:`write`
+    streams this run's lines into the summary file ``path``.
 
     Args:
-        path: The JSON file to write.
+        path: The summary JSON; the record file is the same name with ``.jsonl``.
         tool: Name of the program that ran (``seg-run`` or ``seg predict``).
         version: Version of that program.
         model: Free-form model description (bundle provenance, provider, ...).
@@ -43,12 +57,25 @@ class RunManifest:
         model: dict[str, Any] | None = None,
     ) -> None:
         self.path = Path(path)
+        self.records_path = self.path.with_suffix(RECORD_SUFFIX)
         self.tool = tool
         self.version = version
         self.model: dict[str, Any] = dict(model or {})
-        self.started = _now()
+        self.started = now()
         self.updated = self.started
-        self.cases: list[dict[str, Any]] = []
+        self.run_id = f"{self.started}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.counts = dict.fromkeys(STATUSES, 0)
+        self._failures: list[dict[str, Any]] = []
+        self._writer: RecordWriter | None = None
+        self._loaded_cases: list[dict[str, Any]] | None = None
+
+    def _open(self) -> RecordWriter:
+        if self._writer is None:
+            self._writer = RecordWriter(self.records_path)
+            header = {"type": "run", "run": self.run_id, "time": self.started, "tool": self.tool,
+                      "version": self.version, "model": self.model}
+            self._writer.append(header)
+        return self._writer
 
     def add(
         self,
@@ -59,9 +86,10 @@ class RunManifest:
         output: str | os.PathLike[str] | None = None,
         seconds: float | None = None,
         error: str | None = None,
+        digest: tuple[int, str] | None = None,
         write: bool = True,
     ) -> dict[str, Any]:
-        """Record one case and (by default) rewrite the file.
+        """Append one case's outcome to the record file.
 
         Args:
             case_id: The case id.
@@ -70,65 +98,134 @@ class RunManifest:
             output: The label file (written or already present).
             seconds: Wall time spent on the case.
             error: The failure message (failed cases).
-            write: Rewrite the manifest file now.
+            digest: ``(bytes, blake2b)`` of the output of an ``ok`` case; computed when omitted.
+            write: Make the line durable now (fsync). ``False`` for lines that change nothing
+                (``skipped``), which are synced with the next durable line or at :meth:`close`.
 
         Returns:
             The recorded entry.
         """
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
-        entry = {
-            "id": case_id,
-            "inputs": [str(p) for p in inputs],
-            "status": status,
+        entry: dict[str, Any] = {
+            "type": "case", "run": self.run_id, "time": now(), "id": case_id,
+            "inputs": [str(p) for p in inputs], "status": status,
             "output": None if output is None else str(output),
-            "seconds": None if seconds is None else round(float(seconds), 3),
-            "error": error,
+            "seconds": None if seconds is None else round(float(seconds), 3), "error": error,
         }
-        self.cases.append(entry)
-        if write:
-            self.write()
+        if status == "ok" and output is not None:
+            size, blake = digest if digest is not None else file_digest(output)
+            entry.update(bytes=size, blake2b=blake)
+        self._open().append(entry, sync=write)
+        self.counts[status] += 1
+        if status == "failed" and len(self._failures) < FAILURES_KEPT:
+            self._failures.append(entry)
         return entry
 
     @property
     def summary(self) -> dict[str, int]:
-        """Number of cases per status."""
-        return {status: sum(1 for c in self.cases if c["status"] == status) for status in STATUSES}
+        """Number of cases per status in this run."""
+        return dict(self.counts)
 
     def failures(self) -> list[dict[str, Any]]:
-        """The failed case entries."""
-        return [c for c in self.cases if c["status"] == "failed"]
+        """This run's failed cases (the first :data:`FAILURES_KEPT`)."""
+        return list(self._failures)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready manifest."""
-        return {
-            "tool": self.tool,
-            "version": self.version,
-            "model": self.model,
-            "started": self.started,
-            "updated": self.updated,
-            "cases": self.cases,
-            "summary": self.summary,
-        }
+    @property
+    def cases(self) -> list[dict[str, Any]]:
+        """This run's case entries (read back from the record file; for small runs and tests)."""
+        return list(self.iter_cases())
+
+    def iter_cases(self) -> Iterator[dict[str, Any]]:
+        """This run's case entries, streamed from the record file."""
+        if self._loaded_cases is not None:
+            yield from self._loaded_cases
+            return
+        if not self.records_path.exists():
+            return
+        for record in iter_records(self.records_path):
+            if record.get("type") == "case" and record.get("run") == self.run_id:
+                yield record
 
     def write(self) -> Path:
-        """Rewrite the manifest file atomically; returns its path."""
-        self.updated = _now()
-        atomic_write_text(self.path, json.dumps(self.to_dict(), indent=2, default=str) + "\n")
+        """Write the summary file (this run's cases and counts) atomically; returns its path."""
+        self.updated = now()
+        head = {"tool": self.tool, "version": self.version, "model": self.model, "run": self.run_id,
+                "started": self.started, "updated": self.updated, "records": self.records_path.name,
+                "summary": self.summary}
+        with atomic_path(self.path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(head, default=str)[:-1] + ', "cases": [')
+            for index, case in enumerate(self.iter_cases()):
+                handle.write(("," if index else "") + "\n  " + json.dumps(case, default=str))
+            handle.write("\n]}\n")
+            handle.flush()
+            os.fsync(handle.fileno())
         return self.path
+
+    def close(self) -> None:
+        """Sync and close the record file."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RunManifest:
-        """Read a manifest written by :meth:`write`."""
+        """Read a summary written by :meth:`write`, or an older ``predictions.json``."""
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path}: cannot read run manifest ({exc})") from exc
-        manifest = cls(
-            path, tool=data.get("tool", ""), version=data.get("version", ""), model=data.get("model")
-        )
+        manifest = cls(path, tool=data.get("tool", ""), version=data.get("version", ""),
+                       model=data.get("model"))
         manifest.started = data.get("started", manifest.started)
         manifest.updated = data.get("updated", manifest.updated)
-        manifest.cases = list(data.get("cases", []))
+        manifest.run_id = data.get("run", manifest.run_id)
+        manifest._loaded_cases = list(data.get("cases", []))
+        for case in manifest._loaded_cases:
+            if case.get("status") in STATUSES:
+                manifest.counts[case["status"]] += 1
+                if case["status"] == "failed" and len(manifest._failures) < FAILURES_KEPT:
+                    manifest._failures.append(case)
         return manifest
+
+
+def _legacy_states(folder: Path, known: set[str]) -> dict[str, dict[str, Any]]:
+    """Cases of old ``predictions*.json`` files that have no record file beside them."""
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(folder.glob("predictions*.json")):
+        if path.with_suffix(RECORD_SUFFIX).exists():
+            continue
+        try:
+            legacy = RunManifest.load(path)
+        except ValueError:
+            continue
+        for case in legacy.iter_cases():
+            if case.get("status") in ("ok", "failed") and case.get("id") not in known:
+                found[str(case["id"])] = case
+    return found
+
+
+def folder_summary(folder: str | os.PathLike[str], *, write: bool = True) -> dict[str, Any]:
+    """The current state of every case in an output folder, merged over all shards and runs.
+
+    Each case counts once, with its newest ``ok``/``failed`` record. Written to
+    ``FOLDER/summary.json`` when ``write``.
+
+    Returns:
+        ``{"folder", "updated", "record_files", "cases", "summary": {"ok", "failed"},
+        "failed": [{"id", "error", "inputs"}]}``
+    """
+    folder = Path(folder)
+    states = {case_id: state.record for case_id, state in latest_states(folder).items()}
+    states.update(_legacy_states(folder, set(states)))
+    failed = [{"id": case_id, "error": r.get("error"), "inputs": r.get("inputs")}
+              for case_id, r in sorted(states.items()) if r.get("status") == "failed"]
+    result = {
+        "folder": str(folder), "updated": now(), "record_files": [p.name for p in record_files(folder)],
+        "cases": len(states), "summary": {"ok": len(states) - len(failed), "failed": len(failed)},
+        "failed": failed,
+    }
+    if write and folder.is_dir():
+        atomic_write_text(folder / SUMMARY_NAME, json.dumps(result, indent=1, default=str) + "\n")
+    return result

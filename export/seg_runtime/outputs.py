@@ -19,7 +19,16 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["OUTPUT_KINDS", "REGION_THRESHOLD", "output_channels", "paint_regions", "region_paint_labels"]
+from .preprocess import PreprocessState, restore_to_input
+
+__all__ = [
+    "OUTPUT_KINDS",
+    "REGION_THRESHOLD",
+    "labels_on_input_grid",
+    "output_channels",
+    "paint_regions",
+    "region_paint_labels",
+]
 
 OUTPUT_KINDS = ("classes", "regions")
 REGION_THRESHOLD = 0.5
@@ -68,3 +77,48 @@ def paint_regions(probabilities: np.ndarray, paint_labels: Sequence[int]) -> np.
     for channel, label in zip(probabilities, paint_labels, strict=True):
         labels[channel > REGION_THRESHOLD] = label
     return labels
+
+
+def labels_on_input_grid(
+    probabilities: np.ndarray,
+    state: PreprocessState,
+    *,
+    keep_probabilities: bool = False,
+    paint_labels: Sequence[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Restore probabilities to the input grid one channel at a time and decode the labels.
+
+    Class outputs take the argmax; region outputs (``paint_labels`` given) paint each region's
+    label where its probability is > 0.5, in channel order (see :mod:`seg_runtime.outputs`).
+    Only one restored channel plus the running maximum are held at once (in the dtype of
+    ``probabilities``), and a float16 copy of all channels when ``keep_probabilities``.
+
+    Args:
+        probabilities: Probabilities on the model grid, float32 or float16. Shape: [K, *S'].
+        state: From :func:`preprocess_image`.
+        keep_probabilities: Also return the restored probabilities.
+        paint_labels: For region outputs, the label each channel paints. Length K.
+
+    Returns:
+        The label map (Shape: [*S_in], uint8 or uint16) and the float16 probabilities
+        (Shape: [K, *S_in]) or None.
+    """
+    channels = probabilities.shape[0]
+    kept = np.empty((channels, *state.input_shape), np.float16) if keep_probabilities else None
+    largest = max(paint_labels) + 1 if paint_labels is not None else channels
+    labels = np.zeros(state.input_shape, dtype=np.uint8 if largest <= 256 else np.uint16)
+    best: np.ndarray | None = None
+    for index in range(channels):
+        restored = restore_to_input(probabilities[index : index + 1], state)[0]
+        if kept is not None:
+            kept[index] = restored
+        if paint_labels is not None:
+            labels[restored > REGION_THRESHOLD] = paint_labels[index]
+            continue
+        if best is None:
+            best = restored
+            continue
+        better = restored > best  # strict: ties keep the lower class, like np.argmax
+        labels[better] = index
+        np.maximum(best, restored, out=best)
+    return labels, kept

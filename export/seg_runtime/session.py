@@ -150,6 +150,7 @@ class OnnxPredictor:
         self, bundle_dir: str | os.PathLike[str], provider: str = "auto", threads: int | None = None
     ) -> None:
         self.bundle_dir = Path(bundle_dir)
+        self._provider, self._threads = provider, threads
         self.bundle: Bundle = load_bundle(self.bundle_dir)
         model_path = self.bundle_dir / self.bundle.model_file
         if not model_path.is_file():
@@ -213,8 +214,17 @@ class OnnxPredictor:
     def predict_folder(
         self, input_path: str | os.PathLike[str], output_dir: str | os.PathLike[str], **kwargs: Any
     ) -> RunManifest:
-        """Predict a file or folder of cases; keyword arguments go to :func:`batch.predict_folder`."""
+        """Predict a file or folder of cases; keyword arguments go to :func:`batch.predict_folder`.
+
+        ``engine="ray"`` (with ``ray_options``) runs the cases on Ray Data instead, each actor
+        opening its own session on this bundle with the same provider and threads.
+        """
         kwargs.setdefault("model_info", self.model_info())
+        if kwargs.pop("engine", "local") == "ray":
+            from .ray_engine import OnnxModelFactory, RayJob, RayOptions
+
+            factory = OnnxModelFactory(self.bundle_dir, self._provider, self._threads)
+            kwargs["ray"] = RayJob(factory, kwargs.pop("ray_options", None) or RayOptions())
         return predict_folder(
             input_path,
             output_dir,

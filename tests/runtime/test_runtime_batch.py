@@ -109,6 +109,7 @@ def test_mixed_good_and_bad_inputs(tmp_path: Path, bundle_factory: Callable[...,
         "good.nii.gz",
         "nrrd.nii.gz",
         "predictions.json",
+        "predictions.jsonl",
     ]
 
 

@@ -1,0 +1,236 @@
+"""Folder → folder prediction on Ray Data, for archives larger than one machine.
+
+:func:`seg_runtime.batch.predict_folder` with ``ray=RayJob(...)``: the driver discovers the
+cases and decides what is done exactly as the local loop does, then streams the rest through three Ray Data stages:
+
+1. read + preprocess (Ray tasks, ``num_cpus=1`` each);
+2. the network (an actor pool: each actor builds its model once — one onnxruntime session, or
+   one torch model for ``seg predict`` — and may hold a fraction of a GPU);
+3. inverse geometry, post-processing and the atomic writes (Ray tasks).
+
+Every stage catches a case's exception and passes it on as that case's error, so one bad case
+never stops the job, and the driver appends each outcome to the same per-case record as the
+local loop. The stage functions are the local loop's own (``load_case``, ``infer_case``,
+``finish_case``), so outputs are voxel-identical. Workers on other nodes must see the input and
+output paths (a shared file system) and have ``seg_runtime`` installed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import pickle
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .batch import _Settings, error_message, finish_case, infer_case, load_case
+from .cases import Case
+from .errors import SegError
+from .manifest import RunManifest
+from .records import file_digest
+from .tiling import PredictBatch
+
+logger = logging.getLogger(__name__)
+
+ModelFactory = Callable[[], PredictBatch]
+_ACTOR_RESTARTS = 3
+_MAX_BLOCKS = 1024  # input blocks: enough to spread over a cluster, few enough for the driver
+
+
+class RayUnavailable(SegError):
+    """``--engine ray`` without Ray installed, or no cluster at the given address."""
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide the Ray job runs.
+
+    Attributes:
+        address: ``None`` starts a local Ray instance; ``auto`` joins the cluster this machine
+            belongs to; ``ray://host:10001`` connects a client to a remote head.
+        num_workers: Model actors (each loads the model once).
+        gpus_per_worker: GPUs per actor; fractions share a GPU (0.25: four actors per GPU).
+        cpus_per_worker: CPUs reserved per actor (onnxruntime's intra-op threads on CPU).
+    """
+
+    address: str | None = None
+    num_workers: int = 1
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+
+
+class OnnxModelFactory:
+    """Builds the onnxruntime ``predict_batch`` inside each actor (picklable: holds a path)."""
+
+    def __init__(self, bundle_dir: str | os.PathLike[str], provider: str = "auto",
+                 threads: int | None = None) -> None:
+        self.bundle_dir = str(bundle_dir)
+        self.provider = provider
+        self.threads = threads
+
+    def __call__(self) -> PredictBatch:
+        from .session import OnnxPredictor
+
+        return OnnxPredictor(self.bundle_dir, provider=self.provider, threads=self.threads).predict_batch
+
+
+def require_ray() -> Any:
+    """Import Ray (and Ray Data), or fail in one line naming the extra to install."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        raise RayUnavailable(
+            f"--engine ray needs Ray Data ({exc.name or exc}): pip install \"seg-runtime[ray]\" "
+            "(or \"seg[ray]\")"
+        ) from None
+    return ray
+
+
+def connect(options: RayOptions) -> Any:
+    """Join (or start) the Ray instance named by ``options.address``; returns the ray module."""
+    ray = require_ray()
+    if ray.is_initialized():
+        return ray
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
+                              "log_to_driver": False, "ignore_reinit_error": True}
+    if options.address is None:
+        # A local instance: reserve CPUs for the actors plus at least one for the read/write tasks.
+        wanted = options.num_workers * options.cpus_per_worker + 1
+        kwargs["num_cpus"] = max(os.cpu_count() or 1, int(wanted + 0.999))
+    else:
+        kwargs["address"] = options.address
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise RayUnavailable(f"cannot reach the Ray cluster at {options.address!r}: {exc}") from None
+    return ray
+
+
+def _case_row(case: Case, target: Path) -> dict[str, Any]:
+    return {"id": case.id, "paths": [str(p) for p in case.paths], "kind": case.kind,
+            "output_ext": case.output_ext, "target": str(target), "payload": b"", "error": "",
+            "seconds": 0.0}
+
+
+def _case_of(row: dict[str, Any]) -> Case:
+    return Case(row["id"], [Path(p) for p in row["paths"]], row["kind"], row["output_ext"])
+
+
+def _stage(row: dict[str, Any], work: Callable[[Any], Any]) -> dict[str, Any]:
+    """Run ``work(previous payload)`` for a case that has not failed; catch its error."""
+    if row["error"]:
+        return row
+    start = time.perf_counter()
+    try:
+        previous = pickle.loads(row["payload"]) if row["payload"] else None
+        row["payload"] = b""
+        row["payload"] = pickle.dumps(work(previous), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # isolation: the case fails, the job goes on
+        row["payload"], row["error"] = b"", error_message(exc)
+    row["seconds"] += time.perf_counter() - start
+    return row
+
+
+def _read_stage(row: dict[str, Any], settings: _Settings) -> dict[str, Any]:
+    return _stage(row, lambda _: load_case(_case_of(row), settings))
+
+
+class _InferStage:
+    """The actor: its model is built once, in ``__init__``, on the actor's own device."""
+
+    def __init__(self, factory: ModelFactory, settings: _Settings) -> None:
+        self.settings = dataclasses.replace(settings, predict_batch=factory())
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        return _stage(row, lambda loaded: (loaded, infer_case(loaded, self.settings)))
+
+
+def _write_stage(row: dict[str, Any], settings: _Settings) -> dict[str, Any]:
+    def work(previous: Any) -> tuple[int, str]:
+        loaded, probabilities = previous
+        finish_case(loaded, probabilities, _case_of(row), Path(row["target"]), settings)
+        return file_digest(row["target"])
+
+    return _stage(row, work)
+
+
+@dataclass(frozen=True)
+class RayJob:
+    """What :func:`seg_runtime.batch.predict_folder` needs to run on Ray: a model and a place.
+
+    Attributes:
+        model_factory: Called once in each actor; returns its ``predict_batch``.
+        options: Cluster address and pool size.
+    """
+
+    model_factory: ModelFactory
+    options: RayOptions = RayOptions()
+
+    def describe(self) -> dict[str, Any]:
+        """What the run record says about the engine."""
+        return {"engine": "ray", "ray_workers": self.options.num_workers,
+                "gpus_per_worker": self.options.gpus_per_worker}
+
+
+def run_on_ray(todo: list[tuple[Case, Path]], manifest: RunManifest, settings: _Settings, job: RayJob,
+               *, progress: bool = True) -> None:
+    """Stream the cases through the three stages; record each outcome as it arrives.
+
+    Args:
+        todo: ``(case, label file)`` pairs from :func:`seg_runtime.batch.plan_cases`.
+        manifest: The run's record (only the driver writes it).
+        settings: The per-case settings, without ``predict_batch`` (actors build their own).
+        job: The model factory and the cluster options.
+        progress: A progress bar over cases on the driver.
+    """
+    from tqdm.auto import tqdm
+
+    ray = connect(job.options)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    context.execution_options.verbose_progress = False
+    rows = [_case_row(case, target) for case, target in todo]
+    inputs = {row["id"]: row["paths"] for row in rows}
+    with warnings.catch_warnings():
+        # max_restarts has no named parameter in Ray Data's map(); its generic form warns.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        dataset = _pipeline(ray, rows, settings, job.model_factory, job.options)
+    with tqdm(total=len(rows), desc="cases", unit="case", disable=not progress) as bar:
+        for row in dataset.iter_rows():
+            _record(manifest, row, inputs[row["id"]])
+            bar.update(1)
+
+
+def _pipeline(ray: Any, rows: list[dict[str, Any]], settings: _Settings, factory: ModelFactory,
+              options: RayOptions) -> Any:
+    """read (tasks) -> network (actor pool) -> restore and write (tasks)."""
+    return (
+        ray.data.from_items(rows, override_num_blocks=min(len(rows), _MAX_BLOCKS))
+        .map(_read_stage, fn_kwargs={"settings": settings})
+        .map(_InferStage, fn_constructor_kwargs={"factory": factory, "settings": settings},
+             compute=ray.data.ActorPoolStrategy(size=options.num_workers),
+             num_cpus=options.cpus_per_worker, num_gpus=options.gpus_per_worker or None,
+             # An actor that dies (a segfault, the OOM killer) is restarted; this also keeps Ray
+             # from fusing the read tasks into the actor, which would idle the model while reading.
+             max_restarts=_ACTOR_RESTARTS)
+        .map(_write_stage, fn_kwargs={"settings": settings})
+        .select_columns(["id", "target", "payload", "error", "seconds"])
+    )
+
+
+def _record(manifest: RunManifest, row: dict[str, Any], inputs: list[str]) -> None:
+    if row["error"]:
+        logger.error("case %s failed: %s", row["id"], row["error"])
+        manifest.add(row["id"], inputs=inputs, status="failed", error=row["error"], seconds=row["seconds"])
+        return
+    digest = pickle.loads(row["payload"])
+    logger.info("case %s: ok in %.2fs -> %s", row["id"], row["seconds"], row["target"])
+    manifest.add(row["id"], inputs=inputs, status="ok", output=row["target"], seconds=row["seconds"],
+                 digest=digest)

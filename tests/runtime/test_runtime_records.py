@@ -1,0 +1,129 @@
+"""The append-only per-case records: torn lines, verified skip-done, shards sharing a folder."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from runtime_helpers import save_nifti
+
+from seg_runtime.cli import main
+from seg_runtime.manifest import RunManifest, folder_summary
+from seg_runtime.records import RecordWriter, file_digest, iter_records, latest_states
+from seg_runtime.session import OnnxPredictor
+
+
+def _cases(folder: Path, count: int, shape: tuple[int, ...] = (6, 7, 8)) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        image = np.linspace(0, 3, int(np.prod(shape)), dtype=np.float32).reshape(shape)
+        save_nifti(folder / f"c{index}.nii.gz", np.roll(image, index, axis=0), np.eye(4))
+    return folder
+
+
+def _case_lines(folder: Path) -> list[dict]:
+    return [r for p in sorted(folder.glob("*.jsonl")) for r in iter_records(p) if r["type"] == "case"]
+
+
+def test_writer_appends_and_reader_skips_a_torn_line(tmp_path: Path) -> None:
+    path = tmp_path / "predictions.jsonl"
+    with RecordWriter(path) as writer:
+        writer.append({"type": "case", "id": "a", "status": "ok", "time": "1"})
+    with open(path, "ab") as handle:  # a writer killed mid-line
+        handle.write(b'{"type": "case", "id": "b", "sta')
+    with RecordWriter(path) as writer:  # the next run starts its lines on a fresh line
+        writer.append({"type": "case", "id": "c", "status": "failed", "time": "2"})
+    assert [r["id"] for r in iter_records(path)] == ["a", "c"]
+    assert path.read_bytes().count(b"\n") == 3
+
+
+def test_ok_records_carry_the_outputs_checksum(tmp_path: Path, bundle_factory: Callable[..., Path]) -> None:
+    predictor = OnnxPredictor(bundle_factory(), provider="cpu")
+    manifest = predictor.predict_folder(_cases(tmp_path / "in", 2), tmp_path / "out", progress=False)
+    assert manifest.summary == {"ok": 2, "skipped": 0, "failed": 0}
+    lines = _case_lines(tmp_path / "out")
+    assert {line["id"] for line in lines} == {"c0", "c1"}
+    for line in lines:
+        assert (line["bytes"], line["blake2b"]) == file_digest(tmp_path / "out" / f"{line['id']}.nii.gz")
+    summary = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert summary["summary"] == {"ok": 2, "skipped": 0, "failed": 0}
+    assert [c["id"] for c in summary["cases"]] == ["c0", "c1"]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "same_size_garbage", "foreign", "record_torn"])
+def test_rerun_redoes_outputs_it_cannot_verify(
+    tmp_path: Path, bundle_factory: Callable[..., Path], damage: str
+) -> None:
+    predictor = OnnxPredictor(bundle_factory(), provider="cpu")
+    src, out = _cases(tmp_path / "in", 3), tmp_path / "out"
+    predictor.predict_folder(src, out, progress=False)
+    good = np.asarray(nib.load(str(out / "c1.nii.gz")).dataobj).copy()
+    target = out / "c1.nii.gz"
+    if damage == "truncate":
+        target.write_bytes(target.read_bytes()[:40])
+    elif damage == "same_size_garbage":
+        target.write_bytes(b"\0" * target.stat().st_size)
+    elif damage == "foreign":  # a valid label map this tool did not write: no record says so
+        (out / "c3.nii.gz").write_bytes(target.read_bytes())
+        save_nifti(src / "c3.nii.gz", np.zeros((6, 7, 8), np.float32), np.eye(4))
+    else:  # killed while writing the last case's line: the file ends in a torn line
+        text = (out / "predictions.jsonl").read_text().splitlines(keepends=True)
+        assert '"id":"c2"' in text[-1]
+        (out / "predictions.jsonl").write_text("".join(text[:-1]) + text[-1][:30])
+    again = predictor.predict_folder(src, out, progress=False)
+    redone = {"foreign": "c3", "record_torn": "c2"}.get(damage, "c1")
+    assert again.summary == {"ok": 1, "skipped": 3 if damage == "foreign" else 2, "failed": 0}
+    assert [c["id"] for c in again.cases if c["status"] == "ok"] == [redone]
+    np.testing.assert_array_equal(np.asarray(nib.load(str(out / "c1.nii.gz")).dataobj), good)
+    assert latest_states(out)[redone].status == "ok"
+
+
+def test_shards_into_one_folder_keep_every_record(tmp_path: Path, bundle_factory: Callable[..., Path]) -> None:
+    bundle = bundle_factory(patch_size=[4, 4, 4])
+    src, out = _cases(tmp_path / "in", 7, (4, 4, 4)), tmp_path / "out"
+    (src / "broken.nii.gz").write_bytes(b"not an image")
+    codes = [main([str(bundle), "-i", str(src), "-o", str(out), "--shard", f"{i}/3"]) for i in range(3)]
+    assert sorted(codes) == [0, 0, 1]  # the shard holding the broken case reports it
+    assert sorted(p.name for p in out.glob("*.jsonl")) == [f"predictions.shard-{i}-of-3.jsonl" for i in range(3)]
+    lines = _case_lines(out)
+    assert sorted(line["id"] for line in lines) == sorted([f"c{i}" for i in range(7)] + ["broken"])
+    merged = folder_summary(out)
+    assert merged["cases"] == 8 and merged["summary"] == {"ok": 7, "failed": 1}
+    assert merged["failed"][0]["id"] == "broken"
+    # A later unsharded run sees the shards' records: nothing to redo but the broken case.
+    rerun = OnnxPredictor(bundle, provider="cpu").predict_folder(src, out, progress=False)
+    assert rerun.summary == {"ok": 0, "skipped": 7, "failed": 1}
+
+
+def test_summary_command_merges_shards(
+    tmp_path: Path, bundle_factory: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = bundle_factory(patch_size=[4, 4, 4])
+    src, out = _cases(tmp_path / "in", 4, (4, 4, 4)), tmp_path / "out"
+    for shard in ("0/2", "1/2"):
+        assert main([str(bundle), "-i", str(src), "-o", str(out), "--shard", shard]) == 0
+    capsys.readouterr()
+    assert main(["--summary", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "cases     4" in printed and "ok        4" in printed
+    assert json.loads((out / "summary.json").read_text())["summary"] == {"ok": 4, "failed": 0}
+    assert main(["--summary", "-o", str(tmp_path / "in")]) == 2  # no records there
+
+
+def test_old_predictions_json_still_reads(tmp_path: Path) -> None:
+    old = {"tool": "seg-run", "version": "0.1.0", "model": {}, "started": "s", "updated": "u",
+           "cases": [{"id": "a", "inputs": ["x"], "status": "ok", "output": "a.nii.gz", "seconds": 1.0,
+                      "error": None},
+                     {"id": "b", "inputs": ["y"], "status": "failed", "output": None, "seconds": 0.1,
+                      "error": "y: bad"}],
+           "summary": {"ok": 1, "skipped": 0, "failed": 1}}
+    (tmp_path / "predictions.json").write_text(json.dumps(old))
+    loaded = RunManifest.load(tmp_path / "predictions.json")
+    assert loaded.summary == {"ok": 1, "skipped": 0, "failed": 1}
+    assert [c["id"] for c in loaded.cases] == ["a", "b"] and loaded.failures()[0]["error"] == "y: bad"
+    merged = folder_summary(tmp_path, write=False)
+    assert merged["cases"] == 2 and merged["summary"] == {"ok": 1, "failed": 1}
