@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import seg
+from seg_runtime.cli import add_engine_options
 
 EPILOG = "Docs and examples: README.md. Every command has its own --help."
 
@@ -55,9 +56,11 @@ def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="predict label maps for a folder of scans", epilog=EPILOG,
                        description="Load a model once and predict every case under INPUT into OUTPUT, in each "
                        "input's own geometry. Bad cases are reported and skipped; predictions.json lists all.")
-    p.add_argument("--model", "-m", required=True, type=Path, help="run folder or checkpoint file")
-    p.add_argument("-i", "--input", required=True, type=Path, help="a scan file or a folder of cases")
+    p.add_argument("--model", "-m", type=Path, help="run folder or checkpoint file (required)")
+    p.add_argument("-i", "--input", type=Path, help="a scan file or a folder of cases (required)")
     p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
+    p.add_argument("--summary", action="store_true", help="only print the merged state of every case in "
+                   "OUTPUT over all shards and runs (and write OUTPUT/summary.json)")
     p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (slower, smoother)")
     p.add_argument("--keep-largest", nargs="*", metavar="NAME",
                    help="keep only the largest connected component of these classes/regions (default: the "
@@ -71,6 +74,7 @@ def _add_predict(sub) -> None:
                    help="also write OUTPUT/preview/<case>.png: 3 axial slices (2D: the image) with labels in colour")
     p.add_argument("--dicom-seg", action="store_true",
                    help="also write <case>.seg.dcm (DICOM-SEG) for DICOM series inputs (needs seg[dicom])")
+    add_engine_options(p)
 
 
 def _add_evaluate(sub) -> None:

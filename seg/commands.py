@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from seg.cli import format_table
+from seg_runtime.errors import SegError
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +19,7 @@ def is_user_error(err: BaseException) -> bool:
     from seg.engine.fit import TrainingError
     from seg.export_onnx import ExportError
 
-    return isinstance(err, (ConfigError, TrainingError, ExportError, ValueError, KeyError,
+    return isinstance(err, (SegError, ConfigError, TrainingError, ExportError, ValueError, KeyError,
                             FileNotFoundError, NotADirectoryError, PermissionError))
 
 
@@ -37,14 +38,26 @@ def cmd_train(args: argparse.Namespace) -> int:
 def print_manifest(manifest, output: Path) -> None:
     s = manifest.summary
     print(format_table(["ok", "skipped", "failed", "output"], [[s["ok"], s["skipped"], s["failed"], str(output)]]))
-    for case in manifest.cases:
-        if case["status"] == "failed":
-            print(f"FAILED {case['id']}: {case['error']}")
+    for case in manifest.failures()[:10]:
+        print(f"FAILED {case['id']}: {case['error']}")
+    if s["failed"] > 10:
+        print(f"... and {s['failed'] - 10} more failures (see the manifest)")
     print(f"manifest: {manifest.path}")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from seg.inference import Predictor
+    from seg_runtime.cli import print_folder_summary, ray_options
+
+    if args.summary:
+        return print_folder_summary(args.output, "seg predict")
+    if args.model is None or args.input is None:
+        raise SegError("--model and -i/--input are required (unless --summary)")
+    engine = {"engine": "ray", "ray_options": ray_options(args)} if args.engine == "ray" else {}
+    if engine:  # fail before loading the model, not after the first case
+        from seg_runtime.ray_engine import require_ray
+
+        require_ray()
 
     if args.dicom_seg:  # fail before loading the model, not after the first case
         from seg_runtime.dicom_seg import require_highdicom
@@ -55,7 +68,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         predictor.cfg.infer.batch_size = args.batch_size
     if args.keep_largest is not None:
         predictor.bundle = dataclasses.replace(predictor.bundle, keep_largest=args.keep_largest)
-    manifest = predictor.predict_folder(args.input, args.output, tta=args.tta or None, overwrite=args.overwrite,
+    manifest = predictor.predict_folder(args.input, args.output, **engine, tta=args.tta or None,
+                                        overwrite=args.overwrite,
                                         shard=args.shard, save_probabilities=args.save_probabilities,
                                         preview=args.preview, dicom_seg=args.dicom_seg)
     print_manifest(manifest, args.output)

@@ -68,9 +68,35 @@ class Predictor:
 
     def predict_folder(self, input_path: str | Path, output_dir: str | Path, *, tta: bool | None = None,
                        **kwargs: Any) -> RunManifest:
-        """Predict every case under ``input_path`` into ``output_dir`` (see seg_runtime.batch)."""
+        """Predict every case under ``input_path`` into ``output_dir`` (see seg_runtime.batch).
+
+        ``engine="ray"`` (with ``ray_options``) runs the cases on Ray Data: each actor loads
+        this checkpoint once (on its GPU share when ``gpus_per_worker > 0``).
+        """
         info = {"name": self.cfg.model.name, "checkpoint": self.source, "config_hash": self.cfg.digest(),
                 "device": str(self.device)}
+        if kwargs.pop("engine", "local") == "ray":
+            from seg_runtime.ray_engine import RayJob, RayOptions
+
+            options = kwargs.pop("ray_options", None) or RayOptions()
+            device = "cuda" if options.gpus_per_worker > 0 else "cpu"
+            kwargs["ray"] = RayJob(TorchModelFactory(self.source, device), options)
         return predict_folder(input_path, output_dir, bundle=self.bundle, predict_batch=self.predict_batch,
                               tta=self.cfg.infer.tta if tta is None else tta, tool="seg predict",
                               model_info=info, batch_size=self.cfg.infer.batch_size, **kwargs)
+
+
+class TorchModelFactory:
+    """Loads a checkpoint inside each Ray actor and returns its ``predict_batch`` (picklable).
+
+    Args:
+        checkpoint: The checkpoint file (or run folder).
+        device: Where the actor runs the model (``cpu``, ``cuda``; ``auto`` picks).
+    """
+
+    def __init__(self, checkpoint: str | Path, device: str = "auto") -> None:
+        self.checkpoint = str(checkpoint)
+        self.device = device
+
+    def __call__(self):  # -> PredictBatch
+        return Predictor.from_checkpoint(self.checkpoint, device=self.device).predict_batch

@@ -149,3 +149,26 @@ def test_predict_dicom_seg_without_highdicom_is_one_line(tmp_path: Path, capsys,
     err = capsys.readouterr().err.strip()
     assert code == 2 and err == ("seg predict: error: --dicom-seg needs the highdicom package: "
                                  "pip install highdicom  (or: pip install 'seg[dicom]')")
+
+
+def test_predict_on_ray_matches_the_local_loop(trained, capsys) -> None:
+    """seg predict --engine ray: the torch model in a Ray actor, the same files as the local loop."""
+    ray = pytest.importorskip("ray")
+    dims, root, tmp = trained
+    run = str(tmp / "runs" / f"demo{dims}d")
+    images = root / "imagesTs"
+    assert seg(["predict", "--model", run, "-i", str(images), "-o", str(tmp / "local")]) == 0
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        assert seg(["predict", "--model", run, "-i", str(images), "-o", str(tmp / "ray"),
+                    "--engine", "ray", "--num-workers", "1"]) == 0
+    finally:
+        ray.shutdown()
+    ext = ".nii.gz" if dims == 3 else ".png"
+    written = sorted(p.name for p in (tmp / "local").glob(f"*{ext}"))
+    assert written and written == sorted(p.name for p in (tmp / "ray").glob(f"*{ext}"))
+    for name in written:
+        np.testing.assert_array_equal(_labels(tmp / "ray" / name), _labels(tmp / "local" / name))
+    capsys.readouterr()
+    assert seg(["predict", "--summary", "-o", str(tmp / "ray")]) == 0
+    assert f"ok        {len(written)}" in capsys.readouterr().out
