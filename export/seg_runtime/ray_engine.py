@@ -112,6 +112,28 @@ def connect(options: RayOptions) -> Any:
     return ray
 
 
+def check_resources(ray: Any, options: RayOptions) -> None:
+    """Fail in one line when the actor pool could never start, or would starve the tasks.
+
+    Ray would otherwise wait forever: actors holding every CPU leave none for the read and
+    write tasks, and GPUs the cluster lacks never appear.
+    """
+    total = ray.cluster_resources()
+    cpus, gpus = float(total.get("CPU", 0)), float(total.get("GPU", 0))
+    want_cpus = options.num_workers * options.cpus_per_worker
+    want_gpus = options.num_workers * options.gpus_per_worker
+    if want_cpus + 1 > cpus:
+        raise RayUnavailable(
+            f"{options.num_workers} worker(s) x {options.cpus_per_worker:g} CPU leave no CPU for the read/write "
+            f"tasks on a Ray cluster with {cpus:g} CPUs; use fewer --num-workers or a smaller --cpus-per-worker"
+        )
+    if want_gpus > gpus:
+        raise RayUnavailable(
+            f"{options.num_workers} worker(s) x {options.gpus_per_worker:g} GPU need {want_gpus:g} GPUs; "
+            f"the Ray cluster has {gpus:g}"
+        )
+
+
 def _case_row(case: Case, target: Path) -> dict[str, Any]:
     return {"id": case.id, "paths": [str(p) for p in case.paths], "kind": case.kind,
             "output_ext": case.output_ext, "target": str(target), "payload": b"", "error": "",
@@ -192,6 +214,7 @@ def run_on_ray(todo: list[tuple[Case, Path]], manifest: RunManifest, settings: _
     from tqdm.auto import tqdm
 
     ray = connect(job.options)
+    check_resources(ray, job.options)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False

@@ -99,3 +99,15 @@ def test_ray_rerun_skips_finished_cases(tmp_path: Path, bundle_factory: Callable
     assert [c["id"] for c in second.cases if c["status"] == "ok"] == ["vol1"]
     assert (tmp_path / "out" / "vol0.nii.gz").stat().st_mtime_ns == stamp
     assert read_image(tmp_path / "out" / "vol1.nii.gz")[0].shape == (11, 9, 7)
+
+
+def test_a_pool_that_would_starve_fails_in_one_line(
+    tmp_path: Path, bundle_factory: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = _volume_folder(tmp_path / "in", 1)
+    for extra in (["--num-workers", "2"], ["--gpus-per-worker", "1"]):  # 2 CPUs, no GPU here
+        code = main([str(bundle_factory()), "-i", str(src), "-o", str(tmp_path / "out"), "--engine", "ray",
+                     "--provider", "cpu", *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+        assert ("leave no CPU" if "--num-workers" in extra else "GPUs") in err
