@@ -1,7 +1,8 @@
 """The ``seg`` command: parses arguments, calls the library, prints results.
 
-Expected failures (bad config, missing file, bad checkpoint, diverged run, failed export) print
-one line ``seg <command>: error: ...`` and exit with status 2; ``--debug`` shows the traceback.
+Expected failures (:class:`seg.errors.SegError`: bad config, bad checkpoint, diverged run, failed
+export; and missing or unwritable user paths) print one line ``seg <command>: error: ...`` and exit
+with status 2; ``--debug`` shows the traceback. Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -13,20 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import seg
+from seg.errors import is_user_error
+from seg.table import format_table  # noqa: F401  (kept importable as seg.cli.format_table)
 
 EPILOG = "Docs and examples: README.md. Every command has its own --help."
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A plain text table (numbers with 4 decimals)."""
-    def fmt(v: object) -> str:
-        return f"{v:.4f}" if isinstance(v, float) else str(v)
-
-    cells = [[fmt(h) for h in headers]] + [[fmt(v) for v in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -141,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"seg {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
-        if args.debug or not commands.is_user_error(err):
+        if args.debug or not is_user_error(err):
             raise
         print(f"seg {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ._version import __version__
-from .bundle import BundleError
+from .errors import SegError
 from .manifest import RunManifest
 from .session import PROVIDERS
 
@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.input.exists():
         print(f"seg-run: error: input not found: {args.input}", file=sys.stderr)
         return 2
-    from .dicom_seg import DicomSegUnavailable, require_highdicom
+    from .dicom_seg import require_highdicom
     from .session import OnnxPredictor
 
     try:
@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         predictor = OnnxPredictor(args.bundle, provider=args.provider, threads=args.threads)
         if args.keep_largest is not None:
             predictor.bundle = dataclasses.replace(predictor.bundle, keep_largest=args.keep_largest)
-    except (BundleError, DicomSegUnavailable, OSError, ValueError) as exc:
+    except (SegError, OSError, ValueError) as exc:
         print(f"seg-run: error: {exc}", file=sys.stderr)
         return 2
     from tqdm.contrib.logging import logging_redirect_tqdm
