@@ -121,3 +121,8 @@ def test_missing_checkpoint_is_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["predict", "--model", str(tmp_path / "junk.pt"), "-i", str(tmp_path), "-o",
                  str(tmp_path / "o")]) == 2
     one_line(capsys, "seg predict: error:", "junk.pt", "not a readable seg checkpoint")
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        main(["--debug", "train", str(tmp_path / "missing.yaml")])

@@ -243,7 +243,10 @@ def fit(cfg: Config, run_dir: Path | None = None, resume: bool = False, progress
     if resume:
         if not last.is_file():
             raise TrainingError(f"nothing to resume: {last} does not exist")
-        stored = config_from_dict(load_checkpoint(last)["config"], str(last))
+        ck = load_checkpoint(last)
+        stored = config_from_dict(ck["config"], str(last))
+        if "model_state" in ck:  # fail on wrong weights before any data is read (restore checks the rest)
+            load_weights(create_model(stored), ck["model_state"], last, "model_state")
         stored.train.epochs = max(stored.train.epochs, cfg.train.epochs)
         cfg = stored
     elif last.is_file():

@@ -108,6 +108,7 @@ def test_resume_from_bad_model_state_fails_in_one_line(run: Path, tmp_path: Path
     shutil.copy(bad, copy / "last.pt")
     assert seg(["train", str(copy / "config.yaml"), "--resume", "--run-dir", str(copy)]) == 2
     _one_line_error(capsys, "seg train: error:", str(copy / "last.pt"), BAD_STATES[kind][1])
+    assert (copy / "metrics.jsonl").read_text() == (run / "metrics.jsonl").read_text()  # run left as it was
 
 
 def test_bundle_and_manifest_carry_the_runs_config_hash(run: Path, tmp_path: Path) -> None:
