@@ -55,7 +55,8 @@ def _add_predict(sub) -> None:
                         "config's infer.keep_largest; the flag alone turns it off)")
     p.add_argument("--overwrite", action="store_true", help="redo cases whose output already exists")
     p.add_argument("--shard", type=_shard, help="i/n: predict only shard i of n (0-based), for job arrays")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or gpu (= cuda); "
+                   "without CUDA it falls back to the CPU with a warning (default auto)")
     p.add_argument("--save-probabilities", action="store_true", help="also write class probabilities")
     p.add_argument("--batch-size", type=int, help="patches per forward pass (default from the config)")
     p.add_argument("--preview", action="store_true",

@@ -55,3 +55,13 @@ def test_known_labels_give_no_warning(folders: tuple[Path, Path], tmp_path: Path
                  str(REPO / "configs" / "demo3d.yaml"), "--no-surface", "-o", str(out)]) == 0
     assert "WARNING" not in capsys.readouterr().out
     assert json.loads((out / "evaluation.json").read_text())["unknown_labels"] == {}
+
+
+def test_shape_mismatch_is_one_line(folders: tuple[Path, Path], tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    pred, ref = folders
+    _save(pred / "b.nii.gz", np.zeros((12, 12, 10), np.uint8))
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--no-surface"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert str(pred / "b.nii.gz") in err and "differs from the reference" in err
