@@ -46,7 +46,7 @@ def unet_encoder(name: str) -> Callable[[EncoderFactory], EncoderFactory]:
     def deco(factory: EncoderFactory) -> EncoderFactory:
         ENCODERS.register(name)(factory)
         builder = functools.partial(build_unet, encoder=name)
-        functools.update_wrapper(builder, build_unet)
+        builder.__name__ = f"build_{name}"  # type: ignore[attr-defined]
         builder.__doc__ = f"U-Net with the {name!r} encoder.\n\n{factory.__doc__ or ''}"
         MODELS.register(name)(builder)
         return factory
