@@ -1,7 +1,8 @@
 """The ``seg`` command: parses arguments, calls the library, prints results.
 
-Expected failures (bad config, missing file, bad checkpoint, diverged run, failed export) print
-one line ``seg <command>: error: ...`` and exit with status 2; ``--debug`` shows the traceback.
+Expected failures (:class:`seg.errors.SegError`: bad config, bad checkpoint, diverged run, failed
+export; and missing or unwritable user paths) print one line ``seg <command>: error: ...`` and exit
+with status 2; ``--debug`` shows the traceback. Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -13,21 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import seg
+from seg.errors import is_user_error
+from seg.table import format_table  # noqa: F401  (kept importable as seg.cli.format_table)
 from seg_runtime.cli import add_engine_options
 
 EPILOG = "Docs and examples: README.md. Every command has its own --help."
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A plain text table (numbers with 4 decimals)."""
-    def fmt(v: object) -> str:
-        return f"{v:.4f}" if isinstance(v, float) else str(v)
-
-    cells = [[fmt(h) for h in headers]] + [[fmt(v) for v in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -67,7 +58,8 @@ def _add_predict(sub) -> None:
                         "config's infer.keep_largest; the flag alone turns it off)")
     p.add_argument("--overwrite", action="store_true", help="redo cases whose output already exists")
     p.add_argument("--shard", type=_shard, help="i/n: predict only shard i of n (0-based), for job arrays")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or gpu (= cuda); "
+                   "without CUDA it falls back to the CPU with a warning (default auto)")
     p.add_argument("--save-probabilities", action="store_true", help="also write class probabilities")
     p.add_argument("--batch-size", type=int, help="patches per forward pass (default from the config)")
     p.add_argument("--preview", action="store_true",
@@ -145,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"seg {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
-        if args.debug or not commands.is_user_error(err):
+        if args.debug or not is_user_error(err):
             raise
         print(f"seg {args.command}: error: {err}", file=sys.stderr)
         return 2

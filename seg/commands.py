@@ -7,20 +7,10 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from seg.cli import format_table
+from seg.table import format_table
 from seg_runtime.errors import SegError
 
 log = logging.getLogger(__name__)
-
-
-def is_user_error(err: BaseException) -> bool:
-    """Errors whose message is the whole story (no traceback needed)."""
-    from seg.config import ConfigError
-    from seg.engine.fit import TrainingError
-    from seg.export_onnx import ExportError
-
-    return isinstance(err, (SegError, ConfigError, TrainingError, ExportError, ValueError, KeyError,
-                            FileNotFoundError, NotADirectoryError, PermissionError))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -104,19 +94,23 @@ def _labels_from_refs(ref_dir: Path) -> dict[str, int]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from seg.evaluation import evaluate_folders, write_evaluation
+    from seg.errors import SegError
+    from seg.evaluation import evaluate_folders, unknown_labels_warning, write_evaluation
 
     source = _label_source(args)
     labels, regions, values = source if source else (_labels_from_refs(args.ref), {}, None)
     result = evaluate_folders(args.pred, args.ref, labels, regions, surface=not args.no_surface,
                               tolerance=args.tolerance, label_values=values)
     if not result["cases"]:
-        raise ValueError(f"no case of {args.ref} has a prediction in {args.pred}")
+        raise SegError(f"no case of {args.ref} has a prediction in {args.pred}")
     csv_path, json_path = write_evaluation(result, args.output or args.pred)
     keys = list(result["mean"])
     rows = [[r["id"], *[r[k] for k in keys]] for r in result["cases"]]
     rows.append(["mean", *[result["mean"][k] for k in keys]])
     print(format_table(["case", *keys], rows))
+    warning = unknown_labels_warning(result)
+    if warning:
+        print(warning)
     print(f"written: {csv_path}, {json_path}")
     return 0
 

@@ -19,12 +19,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from seg.errors import ConfigError
 from seg_runtime.outputs import output_channels, region_paint_labels
 from seg_runtime.postprocess import structure_members
-
-
-class ConfigError(ValueError):
-    """A config file that cannot be used; the message names the file and the key."""
 
 
 class _Section(BaseModel):

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from seg.cli import format_table
 from seg.config import Config, load_config
 from seg.metrics import nanmean
+from seg.table import format_table
 
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from seg.errors import SegError
 from seg.metrics import dice_scores, nanmean, surface_scores
 from seg_runtime.io import read_image
 
@@ -58,17 +59,28 @@ def evaluate_folders(pred_dir: Path, ref_dir: Path, labels: Mapping[str, int],
     both folders, plus means. Distances use the reference's voxel spacing (mm). References with
     raw values (e.g. ISBI's 0/255) are mapped to class indices through ``label_values``.
 
-    Returns ``{"cases": [{"id", <metric>: value...}], "mean": {<metric>: value}, "missing": [ids]}``.
+    Returns ``{"cases": [{"id", <metric>: value...}], "mean": {<metric>: value}, "missing": [ids],
+    "unknown_labels": {id: [raw values]}}``; ``unknown_labels`` lists, per case, the reference values
+    that are not in the label map (``label_values`` keys when given, else ``labels`` values): they
+    count as background, so a wrong label map shows here rather than as a silently low Dice.
     """
     preds, refs = label_files(pred_dir), label_files(ref_dir)
     rows, missing = [], sorted(set(refs) - set(preds))
+    known = set(label_values) if label_values else set(labels.values())
+    unknown: dict[str, list[int]] = {}
     for cid in sorted(set(preds) & set(refs)):
         ref, spacing = load_labels_with_spacing(refs[cid])
+        extra = sorted(int(v) for v in np.unique(ref) if int(v) not in known)
+        if extra:
+            unknown[cid] = extra
         if label_values:
             from seg.data.transforms import remap_labels
 
             ref = remap_labels(ref, label_values)
         pred = load_labels(preds[cid])
+        if pred.shape != ref.shape:
+            raise SegError(f"{preds[cid]}: prediction shape {pred.shape} differs from the reference "
+                           f"{refs[cid]} shape {ref.shape}")
         scores = {f"dice_{k}": v for k, v in dice_scores(pred, ref, labels, regions).items()}
         if surface:
             scores.update(surface_scores(pred, ref, labels, regions, spacing, tolerance))
@@ -77,7 +89,19 @@ def evaluate_folders(pred_dir: Path, ref_dir: Path, labels: Mapping[str, int],
     mean = {k: nanmean([r[k] for r in rows]) for k in keys}
     if missing:
         log.warning("%d reference cases have no prediction: %s", len(missing), ", ".join(missing[:10]))
-    return {"cases": rows, "mean": mean, "missing": missing}
+    return {"cases": rows, "mean": mean, "missing": missing, "unknown_labels": unknown}
+
+
+def unknown_labels_warning(result: dict) -> str | None:
+    """One line naming the reference values outside the label map, or None when there are none."""
+    unknown = result.get("unknown_labels") or {}
+    if not unknown:
+        return None
+    values = sorted({v for vals in unknown.values() for v in vals})
+    cases = sorted(unknown)
+    shown = ", ".join(cases[:5]) + (f" and {len(cases) - 5} more" if len(cases) > 5 else "")
+    return (f"WARNING: reference label values {values} are not in the label map (scored as background) "
+            f"in {len(cases)} case(s): {shown}")
 
 
 def write_evaluation(result: dict, out_dir: Path) -> tuple[Path, Path]:

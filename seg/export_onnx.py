@@ -4,12 +4,18 @@ The graph takes patches of the training patch size with a dynamic batch axis; th
 every image into such patches, so any image size works. (Spatial axes are fixed because the
 models pad inputs to a multiple of their reduction with shape arithmetic that the TorchScript
 exporter would freeze anyway; a fixed patch also lets TensorRT build one engine.)
+
+The export is atomic: the bundle is built and checked in a hidden sibling folder, then renamed
+into place, so a failed (re-)export leaves the previous bundle as it was and no stray files.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from seg.errors import SegError
 from seg.inference.predictor import Predictor
-from seg_runtime.bundle import save_bundle_json
+from seg_runtime.bundle import BUNDLE_JSON, save_bundle_json
 
 log = logging.getLogger(__name__)
 
 
-class ExportError(RuntimeError):
+class ExportError(SegError, RuntimeError):
     """The export failed its checks (the message says which and by how much)."""
 
 
@@ -77,26 +84,72 @@ def _parity(predictor: Predictor, session, x: np.ndarray) -> float:
     return float(np.abs(got.astype(np.float32) - ref).max())
 
 
+BUNDLE_FILES = ("model.onnx", BUNDLE_JSON)
+
+
+def _stage_dir(out: Path) -> Path:
+    """A fresh hidden sibling of ``out`` (same file system, so the final rename is atomic)."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out}: exists and is not a folder; choose a bundle folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / BUNDLE_JSON).is_file():
+        raise ExportError(f"{out}: folder is not empty and holds no {BUNDLE_JSON} (not a bundle); "
+                          "choose a new or empty folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".export", dir=out.parent))
+
+
+def _swap_into_place(stage: Path, out: Path) -> None:
+    """Replace ``out`` by ``stage``; files of an old bundle other than the model travel along."""
+    if not out.exists():
+        os.replace(stage, out)
+        return
+    for entry in out.iterdir():
+        if entry.name not in BUNDLE_FILES and not (stage / entry.name).exists():
+            os.replace(entry, stage / entry.name)
+    old = stage.with_name(stage.name + ".old")
+    os.replace(out, old)
+    os.replace(stage, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def export_bundle(checkpoint: str | Path, out_dir: str | Path, *, fp16: bool | None = None,
                   opset: int | None = None, tolerance: float | None = None) -> ExportReport:
     """Export a run folder or checkpoint to a deploy bundle and check it.
 
     Runs ``onnx.checker`` and compares onnxruntime (CPU) with torch on a random and a realistic
     input; raises :class:`ExportError` when the max abs difference of the logits exceeds the
-    tolerance (``export.tolerance``, looser for fp16).
-    """
-    import onnx
-    import onnxruntime as ort
+    tolerance (``export.tolerance``, looser for fp16) or is not finite. The bundle is written and
+    checked in a temporary sibling folder and renamed to ``out_dir`` only when every check passed.
 
+    Raises:
+        CheckpointError: the checkpoint is unreadable or its weights do not fit its config.
+        ExportError: a check failed (``out_dir`` is left as it was).
+    """
     predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
     cfg = predictor.cfg
     fp16 = cfg.export.fp16 if fp16 is None else fp16
     opset = opset or cfg.export.opset
     tol = tolerance if tolerance is not None else (max(cfg.export.tolerance, 5e-2) if fp16 else cfg.export.tolerance)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    stage = _stage_dir(out)
+    try:
+        diff_random, diff_real = _write_checked(predictor, stage, fp16, opset, tol, out)
+        _swap_into_place(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return ExportReport(out, diff_random, diff_real, tol)
+
+
+def _write_checked(predictor: Predictor, stage: Path, fp16: bool, opset: int, tol: float,
+                   out: Path) -> tuple[float, float]:
+    """Write model.onnx + model.json into ``stage`` and run the checks; the two parity diffs."""
+    import onnx
+    import onnxruntime as ort
+
+    cfg = predictor.cfg
     shape = (1, cfg.data.in_channels, *cfg.patch_size)
-    onnx_path = out / "model.onnx"
+    onnx_path = stage / "model.onnx"
     _onnx_export(predictor.model, torch.zeros(shape), onnx_path, opset)
     if fp16:
         _to_fp16(onnx_path)
@@ -106,10 +159,11 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path, *, fp16: bool | N
     diff_random = _parity(predictor, session, rng.standard_normal(shape).astype(np.float32))
     diff_real = _parity(predictor, session, _realistic_input(shape))
     log.info("parity: max abs diff %.3g (random), %.3g (realistic), tolerance %.3g", diff_random, diff_real, tol)
-    if max(diff_random, diff_real) > tol:
-        raise ExportError(f"onnxruntime differs from torch by {max(diff_random, diff_real):.3g} "
-                          f"(tolerance {tol:.3g}); the bundle in {out} is not trustworthy")
-    bundle = predictor.bundle
-    bundle.provenance.update({"opset": opset, "fp16": fp16, "parity_max_abs_diff": max(diff_random, diff_real)})
-    save_bundle_json(bundle, out)
-    return ExportReport(out, diff_random, diff_real, tol)
+    worst = max(diff_random, diff_real) if np.isfinite([diff_random, diff_real]).all() else float("nan")
+    if not worst <= tol:  # NaN (non-finite logits) fails too
+        raise ExportError(f"{out}: onnxruntime differs from torch by {worst:.3g} (tolerance {tol:.3g}); "
+                          "nothing was written (a previous bundle there is unchanged)")
+    bundle = dataclasses.replace(predictor.bundle, provenance=dict(predictor.bundle.provenance))
+    bundle.provenance.update({"opset": opset, "fp16": fp16, "parity_max_abs_diff": worst})
+    save_bundle_json(bundle, stage)
+    return diff_random, diff_real

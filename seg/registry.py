@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
+
+from seg.errors import UnknownNameError
 
 T = TypeVar("T")
 
@@ -31,11 +34,22 @@ class Registry(Generic[T]):
         return deco
 
     def get(self, name: str) -> T:
+        """The factory registered under ``name``.
+
+        Raises:
+            UnknownNameError: ``name`` is not registered (the message suggests close names).
+        """
         try:
             return self._items[name]
         except KeyError:
-            valid = ", ".join(sorted(self._items)) or "(none)"
-            raise KeyError(f"unknown {self.kind} {name!r}; valid names: {valid}") from None
+            raise UnknownNameError(self.unknown_message(name)) from None
+
+    def unknown_message(self, name: str) -> str:
+        """``unknown model 'ag_unte' (did you mean 'ag_unet'?); valid names: ...``."""
+        valid = ", ".join(sorted(self._items)) or "(none)"
+        close = difflib.get_close_matches(str(name), list(self._items), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown {self.kind} {name!r}{hint}; valid names: {valid}"
 
     def names(self) -> list[str]:
         return sorted(self._items)

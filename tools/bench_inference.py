@@ -256,7 +256,7 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def print_tables(result: dict[str, Any]) -> None:
     """Per-run table, then the ratios."""
-    from seg.cli import format_table
+    from seg.table import format_table
 
     print(f"case: {result['case']}")
     print(format_table(["model", "method", "tta", "s/case", "peak RSS MB", "RSS after load MB", "threads"],
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     result["machine"] = {"cpus": os.cpu_count(), "load_avg": os.getloadavg(), "python": platform.python_version(),
                          "total_seconds": time.perf_counter() - start}
     if args.large:
-        from seg.cli import format_table
+        from seg.table import format_table
 
         row = result["large"]
         print(format_table(list(row), [list(row.values())]))

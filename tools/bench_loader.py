@@ -19,13 +19,13 @@ from pathlib import Path
 
 import torch
 
-from seg.cli import format_table
 from seg.config import load_config
 from seg.data.loaders import build_loaders
 from seg.engine.optim import build_optimizer
 from seg.losses import build_loss
 from seg.models import create_model
 from seg.models.factory import is_deep_supervised
+from seg.table import format_table
 
 
 def time_loader(loader, n: int) -> tuple[list[dict], list[float]]:

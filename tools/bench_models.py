@@ -316,7 +316,7 @@ def _fmt(value: Any, spec: str = ".3g") -> str:
 
 
 def print_mixers(result: dict[str, Any]) -> None:
-    from seg.cli import format_table
+    from seg.table import format_table
 
     rows = [[r["mixer"], r["tokens"], _fmt(r["time_ms"], ".2f"),
              (">=" if r.get("peak_is_lower_bound") else "") + _fmt(r["peak_mb"], ".1f"),
@@ -332,7 +332,7 @@ def print_mixers(result: dict[str, Any]) -> None:
 
 
 def print_models(rows: list[dict[str, Any]]) -> None:
-    from seg.cli import format_table
+    from seg.table import format_table
 
     table = [[r["model"], f"{r['dims']}D {r['input']}", _fmt(r.get("params_m"), ".2f"),
               _fmt(r.get("gflops"), ".1f"), _fmt(r.get("fwd_ms"), ".1f"), _fmt(r.get("train_ms"), ".1f"),

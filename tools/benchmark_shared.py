@@ -27,13 +27,13 @@ import logging
 import time
 from pathlib import Path
 
-from seg.cli import format_table
 from seg.config import load_config
 from seg.data.datalist import build_datalist, split_datalist
 from seg.engine.checkpoint import load_checkpoint
 from seg.engine.fit import fit
 from seg.evaluation import evaluate_folders
 from seg.inference import Predictor
+from seg.table import format_table
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = {"brats": ["dice_whole_tumour", "dice_tumour_core", "dice_enhancing_tumour", "hd95_whole_tumour"],

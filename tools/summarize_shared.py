@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seg.cli import format_table
+from seg.table import format_table
 
 DEFAULT_KEYS = ["dice_whole_tumour", "dice_tumour_core", "dice_enhancing_tumour", "hd95_whole_tumour"]
 

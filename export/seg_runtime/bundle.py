@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_text
+from .errors import SegError
 from .outputs import OUTPUT_KINDS, output_channels, region_paint_labels
 from .postprocess import structure_members
 from .preprocess import PreprocessSpec
@@ -20,7 +21,7 @@ SCHEMA_VERSION = 1
 BUNDLE_JSON = "model.json"
 
 
-class BundleError(ValueError):
+class BundleError(SegError, ValueError):
     """``model.json`` is missing, unreadable or invalid; the message names the key or file."""
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from ._version import __version__
-from .bundle import BundleError
 from .errors import SegError
 from .manifest import SUMMARY_NAME, RunManifest, folder_summary
 from .session import PROVIDERS
@@ -228,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.input.exists():
         print(f"seg-run: error: input not found: {args.input}", file=sys.stderr)
         return 2
-    from .dicom_seg import DicomSegUnavailable, require_highdicom
+    from .dicom_seg import require_highdicom
     from .session import OnnxPredictor
 
     try:
@@ -241,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         predictor = OnnxPredictor(args.bundle, provider=args.provider, threads=args.threads)
         if args.keep_largest is not None:
             predictor.bundle = dataclasses.replace(predictor.bundle, keep_largest=args.keep_largest)
-    except (BundleError, DicomSegUnavailable, SegError, OSError, ValueError) as exc:
+    except (SegError, OSError, ValueError) as exc:
         print(f"seg-run: error: {exc}", file=sys.stderr)
         return 2
     try:

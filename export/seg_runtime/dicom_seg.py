@@ -17,6 +17,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .bundle import Bundle
+from .errors import SegError
 from .geometry import CaseError
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ _TYPE2_DEFAULTS = (
 )
 
 
-class DicomSegUnavailable(ValueError):
+class DicomSegUnavailable(SegError, ValueError):
     """DICOM-SEG output was asked for but highdicom is not installed."""
 
 

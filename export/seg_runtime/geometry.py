@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import SegError
+
 # Sign of each LPS+ world axis in RAS+: negate x and y, keep z.
 LPS_SIGNS = (-1.0, -1.0, 1.0)
 
 
-class CaseError(ValueError):
+class CaseError(SegError, ValueError):
     """A problem with one case's input (unreadable, wrong shape, bad values, ...).
 
     The message always names the offending file or folder, so a run manifest entry is

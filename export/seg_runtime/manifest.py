@@ -18,6 +18,7 @@ from typing import Any
 
 from ._version import __version__
 from .atomic import atomic_path, atomic_write_text
+from .errors import SegError
 from .records import (
     RECORD_SUFFIX,
     RecordWriter,
@@ -32,6 +33,10 @@ MANIFEST_NAME = "predictions.json"
 SUMMARY_NAME = "summary.json"
 STATUSES = ("ok", "skipped", "failed")
 FAILURES_KEPT = 1000  # failures held in memory for the printed summary; all are in the records
+
+
+class ManifestError(SegError, ValueError):
+    """A summary file that cannot be read."""
 
 
 class RunManifest:
@@ -175,7 +180,7 @@ class RunManifest:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path}: cannot read run manifest ({exc})") from exc
+            raise ManifestError(f"{path}: cannot read run manifest ({exc})") from exc
         manifest = cls(path, tool=data.get("tool", ""), version=data.get("version", ""),
                        model=data.get("model"))
         manifest.started = data.get("started", manifest.started)
@@ -198,7 +203,7 @@ def _legacy_states(folder: Path, known: set[str]) -> dict[str, dict[str, Any]]:
             continue
         try:
             legacy = RunManifest.load(path)
-        except ValueError:
+        except ManifestError:
             continue
         for case in legacy.iter_cases():
             if case.get("status") in ("ok", "failed") and case.get("id") not in known:

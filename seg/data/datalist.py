@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from seg.config import DataConfig, SplitConfig
 from seg.data.synthetic import make_synthetic_dataset
+from seg.errors import SegError
 from seg_runtime.geometry import CaseError, Geometry
 from seg_runtime.io import image_suffix, read_image
 
@@ -34,7 +35,7 @@ Subset = Literal["train", "test"]
 IMAGE_2D_SUFFIXES = (".png", ".tif", ".tiff")
 
 
-class DataError(ValueError):
+class DataError(SegError, ValueError):
     """A dataset that cannot be used; the message lists every bad case with its problem."""
 
     def __init__(self, message: str, problems: Sequence[str] = ()) -> None:

@@ -6,15 +6,19 @@ epoch, optimiser/scheduler/EMA state and RNG state. Written atomically, read wit
 from __future__ import annotations
 
 import os
+import pickle
 import platform
 import random
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 import seg
+from seg.errors import CheckpointError
 
 CHECKPOINT_FORMAT = 1
 
@@ -69,19 +73,23 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Load a checkpoint safely (no arbitrary unpickling).
 
     Raises:
-        ValueError: the file is missing, not a checkpoint of ours, or of an unknown format.
+        CheckpointError: the file is missing, not a checkpoint of ours, or of an unknown format.
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: checkpoint not found")
+        raise CheckpointError(f"{path}: checkpoint not found")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # corrupt or foreign file: say which and why
-        raise ValueError(f"{path}: not a readable seg checkpoint ({err})") from None
+    except pickle.UnpicklingError:  # torch's own text here is a page long
+        raise CheckpointError(f"{path}: not a readable seg checkpoint (not a torch file, or it holds "
+                              "objects other than tensors and plain values, which seg never unpickles)") from None
+    except Exception as err:  # corrupt or foreign file: say which and why, in one line
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise CheckpointError(f"{path}: not a readable seg checkpoint ({reason})") from None
     if not isinstance(data, dict) or "state_dict" not in data or "config" not in data:
-        raise ValueError(f"{path}: not a seg checkpoint (no state_dict/config)")
+        raise CheckpointError(f"{path}: not a seg checkpoint (no state_dict/config)")
     if data.get("format", 0) > CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: checkpoint format {data['format']} is newer than this seg understands")
+        raise CheckpointError(f"{path}: checkpoint format {data['format']} is newer than this seg understands")
     return data
 
 
@@ -92,5 +100,39 @@ def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:
         for name in (f"{which}.pt", "best.pt", "last.pt"):
             if (path / name).is_file():
                 return path / name
-        raise ValueError(f"{path}: run folder holds no checkpoint (best.pt / last.pt)")
+        raise CheckpointError(f"{path}: run folder holds no checkpoint (best.pt / last.pt)")
     return path
+
+
+def _keys(keys: list[str], limit: int = 3) -> str:
+    shown = ", ".join(keys[:limit])
+    return f"{shown}, ... ({len(keys)} in all)" if len(keys) > limit else shown
+
+
+def load_weights(model: nn.Module, state: Any, path: str | Path, what: str = "state_dict") -> None:
+    """Load ``state`` into ``model`` strictly: every key present, none extra, every shape equal.
+
+    ``strict=False`` would let an empty, partial or foreign state dict through and leave random
+    weights behind; this names the file and a few offending keys instead.
+
+    Raises:
+        CheckpointError: the state dict does not fit the model built from the checkpoint's config.
+    """
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: {what} is not a mapping of parameter names to tensors")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys ({_keys(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys ({_keys(unexpected)})")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatches ({_keys(shapes)})")
+    if problems:
+        raise CheckpointError(f"{path}: {what} does not fit the model its config describes: "
+                              + "; ".join(problems))
+    model.load_state_dict(state, strict=True)

@@ -13,6 +13,8 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
+from seg.engine.device import resolve_device
+
 
 @dataclass
 class DistContext:
@@ -42,13 +44,12 @@ def init() -> DistContext:
 
 
 def pick_device(name: str, ctx: DistContext) -> torch.device:
-    """``auto`` -> this rank's GPU when there is one, else the CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and ctx.enabled:
+    """``auto`` -> this rank's GPU when there is one, else the CPU (see ``seg.engine.device``)."""
+    device = resolve_device(name)
+    if device.type == "cuda" and device.index is None and ctx.enabled:
         torch.cuda.set_device(ctx.local_rank)
         return torch.device("cuda", ctx.local_rank)
-    return torch.device(name)
+    return device
 
 
 def wrap(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:

@@ -21,18 +21,19 @@ from seg.config import Config, config_from_dict
 from seg.data.datalist import build_datalist
 from seg.data.loaders import build_loaders
 from seg.engine import distributed as dist
-from seg.engine.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from seg.engine.checkpoint import capture_rng, load_checkpoint, load_weights, restore_rng, save_checkpoint
 from seg.engine.optim import build_ema, build_optimizer, build_scheduler, seed_everything
 from seg.engine.run_folder import RunFolder
 from seg.engine.validate import validate
+from seg.errors import CheckpointError, SegError
 from seg.losses import build_loss
 from seg.models import create_model
-from seg.models.factory import is_deep_supervised
+from seg.models.factory import check_model_config, is_deep_supervised
 
 log = logging.getLogger(__name__)
 
 
-class TrainingError(RuntimeError):
+class TrainingError(SegError, RuntimeError):
     """Training cannot go on (diverged, bad run folder...); the message says why and what to do."""
 
 
@@ -101,11 +102,17 @@ class Trainer:
 
     def restore(self, path: Path) -> None:
         ck = load_checkpoint(path, map_location=self.device)
-        self.model.load_state_dict(ck["model_state"])
-        self.opt.load_state_dict(ck["optimizer"])
-        self.sched.load_state_dict(ck["scheduler"])
+        for key in ("model_state", "optimizer", "scheduler", "epoch", "best_metric", "rng"):
+            if key not in ck:
+                raise CheckpointError(f"{path}: not a resumable checkpoint (no {key!r})")
+        load_weights(self.model, ck["model_state"], path, "model_state")
         if self.ema is not None and ck.get("ema") is not None:
-            self.ema.load_state_dict(ck["ema"])
+            load_weights(self.ema, ck["ema"], path, "ema")
+        try:
+            self.opt.load_state_dict(ck["optimizer"])
+            self.sched.load_state_dict(ck["scheduler"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"{path}: optimiser/scheduler state does not fit this run ({err})") from None
         self.epoch, self.best = int(ck["epoch"]), float(ck["best_metric"])
         restore_rng(ck["rng"])
         if self.folder is not None:
@@ -225,15 +232,21 @@ def fit(cfg: Config, run_dir: Path | None = None, resume: bool = False, progress
             ``resume`` continues exactly where it stopped.
 
     Raises:
+        ConfigError: an unknown model name or a setting the model cannot honour (before any data is read).
+        CheckpointError: ``last.pt`` does not fit the model its config describes (resume).
         TrainingError: the run folder already holds a run (and resume is off), there is nothing to
             resume, or the loss diverged.
     """
+    check_model_config(cfg)
     run_dir = Path(run_dir or default_run_dir(cfg))
     last = run_dir / "last.pt"
     if resume:
         if not last.is_file():
             raise TrainingError(f"nothing to resume: {last} does not exist")
-        stored = config_from_dict(load_checkpoint(last)["config"], str(last))
+        ck = load_checkpoint(last)
+        stored = config_from_dict(ck["config"], str(last))
+        if "model_state" in ck:  # fail on wrong weights before any data is read (restore checks the rest)
+            load_weights(create_model(stored), ck["model_state"], last, "model_state")
         stored.train.epochs = max(stored.train.epochs, cfg.train.epochs)
         cfg = stored
     elif last.is_file():

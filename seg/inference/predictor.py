@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from seg.config import Config, config_from_dict
-from seg.engine.checkpoint import load_checkpoint, resolve_checkpoint
+from seg.engine.checkpoint import load_checkpoint, load_weights, resolve_checkpoint
+from seg.engine.device import resolve_device
 from seg.inference.bundle_meta import bundle_from_config
 from seg.models import create_model, prepare_export
 from seg_runtime.batch import predict_folder
@@ -40,20 +41,28 @@ class Predictor:
         self.cfg = cfg
         self.device = device
         self.source = source
+        self.config_hash = cfg.digest()  # the run's own hash, before any CLI tweak of cfg.infer
         self.bundle = bundle_from_config(cfg, {"checkpoint": source})
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Predictor:
-        """Load a run folder (``best.pt``, else ``last.pt``) or a checkpoint file."""
+        """Load a run folder (``best.pt``, else ``last.pt``) or a checkpoint file.
+
+        The model is built from the config as trained (deep-supervision heads included), its
+        weights are loaded strictly, and only then are the training-only heads dropped: an
+        empty, partial or foreign state dict is an error, never a model with random weights.
+
+        Raises:
+            CheckpointError: the file is not a seg checkpoint, or its weights do not fit its config.
+            ConfigError: its config is invalid, or ``device`` is not a device name.
+        """
+        torch_device = resolve_device(device)  # a bad device string fails before the slow load
         ck_path = resolve_checkpoint(path)
         ck = load_checkpoint(ck_path)
         cfg = config_from_dict(ck["config"], str(ck_path))
-        cfg.model.deep_supervision = False
         model = create_model(cfg)
-        model.load_state_dict(ck["state_dict"], strict=False)
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        return cls(prepare_export(model), cfg, torch.device(device), str(ck_path))
+        load_weights(model, ck["state_dict"], ck_path)
+        return cls(prepare_export(model), cfg, torch_device, str(ck_path))
 
     @torch.inference_mode()
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
@@ -73,7 +82,7 @@ class Predictor:
         ``engine="ray"`` (with ``ray_options``) runs the cases on Ray Data: each actor loads
         this checkpoint once (on its GPU share when ``gpus_per_worker > 0``).
         """
-        info = {"name": self.cfg.model.name, "checkpoint": self.source, "config_hash": self.cfg.digest(),
+        info = {"name": self.cfg.model.name, "checkpoint": self.source, "config_hash": self.config_hash,
                 "device": str(self.device)}
         if kwargs.pop("engine", "local") == "ray":
             from seg_runtime.ray_engine import RayJob, RayOptions

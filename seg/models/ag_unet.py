@@ -1,4 +1,4 @@
-"""``ag_unet``: convolutional U-Net with attention-gated skip connections (ours)."""
+"""``ag_unet``: convolutional U-Net with attention-gated skip connections (ours): the conv encoder."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from seg.models.conv_encoder import ConvEncoder
-from seg.models.decoder import UNetDecoder
-from seg.models.factory import MODELS
-from seg.models.segmenter import Segmenter
+from seg.models.unet import unet_encoder
 
 SIZES = {
     2: {"small": (16, 32, 64, 128, 256), "base": (32, 64, 128, 256, 512, 512)},
@@ -17,16 +15,15 @@ SIZES = {
 }
 
 
-@MODELS.register("ag_unet")
-def build_ag_unet(*, spatial_dims: int, in_channels: int, num_classes: int, size: str = "small",
-                  deep_supervision: bool = False, gate: str = "attention",
-                  channels: Sequence[int] | None = None) -> nn.Module:
-    """Attention U-Net: ConvEncoder + UNetDecoder(gate) + heads.
+@unet_encoder("ag_unet")
+def conv_encoder(*, spatial_dims: int, in_channels: int, size: str = "small",
+                 channels: Sequence[int] | None = None) -> nn.Module:
+    """The attention U-Net's encoder (ConvEncoder); build_unet adds UNetDecoder(gate) + heads.
 
     Args:
         channels: overrides the width per stage of the chosen ``size``.
     """
+    if spatial_dims not in SIZES or size not in SIZES[spatial_dims]:
+        raise ValueError(f"ag_unet: unknown spatial_dims/size {spatial_dims}/{size!r}; sizes: small, base")
     chans = tuple(channels) if channels else SIZES[spatial_dims][size]
-    encoder = ConvEncoder(spatial_dims, in_channels, chans)
-    decoder = UNetDecoder(spatial_dims, encoder.feature_info, gate=gate)
-    return Segmenter(encoder, decoder, num_classes, deep_supervision=deep_supervision)
+    return ConvEncoder(spatial_dims, in_channels, chans)

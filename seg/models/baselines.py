@@ -4,7 +4,8 @@ Every builder returns plain logits ``[B, num_classes, *S]`` in train and eval mo
 any input size: the networks' own divisibility constraints are met by zero-padding at the end
 of each axis inside :class:`PadCrop` and cropping the logits back (as :class:`Segmenter` does
 for our models). Options of the common signature that a network has no use for (deep
-supervision, attention gates) are ignored; ``params`` override the size presets.
+supervision, attention gates) are fixed by each design: ``FIXED_DESIGN`` records them, and a
+config that sets them otherwise is rejected; ``params`` override the size presets.
 No builder downloads weights.
 """
 
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seg.models.ag_unet import SIZES as AG_UNET_SIZES
-from seg.models.factory import MODELS
+from seg.models.factory import FIXED_DESIGN, MODELS
 
 
 class PadCrop(nn.Module):
@@ -74,6 +75,11 @@ def _check_size(name: str, size: str, presets: dict[str, Any]) -> Any:
         raise ValueError(f"{name}: unknown size {size!r}; valid: {', '.join(presets)}")
     return presets[size]
 
+
+# Gated skips are part of AttentionUnet; none of the baselines has deep-supervision heads.
+FIXED_DESIGN.update({name: {"gate": "none", "deep_supervision": False}
+                     for name in ("monai_unet", "monai_segresnet", "monai_swin_unetr", "smp_unet")})
+FIXED_DESIGN["monai_attention_unet"] = {"gate": "attention", "deep_supervision": False}
 
 # The MONAI U-Nets take ag_unet's widths per level, so peer comparisons match capacity.
 _UNET_CHANNELS = AG_UNET_SIZES

@@ -4,7 +4,9 @@ Every registered builder has the signature
 ``builder(*, spatial_dims, in_channels, num_classes, size="small", deep_supervision=False,
 gate="attention", **params) -> nn.Module`` and returns a module mapping
 ``[B, in_channels, *S] -> [B, num_classes, *S]`` logits (a list when deep supervision is on
-and the module is training). Builders that do not use an option ignore it.
+and the module is training). Our U-Nets are one builder over an encoder registry
+(``seg.models.unet``); baselines with a fixed design declare it (:data:`FIXED_DESIGN`), and a
+config that explicitly asks them for something else is rejected by :func:`check_model_config`.
 """
 
 from __future__ import annotations
@@ -14,12 +16,17 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from seg.errors import ConfigError
 from seg.registry import Registry
 
 if TYPE_CHECKING:
     from seg.config import Config
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+
+# Model name -> the values of ``gate`` / ``deep_supervision`` its design has (baselines only).
+FIXED_DESIGN: dict[str, dict[str, Any]] = {}
+_HINTS = {"deep_supervision": "it has no deep-supervision heads", "gate": "its skip design is fixed"}
 
 
 def build_model(name: str, *, spatial_dims: int, in_channels: int, num_classes: int, size: str = "small",
@@ -30,7 +37,30 @@ def build_model(name: str, *, spatial_dims: int, in_channels: int, num_classes: 
         return builder(spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes, size=size,
                        deep_supervision=deep_supervision, gate=gate, **params)
     except TypeError as err:
-        raise ValueError(f"model {name!r}: bad model.params ({err})") from None
+        raise ConfigError(f"model {name!r}: bad model.params ({err})") from None
+    except ValueError as err:  # a builder rejecting its settings: the user's config, not a bug
+        raise ConfigError(f"model {name!r}: {err}") from None
+
+
+def check_model_config(cfg: Config, explicit_only: bool = True) -> None:
+    """Reject a model config before any data is read: an unknown ``model.name`` (with a "did you
+    mean"), or a ``gate`` / ``deep_supervision`` that a fixed-design baseline would ignore.
+
+    Args:
+        explicit_only: check only the options the config sets itself (the schema defaults,
+            deep supervision on and attention gates, are for our U-Nets and do not count).
+
+    Raises:
+        ConfigError: the message names the key, the value and what to set instead.
+    """
+    m = cfg.model
+    MODELS.get(m.name)
+    fixed = FIXED_DESIGN.get(m.name, {})
+    for key, allowed in fixed.items():
+        value = getattr(m, key)
+        if (key in m.model_fields_set or not explicit_only) and value != allowed:
+            raise ConfigError(f"model.{key}={value} is not supported by {m.name} ({_HINTS[key]}); "
+                              f"remove it or set model.{key}={str(allowed).lower()}")
 
 
 def create_model(cfg: Config) -> nn.Module:

@@ -14,11 +14,9 @@ from torch import nn
 
 from seg.layers.gla import VisionGLABlock
 from seg.models.conv_encoder import StagedEncoder, check_levels, hybrid_layout
-from seg.models.decoder import UNetDecoder
-from seg.models.factory import MODELS
-from seg.models.segmenter import Segmenter
+from seg.models.unet import unet_encoder
 
-__all__ = ["GLAEncoder", "build_gla_unet"]
+__all__ = ["GLAEncoder", "gla_encoder"]
 
 # Per spatial dims and size: (channels per level, conv levels, GLA blocks per GLA level).
 SIZES = {
@@ -74,22 +72,19 @@ class GLAEncoder(StagedEncoder):
         super().__init__(spatial_dims, in_channels, channels, gla_blocks)
 
 
-@MODELS.register("gla_unet")
-def build_gla_unet(
+@unet_encoder("gla_unet")
+def gla_encoder(
     *,
     spatial_dims: int,
     in_channels: int,
-    num_classes: int,
     size: str = "small",
-    deep_supervision: bool = False,
-    gate: str = "attention",
     channels: Sequence[int] | None = None,
     conv_levels: int | None = None,
     depths: Sequence[int] | None = None,
     drop_path: float = 0.0,
     backend: str = "auto",
 ) -> nn.Module:
-    """GLA U-Net: GLAEncoder + UNetDecoder(gate) + heads.
+    """The GLA U-Net's encoder (GLAEncoder); build_unet adds UNetDecoder(gate) + heads.
 
     Args:
         channels, conv_levels, depths: override the chosen ``size``'s preset; when ``channels``
@@ -98,8 +93,4 @@ def build_gla_unet(
         backend: GLA backend; "auto" uses fla's kernels on CUDA when installed.
     """
     chans, n_conv, blocks = hybrid_layout("gla_unet", SIZES, spatial_dims, size, channels, conv_levels, depths)
-    encoder = GLAEncoder(
-        spatial_dims, in_channels, chans, n_conv, blocks, drop_path=drop_path, backend=backend
-    )
-    decoder = UNetDecoder(spatial_dims, encoder.feature_info, gate=gate)
-    return Segmenter(encoder, decoder, num_classes, deep_supervision=deep_supervision)
+    return GLAEncoder(spatial_dims, in_channels, chans, n_conv, blocks, drop_path=drop_path, backend=backend)

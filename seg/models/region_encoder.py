@@ -14,11 +14,9 @@ from torch import nn
 
 from seg.layers.region_attention import RegionAttentionBlock
 from seg.models.conv_encoder import StagedEncoder, check_levels, hybrid_layout
-from seg.models.decoder import UNetDecoder
-from seg.models.factory import MODELS
-from seg.models.segmenter import Segmenter
+from seg.models.unet import unet_encoder
 
-__all__ = ["RegionEncoder", "build_region_unet"]
+__all__ = ["RegionEncoder", "region_encoder"]
 
 # Per spatial dims and size: (channels per level, conv levels, blocks per attention level, window).
 SIZES = {
@@ -91,15 +89,12 @@ class RegionEncoder(StagedEncoder):
         super().__init__(spatial_dims, in_channels, channels, attention_blocks)
 
 
-@MODELS.register("region_unet")
-def build_region_unet(
+@unet_encoder("region_unet")
+def region_encoder(
     *,
     spatial_dims: int,
     in_channels: int,
-    num_classes: int,
     size: str = "small",
-    deep_supervision: bool = False,
-    gate: str = "attention",
     channels: Sequence[int] | None = None,
     conv_levels: int | None = None,
     depths: Sequence[int] | None = None,
@@ -107,7 +102,7 @@ def build_region_unet(
     output_gate: bool = True,
     drop_path: float = 0.0,
 ) -> nn.Module:
-    """Region-attention U-Net: RegionEncoder + UNetDecoder(gate) + heads.
+    """The region-attention U-Net's encoder (RegionEncoder); build_unet adds UNetDecoder(gate) + heads.
 
     Args:
         channels, conv_levels, depths, window_size: override the chosen ``size``'s preset; when
@@ -117,8 +112,6 @@ def build_region_unet(
     """
     chans, n_conv, blocks = hybrid_layout("region_unet", SIZES, spatial_dims, size, channels, conv_levels, depths)
     window = window_size if window_size is not None else SIZES[spatial_dims][size][3]
-    encoder = RegionEncoder(
+    return RegionEncoder(
         spatial_dims, in_channels, chans, n_conv, blocks, window, output_gate=output_gate, drop_path=drop_path
     )
-    decoder = UNetDecoder(spatial_dims, encoder.feature_info, gate=gate)
-    return Segmenter(encoder, decoder, num_classes, deep_supervision=deep_supervision)

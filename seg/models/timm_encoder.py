@@ -12,9 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from seg.models.decoder import UNetDecoder
-from seg.models.factory import MODELS
-from seg.models.segmenter import FeatureInfo, Segmenter
+from seg.models.segmenter import FeatureInfo
+from seg.models.unet import unet_encoder
 
 
 class TimmEncoder(nn.Module):
@@ -55,11 +54,10 @@ class TimmEncoder(nn.Module):
 SIZES = {"small": "resnet10t", "base": "resnet50"}
 
 
-@MODELS.register("timm_unet")
-def build_timm_unet(*, spatial_dims: int, in_channels: int, num_classes: int, size: str = "small",
-                    deep_supervision: bool = False, gate: str = "attention", encoder_name: str | None = None,
-                    out_indices: Sequence[int] | None = None) -> nn.Module:
-    """U-Net with a timm encoder (2D only) and our decoder with attention-gated skips.
+@unet_encoder("timm_unet")
+def timm_encoder(*, spatial_dims: int, in_channels: int, size: str = "small", encoder_name: str | None = None,
+                 out_indices: Sequence[int] | None = None) -> nn.Module:
+    """A timm encoder (2D only); build_unet adds our decoder with attention-gated skips.
 
     Args:
         encoder_name: timm model name (overrides ``size``: small ``resnet10t``, base ``resnet50``).
@@ -72,6 +70,4 @@ def build_timm_unet(*, spatial_dims: int, in_channels: int, num_classes: int, si
         if size not in SIZES:
             raise ValueError(f"timm_unet: unknown size {size!r}; valid: {', '.join(SIZES)}")
         encoder_name = SIZES[size]
-    encoder = TimmEncoder(encoder_name, in_channels, out_indices)
-    decoder = UNetDecoder(2, encoder.feature_info, gate=gate)
-    return Segmenter(encoder, decoder, num_classes, deep_supervision=deep_supervision)
+    return TimmEncoder(encoder_name, in_channels, out_indices)

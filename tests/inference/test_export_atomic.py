@@ -1,0 +1,78 @@
+"""``seg export`` is atomic: a failed (re-)export leaves the previous bundle as it was, and no stray files."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from seg.cli import main as seg
+from seg.engine.checkpoint import load_checkpoint, save_checkpoint
+from seg.engine.fit import fit
+from seg.export_onnx import ExportError, export_bundle
+
+from ..conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("atomic")
+    return fit(tiny_config(tmp, 3, "train.epochs=1"), progress=False).run_dir
+
+
+def _nan_checkpoint(run: Path, path: Path) -> Path:
+    """A checkpoint whose network really computes NaN logits (one head bias is NaN)."""
+    ck = load_checkpoint(run / "best.pt")
+    sd = dict(ck["state_dict"])
+    sd["head.bias"] = torch.full_like(sd["head.bias"], math.nan)
+    ck["state_dict"] = sd
+    save_checkpoint(path, {k: v for k, v in ck.items() if k not in ("format", "versions")})
+    return path
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_failed_reexport_keeps_the_previous_bundle(run: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    bundle = tmp_path / "bundle"
+    assert seg(["export", str(run), "-o", str(bundle)]) == 0
+    (bundle / "NOTES.txt").write_text("kept across re-exports")
+    before = _snapshot(bundle)
+    assert set(before) == {"model.onnx", "model.json", "NOTES.txt"}
+    broken = _nan_checkpoint(run, tmp_path / "nan.pt")
+    with pytest.raises(ExportError, match="differs from torch by nan"):
+        export_bundle(broken, bundle)
+    capsys.readouterr()
+    assert seg(["export", str(broken), "-o", str(bundle)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and str(bundle) in err
+    assert _snapshot(bundle) == before  # the old model and model.json, untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "nan.pt"]  # no staging folder left
+
+
+def test_parity_failure_on_a_fresh_folder_writes_nothing(run: Path, tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="tolerance"):
+        export_bundle(run, tmp_path / "new", tolerance=-1.0)  # every real diff exceeds it
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_successful_reexport_replaces_the_model(run: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    export_bundle(run, bundle)
+    (bundle / "model.onnx").write_bytes(b"stale")
+    report = export_bundle(run, bundle)
+    assert report.bundle_dir == bundle and (bundle / "model.onnx").read_bytes() != b"stale"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_export_refuses_a_folder_that_is_not_a_bundle(run: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "home"
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("precious")
+    with pytest.raises(ExportError, match="not a bundle"):
+        export_bundle(run, folder)
+    assert _snapshot(folder) == {"thesis.tex": b"precious"}
