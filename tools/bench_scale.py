@@ -14,7 +14,9 @@ Sections (each prints a table; ``--json`` writes all of them):
 - ``predict``: seg-run cases/s over >= 500 tiny NIfTI cases (a pointwise ONNX model, so the
   figure is the pipeline's overhead per case), for the local loop and ``--engine ray`` with 1
   and 2 model actors on a local Ray instance (which reserves one CPU per actor plus one for the
-  read/write tasks: on a 2-core machine the 2-actor run oversubscribes the cores).
+  read/write tasks: on a 2-core machine the 2-actor run oversubscribes the cores). Besides the
+  overall rate, ``first_case_s`` (start-up: Ray, worker processes, one model per actor) and
+  ``steady_cases_per_s`` (from the first to the last case record) tell start-up from throughput.
 - ``train``: peak RSS, loader batch time and step time when training on synthetic datasets of
   20 / 100 / 400 cases, each in a fresh process (``tools/bench_train_scale.py``).
 
@@ -142,19 +144,30 @@ def bench_predict(quick: bool) -> dict[str, Any]:
         predictor = OnnxPredictor(bundle, provider="cpu", threads=1)
         for engine, workers in (("local", 1), ("ray", 1), ("ray", 2)):
             kwargs = {} if engine == "local" else {"engine": "ray", "ray_options": RayOptions(num_workers=workers)}
-            start = time.perf_counter()
+            start, start_wall = time.perf_counter(), time.time()
             manifest = predictor.predict_folder(Path(tmp) / "in", Path(tmp) / f"out_{engine}{workers}",
                                                 progress=False, **kwargs)
             seconds = time.perf_counter() - start
             if manifest.summary["ok"] != count:
                 raise RuntimeError(f"{engine}: {manifest.summary}")
+            first, last = _first_and_last_case(manifest)
             rows.append({"engine": engine, "workers": workers, "cases": count, "seconds": round(seconds, 2),
-                         "cases_per_s": round(count / seconds, 1)})
+                         "cases_per_s": round(count / seconds, 1),
+                         "first_case_s": round(first - start_wall, 2),
+                         "steady_cases_per_s": round((count - 1) / max(last - first, 1e-9), 1)})
             print(f"  {engine} x{workers}: {count / seconds:.1f} cases/s", file=sys.stderr)
             _shutdown_ray()  # each Ray run starts its own local instance, sized for its actors
     print(format_table(list(rows[0]), [list(r.values()) for r in rows]))
     return {"predict_cases_per_s": {f"{r['engine']}/{r['workers']}": r["cases_per_s"] for r in rows},
             "predict_rows": rows}
+
+
+def _first_and_last_case(manifest: RunManifest) -> tuple[float, float]:
+    """Wall-clock times of the run's first and last case record (start-up vs steady state)."""
+    from datetime import datetime
+
+    stamps = [datetime.fromisoformat(case["time"]).timestamp() for case in manifest.iter_cases()]
+    return min(stamps), max(stamps)
 
 
 def _shutdown_ray() -> None:

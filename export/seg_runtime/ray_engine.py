@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 ModelFactory = Callable[[], PredictBatch]
 _ACTOR_RESTARTS = 3
 _MAX_BLOCKS = 1024  # input blocks: enough to spread over a cluster, few enough for the driver
+_BLOCKS_PER_CPU = 4
+_ROWS_PER_BLOCK = 64  # tiny cases: a task per case would cost more than the case
 
 
 class RayUnavailable(SegError):
@@ -132,6 +134,17 @@ def check_resources(ray: Any, options: RayOptions) -> None:
             f"{options.num_workers} worker(s) x {options.gpus_per_worker:g} GPU need {want_gpus:g} GPUs; "
             f"the Ray cluster has {gpus:g}"
         )
+
+
+def input_blocks(cases: int, resources: dict[str, float]) -> int:
+    """How many blocks the case list is cut into (one read task each).
+
+    Four per CPU keeps every CPU busy and evens out slow cases; beyond that, blocks of
+    :data:`_ROWS_PER_BLOCK` cases amortise the per-task overhead. Within a block, Ray Data
+    streams its output in bounded blocks, so a block of large volumes does not pile up memory.
+    """
+    spread = _BLOCKS_PER_CPU * max(int(resources.get("CPU", 1)), 1)
+    return max(1, min(cases, _MAX_BLOCKS, max(spread, cases // _ROWS_PER_BLOCK)))
 
 
 def _case_row(case: Case, target: Path) -> dict[str, Any]:
@@ -235,7 +248,7 @@ def _pipeline(ray: Any, rows: list[dict[str, Any]], settings: _Settings, factory
               options: RayOptions) -> Any:
     """read (tasks) -> network (actor pool) -> restore and write (tasks)."""
     return (
-        ray.data.from_items(rows, override_num_blocks=min(len(rows), _MAX_BLOCKS))
+        ray.data.from_items(rows, override_num_blocks=input_blocks(len(rows), ray.cluster_resources()))
         .map(_read_stage, fn_kwargs={"settings": settings})
         .map(_InferStage, fn_constructor_kwargs={"factory": factory, "settings": settings},
              compute=ray.data.ActorPoolStrategy(size=options.num_workers),
