@@ -127,3 +127,35 @@ def test_old_predictions_json_still_reads(tmp_path: Path) -> None:
     assert [c["id"] for c in loaded.cases] == ["a", "b"] and loaded.failures()[0]["error"] == "y: bad"
     merged = folder_summary(tmp_path, write=False)
     assert merged["cases"] == 2 and merged["summary"] == {"ok": 1, "failed": 1}
+
+
+def test_a_killed_run_resumes_without_loss(tmp_path: Path, bundle_factory: Callable[..., Path]) -> None:
+    """SIGKILL mid-run, then rerun: every case ends up done exactly once, every output valid."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    bundle = bundle_factory(patch_size=[4, 4, 4])
+    src, out = _cases(tmp_path / "in", 150, (6, 6, 6)), tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    child = subprocess.Popen([sys.executable, "-m", "seg_runtime.cli", str(bundle), "-i", str(src), "-o", str(out),
+                              "--provider", "cpu", "--threads", "1"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and child.poll() is None:
+        records = out / "predictions.jsonl"
+        if records.exists() and records.read_bytes().count(b'"status":"ok"') >= 5:
+            break
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    finished = {line["id"] for line in _case_lines(out) if line["status"] == "ok"}
+    assert 5 <= len(finished) < 150, "the kill should land mid-run"
+    rerun = OnnxPredictor(bundle, provider="cpu").predict_folder(src, out, progress=False)
+    assert rerun.summary["failed"] == 0 and rerun.summary["skipped"] == len(finished)
+    assert rerun.summary["ok"] == 150 - len(finished)
+    for index in range(150):
+        assert nib.load(str(out / f"c{index}.nii.gz")).get_fdata().shape == (6, 6, 6)
+    assert folder_summary(out)["summary"] == {"ok": 150, "failed": 0}
