@@ -47,7 +47,10 @@ def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="predict label maps for a folder of scans", epilog=EPILOG,
                        description="Load a model once and predict every case under INPUT into OUTPUT, in each "
                        "input's own geometry. Bad cases are reported and skipped; predictions.json lists all.")
-    p.add_argument("--model", "-m", type=Path, help="run folder or checkpoint file (required)")
+    p.add_argument("--model", "-m", type=Path, help="run folder, checkpoint file, or CV folder (seg train "
+                   "--folds): its folds' mean probabilities (required)")
+    p.add_argument("--folds", type=int, nargs="+", metavar="K",
+                   help="with a CV folder as --model: ensemble only these folds (default: all)")
     p.add_argument("-i", "--input", type=Path, help="a scan file or a folder of cases (required)")
     p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
     p.add_argument("--summary", action="store_true", help="only print the merged state of every case in "
@@ -91,6 +94,8 @@ def _add_export(sub) -> None:
     p.add_argument("-o", "--output", required=True, type=Path, help="bundle folder")
     p.add_argument("--fp16", action="store_true", help="store weights in float16 (I/O stays float32)")
     p.add_argument("--opset", type=int, help="ONNX opset (default from the config, 17)")
+    p.add_argument("--folds", type=int, nargs="+", metavar="K",
+                   help="for a CV folder: export the ensemble of these folds only (default: all)")
 
 
 def _add_demo(sub) -> None:

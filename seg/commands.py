@@ -53,7 +53,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from seg_runtime.dicom_seg import require_highdicom
 
         require_highdicom()
-    predictor = Predictor.from_checkpoint(args.model, device=args.device)
+    predictor = Predictor.from_checkpoint(args.model, device=args.device, folds=args.folds)
     if args.batch_size:
         predictor.cfg.infer.batch_size = args.batch_size
     if args.keep_largest is not None:
@@ -118,7 +118,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from seg.export_onnx import export_bundle
 
-    report = export_bundle(args.model, args.output, fp16=args.fp16 or None, opset=args.opset)
+    report = export_bundle(args.model, args.output, fp16=args.fp16 or None, opset=args.opset, folds=args.folds)
     print(format_table(["bundle", "max |diff| random", "max |diff| realistic", "tolerance"],
                        [[str(report.bundle_dir), report.max_abs_diff_random, report.max_abs_diff_realistic,
                          report.tolerance]]))

@@ -113,8 +113,12 @@ def _swap_into_place(stage: Path, out: Path) -> None:
 
 
 def export_bundle(checkpoint: str | Path, out_dir: str | Path, *, fp16: bool | None = None,
-                  opset: int | None = None, tolerance: float | None = None) -> ExportReport:
-    """Export a run folder or checkpoint to a deploy bundle and check it.
+                  opset: int | None = None, tolerance: float | None = None,
+                  folds: list[int] | None = None) -> ExportReport:
+    """Export a run folder, checkpoint or CV folder to a deploy bundle and check it.
+
+    A CV folder exports its fold ensemble (all folds, or ``folds``) as one ONNX graph that
+    averages the folds' probabilities (see :mod:`seg.inference.ensemble`).
 
     Runs ``onnx.checker`` and compares onnxruntime (CPU) with torch on a random and a realistic
     input; raises :class:`ExportError` when the max abs difference of the logits exceeds the
@@ -125,7 +129,7 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path, *, fp16: bool | N
         CheckpointError: the checkpoint is unreadable or its weights do not fit its config.
         ExportError: a check failed (``out_dir`` is left as it was).
     """
-    predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
+    predictor = Predictor.from_checkpoint(checkpoint, device="cpu", folds=folds)
     cfg = predictor.cfg
     fp16 = cfg.export.fp16 if fp16 is None else fp16
     opset = opset or cfg.export.opset

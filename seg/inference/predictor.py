@@ -18,6 +18,7 @@ import torch
 from seg.config import Config, config_from_dict
 from seg.engine.checkpoint import load_checkpoint, load_weights, resolve_checkpoint
 from seg.engine.device import resolve_device
+from seg.errors import CheckpointError
 from seg.inference.bundle_meta import bundle_from_config
 from seg.models import create_model, prepare_export
 from seg_runtime.batch import predict_folder
@@ -41,12 +42,17 @@ class Predictor:
         self.cfg = cfg
         self.device = device
         self.source = source
+        self.folds: list[int] | None = None  # the members of a fold ensemble (seg.inference.ensemble)
         self.config_hash = cfg.digest()  # the run's own hash, before any CLI tweak of cfg.infer
         self.bundle = bundle_from_config(cfg, {"checkpoint": source})
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Predictor:
-        """Load a run folder (``best.pt``, else ``last.pt``) or a checkpoint file.
+    def from_checkpoint(cls, path: str | Path, device: str = "auto",
+                        folds: list[int] | None = None) -> Predictor:
+        """Load a run folder (``best.pt``, else ``last.pt``), a checkpoint file, or a CV folder.
+
+        A cross-validation folder (``cv.json``) loads as a fold ensemble of all its folds or of
+        ``folds`` (see :mod:`seg.inference.ensemble`); ``folds`` is an error for anything else.
 
         The model is built from the config as trained (deep-supervision heads included), its
         weights are loaded strictly, and only then are the training-only heads dropped: an
@@ -56,6 +62,12 @@ class Predictor:
             CheckpointError: the file is not a seg checkpoint, or its weights do not fit its config.
             ConfigError: its config is invalid, or ``device`` is not a device name.
         """
+        from seg.inference.ensemble import is_cv_folder, load_fold_ensemble
+
+        if is_cv_folder(path):
+            return load_fold_ensemble(path, folds, device)
+        if folds is not None:
+            raise CheckpointError(f"{path}: --folds needs a cross-validation folder (one holding cv.json)")
         torch_device = resolve_device(device)  # a bad device string fails before the slow load
         ck_path = resolve_checkpoint(path)
         ck = load_checkpoint(ck_path)
@@ -89,7 +101,7 @@ class Predictor:
 
             options = kwargs.pop("ray_options", None) or RayOptions()
             device = "cuda" if options.gpus_per_worker > 0 else "cpu"
-            kwargs["ray"] = RayJob(TorchModelFactory(self.source, device), options)
+            kwargs["ray"] = RayJob(TorchModelFactory(self.source, device, self.folds), options)
         return predict_folder(input_path, output_dir, bundle=self.bundle, predict_batch=self.predict_batch,
                               tta=self.cfg.infer.tta if tta is None else tta, tool="seg predict",
                               model_info=info, batch_size=self.cfg.infer.batch_size, **kwargs)
@@ -99,13 +111,14 @@ class TorchModelFactory:
     """Loads a checkpoint inside each Ray actor and returns its ``predict_batch`` (picklable).
 
     Args:
-        checkpoint: The checkpoint file (or run folder).
+        checkpoint: The checkpoint file (or run folder, or CV folder).
         device: Where the actor runs the model (``cpu``, ``cuda``; ``auto`` picks).
     """
 
-    def __init__(self, checkpoint: str | Path, device: str = "auto") -> None:
+    def __init__(self, checkpoint: str | Path, device: str = "auto", folds: list[int] | None = None) -> None:
         self.checkpoint = str(checkpoint)
         self.device = device
+        self.folds = folds
 
     def __call__(self):  # -> PredictBatch
-        return Predictor.from_checkpoint(self.checkpoint, device=self.device).predict_batch
+        return Predictor.from_checkpoint(self.checkpoint, device=self.device, folds=self.folds).predict_batch

@@ -1,0 +1,145 @@
+"""Fold ensembles: the k models of a cross-validation folder as one network.
+
+``seg predict -m CV_FOLDER`` and ``seg export CV_FOLDER`` load every fold's checkpoint (or the
+``--folds`` picked) into :class:`FoldEnsemble`, whose output is the log of the folds' mean
+probability (softmax for class outputs, sigmoid for region outputs). The sliding window applies
+its usual softmax / sigmoid to it and gets back exactly that mean, so the whole predict path —
+Gaussian blending, mirroring, inverse geometry, post-processing, Ray, and the ONNX bundle that
+``seg-run`` runs — works on an ensemble unchanged, and a bundle holds the ensemble as one graph.
+
+The CV folder is the one ``seg train CONFIG --folds ...`` writes: ``cv.json`` names each fold's
+checkpoint, and ``postprocessing.json`` (when every fold was scored) the keep-largest choice that
+the ensemble applies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from seg.errors import SegError
+
+log = logging.getLogger(__name__)
+
+CV_MANIFEST = "cv.json"
+POSTPROCESSING = "postprocessing.json"
+_EPS = 1e-6  # probabilities are clamped to [eps, 1 - eps] before the log (finite outputs)
+
+
+class EnsembleError(SegError, ValueError):
+    """A CV folder that cannot form an ensemble (missing folds, folds that disagree)."""
+
+
+def is_cv_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a cross-validation folder (it holds ``cv.json``)."""
+    return (Path(path) / CV_MANIFEST).is_file()
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EnsembleError(f"{path}: cannot read ({exc})") from None
+    if not isinstance(data, dict):
+        raise EnsembleError(f"{path}: expected a JSON object")
+    return data
+
+
+def fold_checkpoints(cv_dir: str | Path, folds: Sequence[int] | None = None) -> list[tuple[int, Path]]:
+    """The ``(fold, checkpoint)`` pairs of a CV folder, all folds or those asked for.
+
+    Raises:
+        EnsembleError: a fold that ``cv.json`` does not list, or whose checkpoint is missing.
+    """
+    cv_dir = Path(cv_dir)
+    runs = _read_json(cv_dir / CV_MANIFEST).get("runs", {})
+    listed = sorted(int(k) for k in runs)
+    wanted = listed if folds is None else list(dict.fromkeys(int(f) for f in folds))
+    if not wanted:
+        raise EnsembleError(f"{cv_dir / CV_MANIFEST}: lists no trained fold")
+    pairs = []
+    for fold in wanted:
+        if fold not in listed:
+            raise EnsembleError(f"{cv_dir}: no fold {fold} (folds here: {', '.join(map(str, listed)) or 'none'})")
+        checkpoint = cv_dir / runs[str(fold)]["checkpoint"]
+        if not checkpoint.is_file():
+            raise EnsembleError(f"{checkpoint}: fold {fold} has no checkpoint yet (train it with --folds {fold})")
+        pairs.append((fold, checkpoint))
+    return pairs
+
+
+class FoldEnsemble(nn.Module):
+    """The members' mean probability, returned as logits whose activation gives that mean back.
+
+    Args:
+        members: The fold models (eval mode, training heads dropped), same input and output.
+        outputs: ``classes`` (softmax over dim 1) or ``regions`` (independent sigmoids).
+
+    Shape: [B, C, *P] -> [B, K, *P]
+    """
+
+    def __init__(self, members: Sequence[nn.Module], outputs: str = "classes") -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.regions = outputs == "regions"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = None
+        for member in self.members:
+            logits = member(x).float()
+            p = torch.sigmoid(logits) if self.regions else torch.softmax(logits, dim=1)
+            total = p if total is None else total + p
+        mean = (total / len(self.members)).clamp(_EPS, 1.0 - _EPS)
+        if self.regions:
+            return torch.log(mean) - torch.log1p(-mean)  # logit: sigmoid(logit(p)) == p
+        return torch.log(mean)  # softmax(log p) == p, since p sums to 1 over classes
+
+
+def _inference_view(bundle: Any) -> Any:
+    """What must agree between folds for their probabilities to be averaged voxel by voxel."""
+    return dataclasses.replace(bundle, provenance={}, keep_largest=[])
+
+
+def load_fold_ensemble(cv_dir: str | Path, folds: Sequence[int] | None = None, device: str = "auto"):
+    """A :class:`seg.inference.Predictor` running the folds of ``cv_dir`` as one model.
+
+    Its config is the first fold's, with ``infer.keep_largest`` set to the CV folder's chosen
+    post-processing when there is one; the bundle's provenance lists the folds and their hashes.
+
+    Raises:
+        EnsembleError: see :func:`fold_checkpoints`; or folds whose inputs, labels, patch or
+            preprocessing differ.
+        CheckpointError: a fold's checkpoint does not load strictly.
+    """
+    from seg.inference.predictor import Predictor
+
+    cv_dir = Path(cv_dir)
+    pairs = fold_checkpoints(cv_dir, folds)
+    loaded = [Predictor.from_checkpoint(path, device=device) for _, path in pairs]
+    first = loaded[0]
+    for (fold, path), member in zip(pairs[1:], loaded[1:]):
+        if _inference_view(member.bundle) != _inference_view(first.bundle):
+            raise EnsembleError(f"{path}: fold {fold} differs from fold {pairs[0][0]} in its inputs, labels, "
+                                "patch or preprocessing; an ensemble needs folds of one config")
+    cfg = first.cfg.model_copy(deep=True)
+    chosen = cv_dir / POSTPROCESSING
+    if chosen.is_file():
+        cfg.infer.keep_largest = list(_read_json(chosen).get("keep_largest", []))
+    model = FoldEnsemble([m.model for m in loaded], cfg.model.outputs)
+    ensemble = Predictor(model, cfg, first.device, str(cv_dir))
+    ensemble.config_hash = first.config_hash
+    ensemble.folds = [fold for fold, _ in pairs]
+    ensemble.bundle.provenance.update(
+        ensemble_folds=[fold for fold, _ in pairs],
+        fold_config_hashes=[m.config_hash for m in loaded],
+        checkpoint=str(cv_dir),
+    )
+    log.info("fold ensemble of %s: folds %s", cv_dir, [fold for fold, _ in pairs])
+    return ensemble
