@@ -19,14 +19,17 @@ import numpy as np
 
 from ._version import __version__
 from .bundle import Bundle
-from .cases import Case, discover_cases
+from .cases import Case, NoCasesError, apply_output_format, discover_cases
 from .dicom_seg import DICOM_SEG_SUFFIX, require_highdicom, write_dicom_seg
+from .formats import IMAGE_SUFFIXES
 from .geometry import CaseError, Geometry
 from .io import read_case, write_labels, write_probabilities
+from .limits import check_model_grid, max_memory_bytes
 from .manifest import MANIFEST_NAME, RunManifest
+from .output_dir import ensure_output_dir
 from .outputs import REGION_THRESHOLD
 from .postprocess import keep_largest_components
-from .preprocess import PreprocessState, preprocess_image, restore_to_input
+from .preprocess import PreprocessState, model_grid_shape, preprocess_image, restore_to_input
 from .preview import preview_path, write_preview
 from .tiling import PredictBatch, sliding_window_inference
 
@@ -60,6 +63,7 @@ class _Settings:
     preview: bool = False
     dicom_seg: bool = False
     version: str = __version__
+    max_bytes: int | None = None  # the memory limit per case (see seg_runtime.limits)
 
 
 def select_shard(items: Sequence[T], shard: tuple[int, int] | None) -> list[T]:
@@ -97,6 +101,8 @@ def predict_folder(
     version: str = __version__,
     preview: bool = False,
     dicom_seg: bool = False,
+    output_format: str = "auto",
+    max_memory_gb: float | None = None,
 ) -> RunManifest:
     """Predict every case under ``input_path`` into ``output_dir``.
 
@@ -123,17 +129,24 @@ def predict_folder(
             over the first channel (see :mod:`seg_runtime.preview`).
         dicom_seg: Also write ``<id>.seg.dcm`` (DICOM-SEG referencing the source series) for
             DICOM series inputs; needs highdicom.
+        output_format: Label-map format (see :data:`seg_runtime.formats.OUTPUT_FORMATS`):
+            ``auto`` writes each case in its input's format (DICOM -> NIfTI).
+        max_memory_gb: Memory limit per case in GiB (None: ``$SEG_MAX_MEMORY_GB`` or half the
+            RAM); a case whose header or resampled grid needs more fails before allocating.
 
     Returns:
         The run manifest (already written).
 
     Raises:
         DicomSegUnavailable: ``dicom_seg`` without highdicom installed (checked before any case).
+        OutputDirError: ``output_dir`` is a file, or cannot be created or written.
+        NoCasesError: ``input_path`` holds no cases at all.
+        ValueError: An unknown ``output_format`` (or ``png`` for a 3D model).
     """
     if dicom_seg:
         require_highdicom()
-    output = Path(output_dir)
-    output.mkdir(parents=True, exist_ok=True)
+    max_bytes = max_memory_bytes(max_memory_gb)
+    output = ensure_output_dir(output_dir)
     cases, problems = discover_cases(
         input_path,
         spatial_dims=bundle.spatial_dims,
@@ -141,9 +154,13 @@ def predict_folder(
         channel_files=bundle.channel_files,
         exclude=[output],
     )
-    manifest = RunManifest(output / manifest_name(shard), tool=tool, version=version, model=model_info)
     if not cases and not problems:
-        logger.warning("no cases found in %s", input_path)
+        raise NoCasesError(
+            f"{input_path}: no cases found (expected image files {', '.join(IMAGE_SUFFIXES)}, "
+            "nnU-Net channel files, case folders or DICOM series folders)"
+        )
+    apply_output_format(cases, output_format, bundle.spatial_dims)
+    manifest = RunManifest(output / manifest_name(shard), tool=tool, version=version, model=model_info)
     _record_problems(manifest, select_shard(problems, shard), Path(input_path))
     todo = _plan(manifest, select_shard(cases, shard), output, overwrite)
     manifest.write()
@@ -158,6 +175,7 @@ def predict_folder(
         preview,
         dicom_seg,
         version,
+        max_bytes,
     )
     _run_cases(todo, manifest, settings)
     return manifest
@@ -228,7 +246,9 @@ def _run_cases(todo: list[tuple[Case, Path]], manifest: RunManifest, settings: _
 def _load(case: Case, settings: _Settings) -> _Loaded:
     """Read and preprocess one case (runs in the prefetch thread)."""
     bundle = settings.bundle
-    image, geometry = read_case(case, bundle.spatial_dims, bundle.in_channels)
+    image, geometry = read_case(case, bundle.spatial_dims, bundle.in_channels, settings.max_bytes)
+    grid = model_grid_shape(tuple(image.shape[1:]), geometry, bundle.preprocess)
+    check_model_grid(case.paths[0], grid, bundle.in_channels, bundle.output_channels, settings.max_bytes)
     first = _preview_copy(image[0]) if settings.preview else None
     prepared, state = preprocess_image(image, geometry, bundle.preprocess)
     return _Loaded(prepared, geometry, state, first)
