@@ -52,25 +52,16 @@ def _add_train(sub) -> None:
 
 
 def _add_predict(sub) -> None:
-    p = sub.add_parser("predict", help="predict label maps for a folder of scans", epilog=EPILOG,
+    from seg_runtime.options import EXIT_CODES, add_predict_options
+
+    p = sub.add_parser("predict", help="predict label maps for a folder of scans",
+                       epilog=f"{EXIT_CODES} {EPILOG}",
                        description="Load a model once and predict every case under INPUT into OUTPUT, in each "
-                       "input's own geometry. Bad cases are reported and skipped; predictions.json lists all.")
+                       "input's own format and geometry. Bad cases are reported and skipped; predictions.json "
+                       "lists all.")
     p.add_argument("--model", "-m", required=True, type=Path, help="run folder or checkpoint file")
-    p.add_argument("-i", "--input", required=True, type=Path, help="a scan file or a folder of cases")
-    p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
-    p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (slower, smoother)")
-    p.add_argument("--keep-largest", nargs="*", metavar="NAME",
-                   help="keep only the largest connected component of these classes/regions (default: the "
-                        "config's infer.keep_largest; the flag alone turns it off)")
-    p.add_argument("--overwrite", action="store_true", help="redo cases whose output already exists")
-    p.add_argument("--shard", type=_shard, help="i/n: predict only shard i of n (0-based), for job arrays")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--save-probabilities", action="store_true", help="also write class probabilities")
-    p.add_argument("--batch-size", type=int, help="patches per forward pass (default from the config)")
-    p.add_argument("--preview", action="store_true",
-                   help="also write OUTPUT/preview/<case>.png: 3 axial slices (2D: the image) with labels in colour")
-    p.add_argument("--dicom-seg", action="store_true",
-                   help="also write <case>.seg.dcm (DICOM-SEG) for DICOM series inputs (needs seg[dicom])")
+    add_predict_options(p)
 
 
 def _add_evaluate(sub) -> None:

@@ -50,6 +50,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from seg_runtime.dicom_seg import require_highdicom
 
         require_highdicom()
+    from seg_runtime.options import show_progress
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     predictor = Predictor.from_checkpoint(args.model, device=args.device)
     if args.batch_size:
         predictor.cfg.infer.batch_size = args.batch_size
@@ -57,7 +63,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         predictor.bundle = dataclasses.replace(predictor.bundle, keep_largest=args.keep_largest)
     manifest = predictor.predict_folder(args.input, args.output, tta=args.tta or None, overwrite=args.overwrite,
                                         shard=args.shard, save_probabilities=args.save_probabilities,
-                                        preview=args.preview, dicom_seg=args.dicom_seg)
+                                        preview=args.preview, dicom_seg=args.dicom_seg,
+                                        progress=show_progress(args), output_format=args.output_format,
+                                        max_memory_gb=args.max_memory)
     print_manifest(manifest, args.output)
     return 1 if manifest.summary["failed"] else 0
 

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from ._version import __version__
 from .bundle import BundleError
+from .errors import SegError
 from .manifest import RunManifest
+from .options import EXIT_CODES, add_predict_options, show_progress
 from .session import PROVIDERS
 
 _DESCRIPTION = """\
@@ -20,12 +22,13 @@ Segment medical images with a seg deploy bundle (model.onnx + model.json) on onn
 INPUT may be a single image, a folder of images (NIfTI, NRRD, MHA/MHD, PNG, TIFF), nnU-Net
 channel files (CASE_0000.nii.gz, CASE_0001.nii.gz, ...), case folders holding the bundle's
 channel files, or folders of DICOM series (one series per folder). Each case gets a label
-map in OUTPUT with the geometry of its input (.nii.gz, or .png for 2D PNG/TIFF inputs), and
-OUTPUT/predictions.json records every case as ok / skipped / failed.
+map in OUTPUT in the format and geometry of its input (NRRD -> .nrrd, MHA/MHD -> .mha, NIfTI
+and DICOM -> .nii.gz, PNG/TIFF -> .png; see --output-format), and OUTPUT/predictions.json
+records every case as ok / skipped / failed.
 """
 
-_EPILOG = """\
-exit status: 0 all cases ok or skipped, 1 some case failed, 2 usage or bundle error.
+_EPILOG = f"""\
+{EXIT_CODES}
 
 examples:
   seg-run bundles/brats -i scans/ -o labels/
@@ -33,27 +36,6 @@ examples:
   seg-run bundles/brats -i scans/ -o labels/ --shard 0/4   # on four machines: 0/4 .. 3/4
   seg-run bundles/ct -i dicom_series/ -o labels/ --preview --dicom-seg
 """
-
-
-def _shard(text: str) -> tuple[int, int]:
-    """Parse ``i/n`` (0-based)."""
-    try:
-        index, count = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected i/n like 0/4, got '{text}'") from None
-    if count < 1 or not 0 <= index < count:
-        raise argparse.ArgumentTypeError(f"need 0 <= i < n, got '{text}'")
-    return index, count
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,10 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "bundle", type=Path, metavar="BUNDLE_DIR", help="folder with model.json and model.onnx"
     )
-    parser.add_argument("-i", "--input", type=Path, required=True, help="image file or folder of cases")
-    parser.add_argument(
-        "-o", "--output", type=Path, required=True, help="folder for label maps and the manifest"
-    )
     parser.add_argument(
         "--provider",
         choices=PROVIDERS,
@@ -78,50 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="onnxruntime execution provider (default: auto = CUDA if available, else CPU; "
         "an unavailable choice falls back to CPU with a warning)",
     )
-    parser.add_argument(
-        "--tta", action="store_true", help="mirror test-time augmentation over all spatial axes"
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="re-predict cases whose output already exists"
-    )
-    parser.add_argument(
-        "--shard",
-        type=_shard,
-        metavar="i/n",
-        help="only cases at sorted positions p with p %% n == i (0-based); n runs partition the cases",
-    )
-    parser.add_argument(
-        "--save-probabilities",
-        action="store_true",
-        help="also write <case>_probabilities.nii.gz (3D, uint8 scaled to [0,1]) or .npz (2D, float16)",
-    )
-    parser.add_argument(
-        "--keep-largest",
-        nargs="*",
-        metavar="NAME",
-        help="keep only the largest connected component of these classes/regions "
-        "(default: the bundle's keep_largest; the flag alone turns it off)",
-    )
-    parser.add_argument(
-        "--batch-size", type=_positive, default=1, metavar="N", help="patches per model call (default 1)"
-    )
-    parser.add_argument(
-        "--preview",
-        action="store_true",
-        help="also write OUTPUT/preview/<case>.png: 3 axial slices (2D: the image) with the labels in colour",
-    )
-    parser.add_argument(
-        "--dicom-seg",
-        action="store_true",
-        help="also write <case>.seg.dcm (DICOM-SEG) for DICOM series inputs (needs: pip install highdicom)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=_positive,
-        metavar="N",
-        help="CPU threads for onnxruntime (default: the physical cores)",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_predict_options(parser)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v: per-case log, -vv: debug")
     parser.add_argument("--version", action="version", version=f"seg-run {__version__}")
     return parser
@@ -165,25 +100,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         predictor = OnnxPredictor(args.bundle, provider=args.provider, threads=args.threads)
         if args.keep_largest is not None:
             predictor.bundle = dataclasses.replace(predictor.bundle, keep_largest=args.keep_largest)
-    except (BundleError, DicomSegUnavailable, OSError, ValueError) as exc:
+    except (BundleError, DicomSegUnavailable, SegError, OSError, ValueError) as exc:
         print(f"seg-run: error: {exc}", file=sys.stderr)
         return 2
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     # Log lines go through tqdm.write so they do not tear the progress bars.
-    with logging_redirect_tqdm():
-        manifest = predictor.predict_folder(
-            args.input,
-            args.output,
-            tta=args.tta,
-            overwrite=args.overwrite,
-            shard=args.shard,
-            save_probabilities=args.save_probabilities,
-            batch_size=args.batch_size,
-            progress=not args.no_progress and sys.stderr.isatty(),
-            preview=args.preview,
-            dicom_seg=args.dicom_seg,
-        )
+    try:
+        with logging_redirect_tqdm():
+            manifest = predictor.predict_folder(
+                args.input,
+                args.output,
+                tta=args.tta,
+                overwrite=args.overwrite,
+                shard=args.shard,
+                save_probabilities=args.save_probabilities,
+                batch_size=args.batch_size or 1,
+                progress=show_progress(args),
+                preview=args.preview,
+                dicom_seg=args.dicom_seg,
+                output_format=args.output_format,
+                max_memory_gb=args.max_memory,
+            )
+    except (SegError, ValueError) as exc:  # output folder, empty input, settings: one line, no traceback
+        if args.verbose > 1:
+            logging.getLogger(__name__).debug("traceback", exc_info=True)
+        print(f"seg-run: error: {exc}", file=sys.stderr)
+        return 2
     print(_summary(manifest, args.output))
     return 1 if manifest.summary["failed"] else 0
 

@@ -22,7 +22,7 @@ from .geometry import CaseError
 logger = logging.getLogger(__name__)
 
 DICOM_SEG_SUFFIX = ".seg.dcm"
-INSTALL_HINT = "pip install highdicom  (or: pip install 'seg[dicom]')"
+INSTALL_HINT = "pip install \"seg-runtime[dicom]\"  (with seg: pip install \"seg[dicom]\")"
 # Type 2 attributes highdicom copies from the source: present but possibly empty in valid files,
 # yet some exporters drop them altogether.
 _TYPE2_DEFAULTS = (

@@ -53,7 +53,7 @@ def _check_header_size(path: Path, image: object, max_bytes: int | None) -> None
     itemsize = np.dtype(image.get_data_dtype()).itemsize
     size = path.stat().st_size
     compressed = path.name.lower().endswith(".gz")
-    offset = 0 if compressed else int(image.header.get("vox_offset", 0) or 0)
+    offset = 0 if compressed else int(image.header["vox_offset"])
     check_claimed_size(path, shape, itemsize, max(size - offset, 0), compressed=compressed)
     # As stored, plus the float32 copy the case is assembled into.
     check_memory(path, "the image", shape, int(np.prod(shape, dtype=np.float64)) * (itemsize + 4), max_bytes)
