@@ -49,7 +49,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.dicom_seg:  # fail before loading the model, not after the first case
         from seg_runtime.dicom_seg import require_highdicom
 
-        require_highdicom()
+        require_highdicom("seg")
     from seg_runtime.options import show_progress
 
     if args.threads:

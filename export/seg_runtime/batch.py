@@ -20,7 +20,7 @@ import numpy as np
 from ._version import __version__
 from .bundle import Bundle
 from .cases import Case, NoCasesError, apply_output_format, discover_cases
-from .dicom_seg import DICOM_SEG_SUFFIX, require_highdicom, write_dicom_seg
+from .dicom_seg import DICOM_SEG_SUFFIX, require_highdicom, warn_uncoded_labels, write_dicom_seg
 from .formats import IMAGE_SUFFIXES
 from .geometry import CaseError, Geometry
 from .io import read_case, write_labels, write_probabilities
@@ -145,6 +145,7 @@ def predict_folder(
     """
     if dicom_seg:
         require_highdicom()
+        warn_uncoded_labels(bundle)
     max_bytes = max_memory_bytes(max_memory_gb)
     output = ensure_output_dir(output_dir)
     cases, problems = discover_cases(

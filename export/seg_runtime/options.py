@@ -55,14 +55,16 @@ def add_predict_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add("--keep-largest", nargs="*", metavar="NAME",
         help="keep only the largest connected component of these classes/regions "
         "(default: the model's keep_largest; the flag alone turns it off)")
-    add("--batch-size", type=parse_positive, metavar="N", help="patches per model call (default: the model's)")
+    add("--batch-size", type=parse_positive, metavar="N",
+        help="patches per model call (default: the model's)")
     add("--preview", action="store_true",
         help="also write OUTPUT/preview/<case>.png: 3 axial slices (2D: the image) with the labels in colour")
     add("--dicom-seg", action="store_true",
         help="also write <case>.seg.dcm (DICOM-SEG) for DICOM series inputs (needs highdicom: "
         "pip install \"seg-runtime[dicom]\" or \"seg[dicom]\")")
     add("--threads", type=parse_positive, metavar="N", help="CPU threads (default: the physical cores)")
-    add("--no-progress", action="store_true", help="hide progress bars (they are off when stderr is not a terminal)")
+    add("--no-progress", action="store_true",
+        help="hide progress bars (they are off anyway when stderr is not a terminal)")
     add("--output-format", choices=OUTPUT_FORMATS, default="auto",
         help="label map format (default auto: the input's format, NRRD -> .nrrd, MHA/MHD -> .mha, NIfTI and "
         "DICOM -> .nii.gz, PNG/TIFF -> .png)")

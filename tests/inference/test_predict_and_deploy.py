@@ -148,4 +148,4 @@ def test_predict_dicom_seg_without_highdicom_is_one_line(tmp_path: Path, capsys,
                 "--dicom-seg"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err == ("seg predict: error: --dicom-seg needs the highdicom package: "
-                                 "pip install highdicom  (or: pip install 'seg[dicom]')")
+                                 'pip install "seg[dicom]"')
