@@ -15,7 +15,7 @@ from .readers.dicom import is_dicom_file
 _CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
-class NoCasesError(SegError):
+class NoCasesError(SegError, ValueError):
     """An input folder holds nothing that looks like a case."""
 
 

@@ -9,7 +9,7 @@ from .atomic import TEMP_PREFIX
 from .errors import SegError
 
 
-class OutputDirError(SegError):
+class OutputDirError(SegError, ValueError):
     """The output folder cannot be created or written; the message names it and says why."""
 
 

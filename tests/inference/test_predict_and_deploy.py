@@ -149,3 +149,25 @@ def test_predict_dicom_seg_without_highdicom_is_one_line(tmp_path: Path, capsys,
     err = capsys.readouterr().err.strip()
     assert code == 2 and err == ("seg predict: error: --dicom-seg needs the highdicom package: "
                                  'pip install "seg[dicom]"')
+
+
+def test_seg_predict_empty_folder_and_output_format(trained, tmp_path: Path, capsys) -> None:
+    """Issue 14 items 6 and 7 through seg predict: no cases -> exit 2 in one line; --output-format."""
+    from seg_runtime.io import read_image
+
+    dims, root, tmp = trained
+    run = str(tmp / "runs" / f"demo{dims}d")
+    (tmp_path / "empty").mkdir()
+    assert seg(["predict", "--model", run, "-i", str(tmp_path / "empty"), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    assert err.splitlines()[-1].startswith("seg predict: error:") and "no cases found" in err
+    src = sorted((root / "imagesTs").iterdir())[0]
+    fmt = "nrrd" if dims == 3 else "mha"
+    assert seg(["predict", "--model", run, "-i", str(src), "-o", str(tmp_path / "fmt"), "--output-format", fmt,
+                "--threads", "1", "--no-progress"]) == 0
+    (written,) = (tmp_path / "fmt").glob(f"*.{fmt}")
+    _, expected = read_image(src)
+    labels, geometry = read_image(written)
+    assert geometry.shape == expected.shape and labels.max() < 256
+    np.testing.assert_allclose(geometry.affine, expected.affine, atol=1e-6)
