@@ -61,6 +61,9 @@ def _add_predict(sub) -> None:
                        "lists all.")
     p.add_argument("--model", "-m", required=True, type=Path, help="run folder or checkpoint file")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                   help="auto (default): onnxruntime on the CPU (exported in memory once, checked against "
+                   "torch; several times faster), torch on a GPU; torch/onnx force one")
     add_predict_options(p)
 
 

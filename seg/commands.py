@@ -61,6 +61,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         predictor.cfg.infer.batch_size = args.batch_size
     if args.keep_largest is not None:
         predictor.bundle = dataclasses.replace(predictor.bundle, keep_largest=args.keep_largest)
+    from seg.inference.onnx_backend import use_backend
+
+    use_backend(predictor, args.backend, args.threads)
     manifest = predictor.predict_folder(args.input, args.output, tta=args.tta or None, overwrite=args.overwrite,
                                         shard=args.shard, save_probabilities=args.save_probabilities,
                                         preview=args.preview, dicom_seg=args.dicom_seg,

@@ -171,3 +171,44 @@ def test_seg_predict_empty_folder_and_output_format(trained, tmp_path: Path, cap
     labels, geometry = read_image(written)
     assert geometry.shape == expected.shape and labels.max() < 256
     np.testing.assert_allclose(geometry.affine, expected.affine, atol=1e-6)
+
+
+def test_seg_predict_onnx_backend_matches_torch(trained, tmp_path: Path) -> None:
+    """Issue 14 item 9: --backend onnx (in-memory export, onnxruntime on the CPU) matches --backend torch."""
+    dims, root, tmp = trained
+    run = str(tmp / "runs" / f"demo{dims}d")
+    images = root / "imagesTs"
+    for backend in ("torch", "onnx"):
+        assert seg(["predict", "--model", run, "-i", str(images), "-o", str(tmp_path / backend), "--device", "cpu",
+                    "--backend", backend, "--save-probabilities", "--no-progress"]) == 0
+    ext = ".nii.gz" if dims == 3 else ".png"
+    outputs = sorted((tmp_path / "torch").glob(f"*{ext}"))
+    assert outputs
+    for path in outputs:
+        if "_probabilities" in path.name:
+            continue
+        assert np.mean(_labels(path) == _labels(tmp_path / "onnx" / path.name)) >= 0.999
+    prob = ".npz" if dims == 2 else ".nii.gz"
+    for path in sorted((tmp_path / "torch").glob(f"*_probabilities{prob}")):
+        if dims == 2:
+            a, b = np.load(path)["probabilities"], np.load(tmp_path / "onnx" / path.name)["probabilities"]
+        else:
+            a, b = nib.load(path).get_fdata(), nib.load(tmp_path / "onnx" / path.name).get_fdata()
+        assert np.abs(a.astype(np.float32) - b.astype(np.float32)).max() <= 2 / 255 + 1e-3
+
+
+def test_backend_auto_uses_onnxruntime_on_the_cpu(trained, caplog) -> None:
+    import logging
+
+    from seg.inference import Predictor
+    from seg.inference.onnx_backend import use_backend
+
+    dims, _, tmp = trained
+    predictor = Predictor.from_checkpoint(tmp / "runs" / f"demo{dims}d", device="cpu")
+    torch_batch = predictor.predict_batch
+    with caplog.at_level(logging.INFO, logger="seg.inference.onnx_backend"):
+        assert use_backend(predictor, "auto", threads=1) == "onnx"
+    x = np.random.default_rng(1).standard_normal((2, predictor.cfg.data.in_channels,
+                                                 *predictor.cfg.patch_size)).astype(np.float32)
+    np.testing.assert_allclose(predictor.predict_batch(x), torch_batch(x), atol=predictor.cfg.export.tolerance)
+    assert "onnxruntime backend" in caplog.text
