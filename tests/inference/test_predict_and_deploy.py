@@ -36,7 +36,7 @@ def test_predict_writes_input_geometry_and_matches_runtime(trained) -> None:
     dims, root, tmp = trained
     images = root / "imagesTs"
     assert seg(["predict", "--model", str(tmp / "runs" / f"demo{dims}d"), "-i", str(images),
-                "-o", str(tmp / "torch"), "--save-probabilities", "--preview"]) == 0
+                "-o", str(tmp / "torch"), "--save-probabilities", "--preview", "--backend", "torch"]) == 0
     assert seg_run([str(tmp / "bundle"), "-i", str(images), "-o", str(tmp / "onnx"), "--provider", "cpu",
                     "--save-probabilities"]) == 0
     ext = ".nii.gz" if dims == 3 else ".png"
@@ -92,7 +92,7 @@ def test_keep_largest_removes_islands_only(trained, tmp_path: Path, capsys) -> N
     assert seg_run([bundle, "-i", str(images), "-o", str(tmp_path / "onnx"), "--provider", "cpu",
                     "--keep-largest", "organ"]) == 0
     assert seg(["predict", "--model", model, "-i", str(images), "-o", str(tmp_path / "torch"),
-                "--keep-largest", "organ"]) == 0
+                "--keep-largest", "organ", "--backend", "torch"]) == 0
     removed, islands = 0, 0
     for raw_path in sorted((tmp_path / "raw").glob(f"*{ext}")):
         raw, kept = _labels(raw_path), _labels(tmp_path / "onnx" / raw_path.name)
