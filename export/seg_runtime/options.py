@@ -56,7 +56,7 @@ def add_predict_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         help="keep only the largest connected component of these classes/regions "
         "(default: the model's keep_largest; the flag alone turns it off)")
     add("--batch-size", type=parse_positive, metavar="N",
-        help="patches per model call (default: the model's)")
+        help="patches per model call (default: seg-run 1, seg predict the config's infer.batch_size)")
     add("--preview", action="store_true",
         help="also write OUTPUT/preview/<case>.png: 3 axial slices (2D: the image) with the labels in colour")
     add("--dicom-seg", action="store_true",
