@@ -16,19 +16,8 @@ from pathlib import Path
 import seg
 from seg.errors import is_user_error
 from seg.table import format_table  # noqa: F401  (kept importable as seg.cli.format_table)
-from seg_runtime.cli import add_engine_options
 
 EPILOG = "Docs and examples: README.md. Every command has its own --help."
-
-
-def _shard(text: str) -> tuple[int, int]:
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
-    if not (n >= 1 and 0 <= i < n):
-        raise argparse.ArgumentTypeError(f"--shard i/n needs 0 <= i < n, got {text!r}")
-    return i, n
 
 
 def _add_train(sub) -> None:
@@ -44,32 +33,24 @@ def _add_train(sub) -> None:
 
 
 def _add_predict(sub) -> None:
-    p = sub.add_parser("predict", help="predict label maps for a folder of scans", epilog=EPILOG,
+    from seg_runtime.options import EXIT_CODES, add_predict_options
+
+    p = sub.add_parser("predict", help="predict label maps for a folder of scans",
+                       epilog=f"{EXIT_CODES} {EPILOG}",
                        description="Load a model once and predict every case under INPUT into OUTPUT, in each "
-                       "input's own geometry. Bad cases are reported and skipped; predictions.json lists all.")
+                       "input's own format and geometry. Bad cases are reported and skipped; predictions.jsonl "
+                       "records each case as it ends.")
     p.add_argument("--model", "-m", type=Path, help="run folder, checkpoint file, or CV folder (seg train "
-                   "--folds): its folds' mean probabilities (required)")
+                   "--folds): its folds' mean probabilities (required unless --summary)")
     p.add_argument("--folds", type=int, nargs="+", metavar="K",
                    help="with a CV folder as --model: ensemble only these folds (default: all)")
-    p.add_argument("-i", "--input", type=Path, help="a scan file or a folder of cases (required)")
-    p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
-    p.add_argument("--summary", action="store_true", help="only print the merged state of every case in "
-                   "OUTPUT over all shards and runs (and write OUTPUT/summary.json)")
-    p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (slower, smoother)")
-    p.add_argument("--keep-largest", nargs="*", metavar="NAME",
-                   help="keep only the largest connected component of these classes/regions (default: the "
-                        "config's infer.keep_largest; the flag alone turns it off)")
-    p.add_argument("--overwrite", action="store_true", help="redo cases whose output already exists")
-    p.add_argument("--shard", type=_shard, help="i/n: predict only shard i of n (0-based), for job arrays")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or gpu (= cuda); "
                    "without CUDA it falls back to the CPU with a warning (default auto)")
-    p.add_argument("--save-probabilities", action="store_true", help="also write class probabilities")
-    p.add_argument("--batch-size", type=int, help="patches per forward pass (default from the config)")
-    p.add_argument("--preview", action="store_true",
-                   help="also write OUTPUT/preview/<case>.png: 3 axial slices (2D: the image) with labels in colour")
-    p.add_argument("--dicom-seg", action="store_true",
-                   help="also write <case>.seg.dcm (DICOM-SEG) for DICOM series inputs (needs seg[dicom])")
-    add_engine_options(p)
+    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                   help="auto (default): onnxruntime on the CPU (exported in memory once, checked against "
+                   "torch; several times faster), torch on a GPU; torch/onnx force one. With --engine ray "
+                   "the actors run torch")
+    add_predict_options(p)
 
 
 def _add_evaluate(sub) -> None:

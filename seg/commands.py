@@ -37,7 +37,8 @@ def print_manifest(manifest, output: Path) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from seg.inference import Predictor
-    from seg_runtime.cli import print_folder_summary, ray_options
+    from seg_runtime.cli import print_folder_summary
+    from seg_runtime.options import ray_options
 
     if args.summary:
         return print_folder_summary(args.output, "seg predict")
@@ -52,16 +53,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.dicom_seg:  # fail before loading the model, not after the first case
         from seg_runtime.dicom_seg import require_highdicom
 
-        require_highdicom()
+        require_highdicom("seg")
+    from seg_runtime.options import show_progress
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     predictor = Predictor.from_checkpoint(args.model, device=args.device, folds=args.folds)
     if args.batch_size:
         predictor.cfg.infer.batch_size = args.batch_size
     if args.keep_largest is not None:
         predictor.bundle = dataclasses.replace(predictor.bundle, keep_largest=args.keep_largest)
+    if not engine:  # Ray actors load their own (torch) model
+        from seg.inference.onnx_backend import use_backend
+
+        use_backend(predictor, args.backend, args.threads)
     manifest = predictor.predict_folder(args.input, args.output, **engine, tta=args.tta or None,
                                         overwrite=args.overwrite,
                                         shard=args.shard, save_probabilities=args.save_probabilities,
-                                        preview=args.preview, dicom_seg=args.dicom_seg)
+                                        preview=args.preview, dicom_seg=args.dicom_seg,
+                                        progress=show_progress(args), output_format=args.output_format,
+                                        max_memory_gb=args.max_memory)
     print_manifest(manifest, args.output)
     return 1 if manifest.summary["failed"] else 0
 

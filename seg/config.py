@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from seg.errors import ConfigError
+from seg_runtime.label_codes import check_label_codes
 from seg_runtime.outputs import output_channels, region_paint_labels
 from seg_runtime.postprocess import structure_members
 
@@ -66,6 +67,22 @@ class PreprocessConfig(_Section):
     normalization: list[NormalizationConfig] = Field(default_factory=lambda: [NormalizationConfig()])
 
 
+class SegmentCodeConfig(_Section):
+    """One DICOM code (SNOMED CT unless ``scheme`` says otherwise)."""
+
+    code: str
+    meaning: str
+    scheme: str = "SCT"
+
+
+class LabelCodeConfig(_Section):
+    """What a label is, for DICOM-SEG: property category and type codes, display colour (RGB)."""
+
+    category: SegmentCodeConfig
+    type: SegmentCodeConfig
+    rgb: list[int] | None = None
+
+
 class DataConfig(_Section):
     """Where the cases are, what they hold and how they are split."""
 
@@ -80,6 +97,8 @@ class DataConfig(_Section):
     labels: dict[str, int] = Field(default_factory=lambda: {"background": 0, "foreground": 1})
     label_values: dict[int, int] | None = None
     regions: dict[str, list[int]] = Field(default_factory=dict)
+    # Optional, per label name: DICOM-SEG codes and colour, carried into model.json (label_codes).
+    label_codes: dict[str, LabelCodeConfig] = Field(default_factory=dict)
     split: SplitConfig = Field(default_factory=SplitConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     cache: Literal["none", "memory", "disk"] = "memory"
@@ -92,6 +111,11 @@ class DataConfig(_Section):
         if values != list(range(len(values))):
             raise ValueError(f"label values must be 0..K-1 without gaps, got {values}")
         return v
+
+    @model_validator(mode="after")
+    def _check_label_codes(self) -> DataConfig:
+        check_label_codes({k: v.model_dump() for k, v in self.label_codes.items()}, self.labels)
+        return self
 
     @property
     def num_classes(self) -> int:

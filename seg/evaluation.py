@@ -12,25 +12,20 @@ import numpy as np
 
 from seg.errors import SegError
 from seg.metrics import dice_scores, nanmean, surface_scores
+from seg_runtime.formats import RASTER_SUFFIXES, image_suffix, strip_image_suffix
 from seg_runtime.io import read_image
 
 log = logging.getLogger(__name__)
 
-_EXTS = (".nii.gz", ".nii", ".nrrd", ".mha", ".png", ".tif", ".tiff")
-
 
 def case_id(path: Path) -> str:
-    name = path.name
-    for ext in _EXTS:
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return path.stem
+    return strip_image_suffix(path)
 
 
 def label_files(folder: Path) -> dict[str, Path]:
     """Label maps in a folder by case id (manifests and hidden files are ignored)."""
     return {case_id(p): p for p in sorted(Path(folder).iterdir())
-            if p.is_file() and not p.name.startswith(".") and p.name.endswith(_EXTS)}
+            if p.is_file() and not p.name.startswith(".") and image_suffix(p)}
 
 
 def load_labels(path: Path, label_values: Mapping[int, int] | None = None) -> np.ndarray:
@@ -47,7 +42,7 @@ def load_labels_with_spacing(path: Path) -> tuple[np.ndarray, tuple[float, ...]]
     """A label map and its voxel spacing (mm) as stored."""
     arr, geometry = read_image(path)
     arr = np.asarray(arr)
-    if arr.ndim == 3 and path.suffix == ".png":
+    if arr.ndim == 3 and image_suffix(path) in RASTER_SUFFIXES:
         arr = arr[..., 0]
     return arr, tuple(geometry.spacing)
 

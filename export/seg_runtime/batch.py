@@ -20,14 +20,17 @@ import numpy as np
 
 from ._version import __version__
 from .bundle import Bundle
-from .cases import Case, discover_cases
-from .dicom_seg import DICOM_SEG_SUFFIX, require_highdicom, write_dicom_seg
+from .cases import Case, NoCasesError, apply_output_format, discover_cases
+from .dicom_seg import DICOM_SEG_SUFFIX, require_highdicom, warn_uncoded_labels, write_dicom_seg
+from .formats import IMAGE_SUFFIXES
 from .geometry import CaseError, Geometry
 from .io import read_case, write_labels, write_probabilities
+from .limits import check_model_grid, max_memory_bytes
 from .manifest import MANIFEST_NAME, RunManifest
+from .output_dir import ensure_output_dir
 from .outputs import labels_on_input_grid
 from .postprocess import keep_largest_components
-from .preprocess import PreprocessState, preprocess_image
+from .preprocess import PreprocessState, model_grid_shape, preprocess_image
 from .preview import preview_path, write_preview
 from .records import CaseState, latest_states, verify_output
 from .tiling import PredictBatch, sliding_window_inference
@@ -65,6 +68,7 @@ class _Settings:
     preview: bool = False
     dicom_seg: bool = False
     version: str = __version__
+    max_bytes: int | None = None  # the memory limit per case (see seg_runtime.limits)
 
 
 def select_shard(items: Sequence[T], shard: tuple[int, int] | None) -> list[T]:
@@ -102,6 +106,8 @@ def predict_folder(
     version: str = __version__,
     preview: bool = False,
     dicom_seg: bool = False,
+    output_format: str = "auto",
+    max_memory_gb: float | None = None,
     ray: RayJob | None = None,
 ) -> RunManifest:
     """Predict every case under ``input_path`` into ``output_dir``.
@@ -130,6 +136,10 @@ def predict_folder(
             over the first channel (see :mod:`seg_runtime.preview`).
         dicom_seg: Also write ``<id>.seg.dcm`` (DICOM-SEG referencing the source series) for
             DICOM series inputs; needs highdicom.
+        output_format: Label-map format (see :data:`seg_runtime.formats.OUTPUT_FORMATS`):
+            ``auto`` writes each case in its input's format (DICOM -> NIfTI).
+        max_memory_gb: Memory limit per case in GiB (None: ``$SEG_MAX_MEMORY_GB`` or half the
+            RAM); a case whose header or resampled grid needs more fails before allocating.
         ray: Run the cases on Ray Data instead of this process (see
             :mod:`seg_runtime.ray_engine`); ``predict_batch`` is then unused: each actor builds
             its own from ``ray.model_factory``.
@@ -140,11 +150,15 @@ def predict_folder(
 
     Raises:
         DicomSegUnavailable: ``dicom_seg`` without highdicom installed (checked before any case).
+        OutputDirError: ``output_dir`` is a file, or cannot be created or written.
+        NoCasesError: ``input_path`` holds no cases at all.
+        ValueError: An unknown ``output_format`` (or ``png`` for a 3D model).
     """
     if dicom_seg:
         require_highdicom()
-    output = Path(output_dir)
-    output.mkdir(parents=True, exist_ok=True)
+        warn_uncoded_labels(bundle)
+    max_bytes = max_memory_bytes(max_memory_gb)
+    output = ensure_output_dir(output_dir)
     if ray is not None:
         model_info = dict(model_info or {}, **ray.describe())
     manifest = RunManifest(output / manifest_name(shard), tool=tool, version=version, model=model_info)
@@ -159,9 +173,11 @@ def predict_folder(
         preview,
         dicom_seg,
         version,
+        max_bytes,
     )
     try:
-        todo = plan_cases(input_path, output, bundle, manifest, shard=shard, overwrite=overwrite)
+        todo = plan_cases(input_path, output, bundle, manifest, shard=shard, overwrite=overwrite,
+                          output_format=output_format)
         if ray is None:
             _run_cases(todo, manifest, settings)
         elif todo:
@@ -183,6 +199,7 @@ def plan_cases(
     *,
     shard: tuple[int, int] | None = None,
     overwrite: bool = False,
+    output_format: str = "auto",
 ) -> list[tuple[Case, Path]]:
     """Discover the cases, keep this shard's, and record those that need no prediction.
 
@@ -192,6 +209,9 @@ def plan_cases(
 
     Returns:
         ``(case, label file)`` pairs to predict, in sorted case order.
+
+    Raises:
+        NoCasesError: nothing under ``input_path`` looks like a case.
     """
     cases, problems = discover_cases(
         input_path,
@@ -201,7 +221,11 @@ def plan_cases(
         exclude=[output],
     )
     if not cases and not problems:
-        logger.warning("no cases found in %s", input_path)
+        raise NoCasesError(
+            f"{input_path}: no cases found (expected image files {', '.join(IMAGE_SUFFIXES)}, "
+            "nnU-Net channel files, case folders or DICOM series folders)"
+        )
+    apply_output_format(cases, output_format, bundle.spatial_dims)
     _record_problems(manifest, select_shard(problems, shard), Path(input_path))
     done = {} if overwrite else latest_states(output)
     return _plan(manifest, select_shard(cases, shard), output, overwrite, done)
@@ -279,7 +303,9 @@ def error_message(exc: BaseException) -> str:
 def load_case(case: Case, settings: _Settings) -> _Loaded:
     """Read and preprocess one case (the prefetch thread's, or a Ray task's, work)."""
     bundle = settings.bundle
-    image, geometry = read_case(case, bundle.spatial_dims, bundle.in_channels)
+    image, geometry = read_case(case, bundle.spatial_dims, bundle.in_channels, settings.max_bytes)
+    grid = model_grid_shape(tuple(image.shape[1:]), geometry, bundle.preprocess)
+    check_model_grid(case.paths[0], grid, bundle.in_channels, bundle.output_channels, settings.max_bytes)
     first = _preview_copy(image[0]) if settings.preview else None
     prepared, state = preprocess_image(image, geometry, bundle.preprocess)
     return _Loaded(prepared, geometry, state, first)

@@ -11,6 +11,7 @@ from typing import Any
 
 from .atomic import atomic_write_text
 from .errors import SegError
+from .label_codes import check_label_codes
 from .outputs import OUTPUT_KINDS, output_channels, region_paint_labels
 from .postprocess import structure_members
 from .preprocess import PreprocessSpec
@@ -49,6 +50,8 @@ class Bundle:
         output_name: ONNX output name (logits). Shape: [B, K, *P], K = :attr:`output_channels`.
         model_file: ONNX file name inside the bundle folder.
         provenance: Free-form (seg version, config hash, run dir, model name, created).
+        label_codes: Optional per-label DICOM codes and colour for DICOM-SEG (see
+            :mod:`seg_runtime.label_codes`); empty in bundles that predate it.
     """
 
     spatial_dims: int
@@ -67,6 +70,7 @@ class Bundle:
     output_name: str = "logits"
     model_file: str = "model.onnx"
     provenance: dict[str, Any] = field(default_factory=dict)
+    label_codes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         try:
@@ -132,6 +136,10 @@ class Bundle:
                 region_paint_labels(self.regions)
             except ValueError as exc:
                 _expect(False, "outputs", str(exc))
+        try:
+            check_label_codes(self.label_codes, self.labels)
+        except ValueError as exc:
+            _expect(False, "label_codes", str(exc))
 
     @property
     def output_channels(self) -> int:
@@ -198,6 +206,7 @@ class Bundle:
             output_name=_get(data, "output_name", _is_str, "a string", default="logits"),
             model_file=_get(data, "model_file", _is_str, "a string", default="model.onnx"),
             provenance=_get(data, "provenance", lambda v: isinstance(v, dict), "an object", default={}),
+            label_codes=_get(data, "label_codes", lambda v: isinstance(v, dict), "an object", default={}),
         )
 
 

@@ -8,11 +8,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .io import image_suffix
+from .errors import SegError
+from .formats import image_format, image_suffix, output_suffix, strip_image_suffix
 from .readers.dicom import is_dicom_file
 
 _CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
-_RASTER_SUFFIXES = {".png", ".tif", ".tiff"}
+
+
+class NoCasesError(SegError, ValueError):
+    """An input folder holds nothing that looks like a case."""
 
 
 @dataclass
@@ -23,7 +27,9 @@ class Case:
         id: Case identifier (output file stem).
         paths: Channel files in channel order; for DICOM the series folder.
         kind: ``file``, ``nnunet``, ``folder`` or ``dicom``.
-        output_ext: ``.png`` (PNG/TIFF inputs of 2D models) or ``.nii.gz``.
+        output_ext: The label map's suffix: the input's format by default (``.nii.gz``,
+            ``.nrrd``, ``.mha``; ``.png`` for PNG/TIFF inputs of 2D models; DICOM -> ``.nii.gz``),
+            see :func:`apply_output_format`.
     """
 
     id: str
@@ -34,12 +40,24 @@ class Case:
 
 def _stem(path: Path) -> str:
     """File name without its image suffix."""
-    suffix = image_suffix(path) or path.suffix
-    return path.name[: len(path.name) - len(suffix)]
+    return strip_image_suffix(path)
 
 
 def _output_ext(path: Path, spatial_dims: int) -> str:
-    return ".png" if spatial_dims == 2 and image_suffix(path) in _RASTER_SUFFIXES else ".nii.gz"
+    return output_suffix(image_format(path) or "nifti", spatial_dims)
+
+
+def apply_output_format(cases: list[Case], output_format: str, spatial_dims: int) -> list[Case]:
+    """Set every case's ``output_ext`` for ``--output-format`` (``auto`` keeps the input's format).
+
+    Raises:
+        ValueError: An unknown format, or ``png`` for a 3D model.
+    """
+    suffix = output_suffix("nifti", spatial_dims, output_format)  # validates the choice up front
+    if output_format != "auto":
+        for case in cases:
+            case.output_ext = suffix
+    return cases
 
 
 def discover_cases(
@@ -153,9 +171,16 @@ def _file_cases(
     cases = [Case(_stem(p), [p], "file", _output_ext(p, spatial_dims)) for p in singles]
     problems: list[tuple[str, str]] = []
     for case_id, channels in groups.items():
-        if in_channels == 1 and set(channels) != {0}:
-            # Names like case_0001 without a lone _0000 are numbered cases, not channels.
+        if in_channels == 1 and 0 not in channels:
+            # Names like case_0001 without a _0000 are numbered cases, not channels.
             cases += [Case(_stem(p), [p], "file", _output_ext(p, spatial_dims)) for p in channels.values()]
+            continue
+        if in_channels == 1 and len(channels) > 1:
+            # CASE_0000 + CASE_0001...: a channel-split case for a model with more channels; running
+            # each file as its own one-channel case would give confident nonsense.
+            found = ", ".join(f"_{c:04d}" for c in sorted(channels))
+            problems.append((case_id, f"channel files {found} ({len(channels)} channels) but the model "
+                             "takes 1 channel (rename the files if they are separate cases)"))
             continue
         expected = set(range(in_channels))
         if set(channels) != expected:

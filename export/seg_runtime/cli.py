@@ -8,11 +8,12 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from ._version import __version__
+from .bundle import BundleError
 from .errors import SegError
 from .manifest import SUMMARY_NAME, RunManifest, folder_summary
+from .options import EXIT_CODES, add_predict_options, ray_options, show_progress
 from .session import PROVIDERS
 
 _DESCRIPTION = """\
@@ -21,43 +22,24 @@ Segment medical images with a seg deploy bundle (model.onnx + model.json) on onn
 INPUT may be a single image, a folder of images (NIfTI, NRRD, MHA/MHD, PNG, TIFF), nnU-Net
 channel files (CASE_0000.nii.gz, CASE_0001.nii.gz, ...), case folders holding the bundle's
 channel files, or folders of DICOM series (one series per folder). Each case gets a label
-map in OUTPUT with the geometry of its input (.nii.gz, or .png for 2D PNG/TIFF inputs), and
-OUTPUT/predictions.jsonl records every case as ok / skipped / failed the moment it ends (append-
-only; a rerun skips the cases whose outputs it verifies against their recorded checksums), and
-OUTPUT/predictions.json summarises the run when it ends; --summary merges all shards and runs.
+map in OUTPUT in the format and geometry of its input (NRRD -> .nrrd, MHA/MHD -> .mha, NIfTI
+and DICOM -> .nii.gz, PNG/TIFF -> .png; see --output-format). OUTPUT/predictions.jsonl records
+every case as ok / skipped / failed the moment it ends (append-only; a rerun skips the cases
+whose outputs it verifies against their recorded checksums), OUTPUT/predictions.json summarises
+the run when it ends, and --summary merges all shards and runs.
 """
 
-_EPILOG = """\
-exit status: 0 all cases ok or skipped, 1 some case failed, 2 usage or bundle error.
+_EPILOG = f"""\
+{EXIT_CODES}
 
 examples:
   seg-run bundles/brats -i scans/ -o labels/
   seg-run bundles/brats -i scans/ -o labels/ --provider cuda --tta --batch-size 4
   seg-run bundles/brats -i scans/ -o labels/ --shard 0/4   # on four machines: 0/4 .. 3/4
   seg-run --summary -o labels/                               # merged state of all shards
+  seg-run bundles/ct -i /shared/scans -o /shared/labels --engine ray --address auto --num-workers 8
   seg-run bundles/ct -i dicom_series/ -o labels/ --preview --dicom-seg
 """
-
-
-def _shard(text: str) -> tuple[int, int]:
-    """Parse ``i/n`` (0-based)."""
-    try:
-        index, count = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected i/n like 0/4, got '{text}'") from None
-    if count < 1 or not 0 <= index < count:
-        raise argparse.ArgumentTypeError(f"need 0 <= i < n, got '{text}'")
-    return index, count
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,17 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "bundle", type=Path, nargs="?", metavar="BUNDLE_DIR", help="folder with model.json and model.onnx"
-    )
-    parser.add_argument("-i", "--input", type=Path, help="image file or folder of cases")
-    parser.add_argument(
-        "-o", "--output", type=Path, required=True, help="folder for label maps and the manifest"
-    )
-    parser.add_argument(
-        "--summary",
-        action="store_true",
-        help="only print the merged state of every case in OUTPUT over all shards and runs "
-        "(and write OUTPUT/summary.json); needs no bundle or input",
+        "bundle", type=Path, nargs="?", metavar="BUNDLE_DIR",
+        help="folder with model.json and model.onnx (not needed with --summary)"
     )
     parser.add_argument(
         "--provider",
@@ -88,89 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="onnxruntime execution provider (default: auto = CUDA if available, else CPU; "
         "an unavailable choice falls back to CPU with a warning)",
     )
-    parser.add_argument(
-        "--tta", action="store_true", help="mirror test-time augmentation over all spatial axes"
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="re-predict cases whose output already exists"
-    )
-    parser.add_argument(
-        "--shard",
-        type=_shard,
-        metavar="i/n",
-        help="only cases at sorted positions p with p %% n == i (0-based); n runs partition the cases",
-    )
-    parser.add_argument(
-        "--save-probabilities",
-        action="store_true",
-        help="also write <case>_probabilities.nii.gz (3D, uint8 scaled to [0,1]) or .npz (2D, float16)",
-    )
-    parser.add_argument(
-        "--keep-largest",
-        nargs="*",
-        metavar="NAME",
-        help="keep only the largest connected component of these classes/regions "
-        "(default: the bundle's keep_largest; the flag alone turns it off)",
-    )
-    parser.add_argument(
-        "--batch-size", type=_positive, default=1, metavar="N", help="patches per model call (default 1)"
-    )
-    parser.add_argument(
-        "--preview",
-        action="store_true",
-        help="also write OUTPUT/preview/<case>.png: 3 axial slices (2D: the image) with the labels in colour",
-    )
-    parser.add_argument(
-        "--dicom-seg",
-        action="store_true",
-        help="also write <case>.seg.dcm (DICOM-SEG) for DICOM series inputs (needs: pip install highdicom)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=_positive,
-        metavar="N",
-        help="CPU threads for onnxruntime (default: the physical cores)",
-    )
-    add_engine_options(parser)
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_predict_options(parser)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v: per-case log, -vv: debug")
     parser.add_argument("--version", action="version", version=f"seg-run {__version__}")
     return parser
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got '{text}'")
-    return value
-
-
-def add_engine_options(parser: argparse.ArgumentParser) -> None:
-    """``--engine local|ray`` and the Ray options (shared by ``seg-run`` and ``seg predict``)."""
-    group = parser.add_argument_group("distributed inference (Ray Data; pip install \"seg-runtime[ray]\")")
-    group.add_argument("--engine", choices=("local", "ray"), default="local",
-                       help="local: this process (default); ray: read/preprocess as Ray tasks, the model "
-                       "in a pool of actors, writes as tasks")
-    group.add_argument("--address", metavar="ADDR",
-                       help="Ray cluster: auto (the cluster this machine is part of) or ray://HEAD:10001; "
-                       "default: start a local Ray on this machine")
-    group.add_argument("--num-workers", type=_positive, default=1, metavar="N",
-                       help="model actors, each loading the model once (default 1)")
-    group.add_argument("--gpus-per-worker", type=_fraction, default=0.0, metavar="F",
-                       help="GPUs per actor; fractions share a GPU, e.g. 0.25 (default 0)")
-    group.add_argument("--cpus-per-worker", type=_fraction, default=1.0, metavar="F",
-                       help="CPUs reserved per actor (default 1)")
-
-
-def ray_options(args: argparse.Namespace) -> Any:
-    """The parsed engine options as :class:`seg_runtime.ray_engine.RayOptions`."""
-    from .ray_engine import RayOptions
-
-    return RayOptions(address=args.address, num_workers=args.num_workers,
-                      gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker)
 
 
 def _summary(manifest: RunManifest, output: Path) -> str:
@@ -227,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.input.exists():
         print(f"seg-run: error: input not found: {args.input}", file=sys.stderr)
         return 2
-    from .dicom_seg import require_highdicom
+    from .dicom_seg import DicomSegUnavailable, require_highdicom
     from .session import OnnxPredictor
 
     try:
@@ -240,40 +134,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         predictor = OnnxPredictor(args.bundle, provider=args.provider, threads=args.threads)
         if args.keep_largest is not None:
             predictor.bundle = dataclasses.replace(predictor.bundle, keep_largest=args.keep_largest)
-    except (SegError, OSError, ValueError) as exc:
+    except (BundleError, DicomSegUnavailable, SegError, OSError, ValueError) as exc:
         print(f"seg-run: error: {exc}", file=sys.stderr)
         return 2
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    engine = {"engine": "ray", "ray_options": ray_options(args)} if args.engine == "ray" else {}
+    # Log lines go through tqdm.write so they do not tear the progress bars.
     try:
-        manifest = _predict(predictor, args)
-    except SegError as exc:  # e.g. no Ray cluster at --address
+        with logging_redirect_tqdm():
+            manifest = predictor.predict_folder(
+                args.input,
+                args.output,
+                **engine,
+                tta=args.tta,
+                overwrite=args.overwrite,
+                shard=args.shard,
+                save_probabilities=args.save_probabilities,
+                batch_size=args.batch_size or 1,
+                progress=show_progress(args),
+                preview=args.preview,
+                dicom_seg=args.dicom_seg,
+                output_format=args.output_format,
+                max_memory_gb=args.max_memory,
+            )
+    except (SegError, ValueError) as exc:  # output folder, empty input, settings: one line, no traceback
+        if args.verbose > 1:
+            logging.getLogger(__name__).debug("traceback", exc_info=True)
         print(f"seg-run: error: {exc}", file=sys.stderr)
         return 2
     print(_summary(manifest, args.output))
     return 1 if manifest.summary["failed"] else 0
-
-
-def _predict(predictor: Any, args: argparse.Namespace) -> RunManifest:
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    options = {}
-    if args.engine == "ray":
-        options = {"engine": "ray", "ray_options": ray_options(args)}
-    # Log lines go through tqdm.write so they do not tear the progress bars.
-    with logging_redirect_tqdm():
-        manifest = predictor.predict_folder(
-            args.input,
-            args.output,
-            **options,
-            tta=args.tta,
-            overwrite=args.overwrite,
-            shard=args.shard,
-            save_probabilities=args.save_probabilities,
-            batch_size=args.batch_size,
-            progress=not args.no_progress and sys.stderr.isatty(),
-            preview=args.preview,
-            dicom_seg=args.dicom_seg,
-        )
-    return manifest
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 The segmentation references the source series (same Frame of Reference, one frame per source
 slice), so PACS viewers overlay it on the scan. One segment per foreground class, named after
-the bundle's label; the anatomical codes are generic (SNOMED "Tissue") because a bundle does
-not say what its classes are.
+the bundle's label, with the category/type codes and display colour of the bundle's
+``label_codes`` (:mod:`seg_runtime.label_codes`); labels without codes fall back to the generic
+SNOMED "Tissue" (with a warning).
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from .atomic import atomic_path
 from .bundle import Bundle
 from .errors import SegError
 from .geometry import CaseError
+from .label_codes import coded_concept
 
 logger = logging.getLogger(__name__)
 
 DICOM_SEG_SUFFIX = ".seg.dcm"
-INSTALL_HINT = "pip install highdicom  (or: pip install 'seg[dicom]')"
+INSTALL_HINT = 'pip install "{dist}[dicom]"'  # the extra that brings highdicom, per distribution
 # Type 2 attributes highdicom copies from the source: present but possibly empty in valid files,
 # yet some exporters drop them altogether.
 _TYPE2_DEFAULTS = (
@@ -43,12 +45,17 @@ class DicomSegUnavailable(SegError, ValueError):
     """DICOM-SEG output was asked for but highdicom is not installed."""
 
 
-def require_highdicom() -> None:
-    """Raise :class:`DicomSegUnavailable` (with the install command) unless highdicom imports."""
+def require_highdicom(dist: str = "seg-runtime") -> None:
+    """Raise :class:`DicomSegUnavailable` (with the install command) unless highdicom imports.
+
+    Args:
+        dist: The distribution whose ``[dicom]`` extra the hint names (``seg-runtime`` or ``seg``).
+    """
     try:
         import highdicom  # noqa: F401
     except ImportError as exc:
-        raise DicomSegUnavailable(f"--dicom-seg needs the highdicom package: {INSTALL_HINT}") from exc
+        hint = INSTALL_HINT.format(dist=dist)
+        raise DicomSegUnavailable(f"--dicom-seg needs the highdicom package: {hint}") from exc
 
 
 def write_dicom_seg(
@@ -151,14 +158,33 @@ def _segment_descriptions(bundle: Bundle, model: str, version: str) -> list[Any]
         name=model[:64], version=version or "unknown", family=codes.cid7162.ArtificialIntelligence
     )
     names = {index: name for name, index in bundle.labels.items()}
-    return [
-        hd.seg.SegmentDescription(
-            segment_number=index,
-            segment_label=names.get(index, f"class_{index}")[:64],
-            segmented_property_category=codes.SCT.Tissue,
-            segmented_property_type=codes.SCT.Tissue,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algorithm,
+    descriptions = []
+    for index in range(1, bundle.num_classes):
+        name = names.get(index, f"class_{index}")
+        entry = bundle.label_codes.get(name)
+        rgb = entry.get("rgb") if entry else None
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=index,
+                segment_label=name[:64],
+                segmented_property_category=coded_concept(entry["category"]) if entry else codes.SCT.Tissue,
+                segmented_property_type=coded_concept(entry["type"]) if entry else codes.SCT.Tissue,
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=algorithm,
+                display_color=hd.color.CIELabColor.from_rgb(*rgb) if rgb else None,
+            )
         )
-        for index in range(1, bundle.num_classes)
-    ]
+    return descriptions
+
+
+def warn_uncoded_labels(bundle: Bundle) -> None:
+    """Warn (once, at the start of a ``--dicom-seg`` run) about labels without ``label_codes``."""
+    names = {index: name for name, index in bundle.labels.items()}
+    uncoded = [names.get(i, f"class_{i}") for i in range(1, bundle.num_classes)
+               if names.get(i, f"class_{i}") not in bundle.label_codes]
+    if uncoded:
+        logger.warning(
+            "DICOM-SEG: no label_codes for %s in the bundle; coded as generic SNOMED 'Tissue' "
+            "(add data.label_codes to the config and re-export)",
+            ", ".join(uncoded),
+        )

@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .atomic import atomic_path
+from .formats import FORMATS, IMAGE_SUFFIXES, image_suffix
 from .geometry import CaseError, Geometry
 from .readers.dicom import is_dicom_file, read_dicom_series
 from .readers.metaimage import read_metaimage
 from .readers.nifti import read_nifti
 from .readers.nrrd import read_nrrd
 from .readers.raster import read_raster
+from .writers import write_metaimage_labels, write_nrrd_labels
 
 if TYPE_CHECKING:
     from .cases import Case
@@ -35,41 +37,25 @@ __all__ = [
     "write_probabilities",
 ]
 
-# Longest first so ".nii.gz" wins over ".gz"-less matches.
-_FORMATS = {
-    ".nii.gz": "nifti",
-    ".nii": "nifti",
-    ".nrrd": "nrrd",
-    ".nhdr": "nrrd",
-    ".mha": "mha",
-    ".mhd": "mha",
-    ".png": "png",
-    ".tiff": "tiff",
-    ".tif": "tiff",
-}
-IMAGE_SUFFIXES = tuple(_FORMATS)
 # Tolerance for "the channels of one case share a grid" (mm); float32 headers differ slightly.
 _AFFINE_ATOL = 1e-3
 
 
-def image_suffix(path: str | os.PathLike[str]) -> str | None:
-    """The recognised image suffix of ``path`` (lower case, e.g. ``.nii.gz``), else None."""
-    name = Path(path).name.lower()
-    return next((suffix for suffix in IMAGE_SUFFIXES if name.endswith(suffix)), None)
-
-
-def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, Geometry]:
+def read_image(path: str | os.PathLike[str], max_bytes: int | None = None) -> tuple[np.ndarray, Geometry]:
     """Read one image file (or a DICOM series folder) with its geometry.
 
     Args:
         path: A NIfTI/NRRD/MetaImage/PNG/TIFF file, or a folder holding one DICOM series.
+        max_bytes: Memory limit for decoding (checked on the header before any allocation;
+            None: only the header-against-file check).
 
     Returns:
         The array as stored (Shape: [*S] or [*S, C_file] — a channel axis is present exactly
         when ``array.ndim == len(geometry.shape) + 1``) and its geometry.
 
     Raises:
-        CaseError: Missing, unreadable, corrupt, truncated or unsupported input.
+        CaseError: Missing, unreadable, corrupt, truncated or unsupported input; a header
+            claiming more voxels than the file holds or ``max_bytes`` allows.
     """
     path = Path(path)
     if path.is_dir():
@@ -81,14 +67,14 @@ def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, Geometry]:
         raise CaseError(
             f"{path}: unsupported image format (known: {', '.join(IMAGE_SUFFIXES)}, DICOM folders)"
         )
-    fmt = _FORMATS[suffix]
+    fmt = FORMATS[suffix]
     try:
         if fmt == "nifti":
-            return read_nifti(path)
+            return read_nifti(path, max_bytes)
         if fmt == "nrrd":
-            return read_nrrd(path)
+            return read_nrrd(path, max_bytes)
         if fmt == "mha":
-            return read_metaimage(path)
+            return read_metaimage(path, max_bytes)
         return read_raster(path, fmt)
     except CaseError:
         raise
@@ -96,7 +82,9 @@ def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, Geometry]:
         raise CaseError(f"{path}: cannot read {fmt} file ({type(exc).__name__}: {exc})") from exc
 
 
-def read_case(case: Case, spatial_dims: int, in_channels: int) -> tuple[np.ndarray, Geometry]:
+def read_case(
+    case: Case, spatial_dims: int, in_channels: int, max_bytes: int | None = None
+) -> tuple[np.ndarray, Geometry]:
     """Read all channel files of a case into one channel-first float32 array.
 
     A 3D image with a single slice is accepted by a 2D model (the slice axis is dropped;
@@ -106,6 +94,7 @@ def read_case(case: Case, spatial_dims: int, in_channels: int) -> tuple[np.ndarr
         case: The case (its ``paths`` in channel order).
         spatial_dims: The model's spatial dimensionality (2 or 3).
         in_channels: The number of channels the model expects.
+        max_bytes: Memory limit per file (see :func:`read_image`).
 
     Returns:
         The image (Shape: [C, *S], float32) and the geometry of its first file.
@@ -117,7 +106,7 @@ def read_case(case: Case, spatial_dims: int, in_channels: int) -> tuple[np.ndarr
     parts: list[np.ndarray] = []
     first: tuple[Path, Geometry] | None = None
     for path in case.paths:
-        data, geometry = read_image(path)
+        data, geometry = read_image(path, max_bytes)
         channels = data if data.ndim > len(geometry.shape) else data[..., None]
         channels = _match_dims(path, np.moveaxis(channels, -1, 0), geometry, spatial_dims)
         if first is None:
@@ -179,10 +168,12 @@ def smallest_int_dtype(labels: np.ndarray) -> np.dtype:
 
 
 def write_labels(path: str | os.PathLike[str], labels: np.ndarray, geometry: Geometry) -> Path:
-    """Write a label map atomically: PNG (``.png``, 2D, uint8) or NIfTI with the input affine.
+    """Write a label map atomically in the format its suffix names, with the input's geometry.
+
+    PNG (``.png``, 2D, uint8), NRRD (``.nrrd``), MetaImage (``.mha``) or NIfTI (anything else).
 
     Args:
-        path: Destination (``.png`` or ``.nii.gz``/``.nii``).
+        path: Destination (``.png``, ``.nrrd``, ``.mha`` or ``.nii.gz``/``.nii``).
         labels: Integer label map on the input grid. Shape: [*S] (S matching ``geometry.shape``,
             up to a dropped singleton slice axis).
         geometry: The input's geometry; for NIfTI inputs the qform/sform codes are copied.
@@ -193,8 +184,13 @@ def write_labels(path: str | os.PathLike[str], labels: np.ndarray, geometry: Geo
     path = Path(path)
     labels = _on_stored_grid(np.asarray(labels), geometry)
     labels = labels.astype(smallest_int_dtype(labels), copy=False)
-    if path.name.lower().endswith(".png"):
+    name = path.name.lower()
+    if name.endswith(".png"):
         _write_png(path, labels)
+    elif name.endswith(".nrrd"):
+        write_nrrd_labels(path, labels, geometry)
+    elif name.endswith(".mha"):
+        write_metaimage_labels(path, labels, geometry)
     else:
         _write_nifti(path, labels, geometry)
     return path

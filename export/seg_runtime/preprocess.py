@@ -17,6 +17,10 @@ from .geometry import Geometry
 
 _SCHEMES = {"zscore": (), "fixed": ("mean", "std"), "minmax": ("lo", "hi"), "none": ()}
 _EPS = 1e-8
+# Plausible voxel sizes (mm): 0.1 um (microscopy) to 10 m. Outside, a spacing is a unit slip or
+# a typo, and resampling a scan to it would ask for an absurd grid.
+MIN_TARGET_SPACING = 1e-4
+MAX_TARGET_SPACING = 1e4
 
 
 @dataclass
@@ -47,8 +51,11 @@ class PreprocessSpec:
                 f"preprocess.orientation: expected 3 axis codes like 'RAS', got {self.orientation!r}"
             )
         if self.target_spacing is not None:
-            if any(float(s) <= 0 for s in self.target_spacing):
-                raise ValueError(f"preprocess.target_spacing: values must be > 0, got {self.target_spacing}")
+            if not all(MIN_TARGET_SPACING <= float(s) <= MAX_TARGET_SPACING for s in self.target_spacing):
+                raise ValueError(
+                    f"preprocess.target_spacing: values must be in [{MIN_TARGET_SPACING:g}, "
+                    f"{MAX_TARGET_SPACING:g}] mm, got {self.target_spacing}"
+                )
             self.target_spacing = [float(s) for s in self.target_spacing]
         if not self.normalization:
             raise ValueError("preprocess.normalization: needs at least one entry")
@@ -142,6 +149,33 @@ def preprocess_image(
         tuple(image.shape[1:]), tuple(oriented.shape[1:]), output_shape, ornt_in, ornt_target
     )
     return resampled.astype(np.float32, copy=False), state
+
+
+def model_grid_shape(shape: tuple[int, ...], geometry: Geometry, spec: PreprocessSpec) -> tuple[int, ...]:
+    """The model-grid shape :func:`preprocess_image` would resample to, from shapes alone.
+
+    Lets callers check the memory a case needs before anything is allocated.
+
+    Args:
+        shape: The image's spatial shape. Shape: [*S].
+        geometry: The image's geometry.
+        spec: The model's preprocessing.
+
+    Returns:
+        The spatial shape after reorientation and resampling. Shape: [*S'].
+    """
+    ndim = len(shape)
+    spacing = tuple(float(s) for s in geometry.spacing[:ndim])
+    if ndim == 3 and spec.orientation is not None:
+        from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
+
+        target = axcodes2ornt(tuple(spec.orientation.upper()))
+        transform = ornt_transform(io_orientation(geometry.affine), target)
+        oriented, moved = [0] * 3, [0.0] * 3
+        for axis, (target_axis, _) in enumerate(transform):
+            oriented[int(target_axis)], moved[int(target_axis)] = int(shape[axis]), spacing[axis]
+        shape, spacing = tuple(oriented), tuple(moved)
+    return _target_shape(tuple(int(s) for s in shape), spacing, spec)
 
 
 def preprocess_label(label: np.ndarray, geometry: Geometry, spec: PreprocessSpec) -> np.ndarray:

@@ -25,14 +25,15 @@ from tqdm import tqdm
 from seg.config import DataConfig, SplitConfig
 from seg.data.synthetic import make_synthetic_dataset
 from seg.errors import SegError
+from seg_runtime.formats import RASTER_SUFFIXES, strip_image_suffix
 from seg_runtime.geometry import CaseError, Geometry
-from seg_runtime.io import image_suffix, read_image
+from seg_runtime.io import read_image
 
 logger = logging.getLogger(__name__)
 
 Case = dict[str, Any]
 Subset = Literal["train", "test"]
-IMAGE_2D_SUFFIXES = (".png", ".tif", ".tiff")
+IMAGE_2D_SUFFIXES = RASTER_SUFFIXES  # the runtime's one suffix table (seg_runtime.formats)
 
 
 class DataError(SegError, ValueError):
@@ -144,8 +145,7 @@ def _nnunet_cases(root: Path, data: DataConfig, subset: Subset) -> list[Case]:
 
 
 def _case_id(path: Path) -> str:
-    suffix = image_suffix(path)
-    return path.name[: -len(suffix)] if suffix else path.stem
+    return strip_image_suffix(path)
 
 
 def _msd_cases(root: Path, data: DataConfig, subset: Subset) -> list[Case]:

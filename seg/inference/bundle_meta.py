@@ -28,4 +28,5 @@ def bundle_from_config(cfg: Config, provenance: dict[str, Any] | None = None) ->
         keep_largest=list(cfg.infer.keep_largest),
         outputs=cfg.model.outputs,
         provenance=prov,
+        label_codes={name: code.model_dump(exclude_none=True) for name, code in data.label_codes.items()},
     )

@@ -139,7 +139,8 @@ def test_brats_case_seg_predict_matches_seg_run(
     checkpoint, bundle = _bundle(
         "brats_ag_unet.yaml", [f"model.outputs={outputs}"], case, case / "OTMultiClass.nii.gz", tmp_path
     )
-    assert seg(["predict", "--model", str(checkpoint), "-i", str(case), "-o", str(tmp_path / "torch")]) == 0
+    assert seg(["predict", "--model", str(checkpoint), "-i", str(case), "-o", str(tmp_path / "torch"),
+                "--backend", "torch"]) == 0
     assert seg_run([str(bundle), "-i", str(case), "-o", str(tmp_path / "onnx"), "--provider", "cpu"]) == 0
     name = f"{case.name}.nii.gz"
     torch_labels = np.asarray(nib.load(tmp_path / "torch" / name).dataobj)
@@ -154,7 +155,8 @@ def test_isbi_slice_seg_predict_matches_seg_run(
     root = shared_data / "isbi2012-membrane"
     image = root / "images" / "15.png"
     checkpoint, bundle = _bundle("isbi_ag_unet.yaml", [], image, root / "labels" / "15.png", tmp_path)
-    assert seg(["predict", "--model", str(checkpoint), "-i", str(image), "-o", str(tmp_path / "torch")]) == 0
+    assert seg(["predict", "--model", str(checkpoint), "-i", str(image), "-o", str(tmp_path / "torch"),
+                "--backend", "torch"]) == 0
     assert seg_run([str(bundle), "-i", str(image), "-o", str(tmp_path / "onnx"), "--provider", "cpu"]) == 0
     torch_labels = np.asarray(Image.open(tmp_path / "torch" / "15.png"))
     onnx_labels = np.asarray(Image.open(tmp_path / "onnx" / "15.png"))

@@ -36,7 +36,7 @@ def test_predict_writes_input_geometry_and_matches_runtime(trained) -> None:
     dims, root, tmp = trained
     images = root / "imagesTs"
     assert seg(["predict", "--model", str(tmp / "runs" / f"demo{dims}d"), "-i", str(images),
-                "-o", str(tmp / "torch"), "--save-probabilities", "--preview"]) == 0
+                "-o", str(tmp / "torch"), "--save-probabilities", "--preview", "--backend", "torch"]) == 0
     assert seg_run([str(tmp / "bundle"), "-i", str(images), "-o", str(tmp / "onnx"), "--provider", "cpu",
                     "--save-probabilities"]) == 0
     ext = ".nii.gz" if dims == 3 else ".png"
@@ -92,7 +92,7 @@ def test_keep_largest_removes_islands_only(trained, tmp_path: Path, capsys) -> N
     assert seg_run([bundle, "-i", str(images), "-o", str(tmp_path / "onnx"), "--provider", "cpu",
                     "--keep-largest", "organ"]) == 0
     assert seg(["predict", "--model", model, "-i", str(images), "-o", str(tmp_path / "torch"),
-                "--keep-largest", "organ"]) == 0
+                "--keep-largest", "organ", "--backend", "torch"]) == 0
     removed, islands = 0, 0
     for raw_path in sorted((tmp_path / "raw").glob(f"*{ext}")):
         raw, kept = _labels(raw_path), _labels(tmp_path / "onnx" / raw_path.name)
@@ -148,7 +148,70 @@ def test_predict_dicom_seg_without_highdicom_is_one_line(tmp_path: Path, capsys,
                 "--dicom-seg"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err == ("seg predict: error: --dicom-seg needs the highdicom package: "
-                                 "pip install highdicom  (or: pip install 'seg[dicom]')")
+                                 'pip install "seg[dicom]"')
+
+
+def test_seg_predict_empty_folder_and_output_format(trained, tmp_path: Path, capsys) -> None:
+    """Issue 14 items 6 and 7 through seg predict: no cases -> exit 2 in one line; --output-format."""
+    from seg_runtime.io import read_image
+
+    dims, root, tmp = trained
+    run = str(tmp / "runs" / f"demo{dims}d")
+    (tmp_path / "empty").mkdir()
+    assert seg(["predict", "--model", run, "-i", str(tmp_path / "empty"), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    assert err.splitlines()[-1].startswith("seg predict: error:") and "no cases found" in err
+    src = sorted((root / "imagesTs").iterdir())[0]
+    fmt = "nrrd" if dims == 3 else "mha"
+    assert seg(["predict", "--model", run, "-i", str(src), "-o", str(tmp_path / "fmt"), "--output-format", fmt,
+                "--threads", "1", "--no-progress"]) == 0
+    (written,) = (tmp_path / "fmt").glob(f"*.{fmt}")
+    _, expected = read_image(src)
+    labels, geometry = read_image(written)
+    assert geometry.shape == expected.shape and labels.max() < 256
+    np.testing.assert_allclose(geometry.affine, expected.affine, atol=1e-6)
+
+
+def test_seg_predict_onnx_backend_matches_torch(trained, tmp_path: Path) -> None:
+    """Issue 14 item 9: --backend onnx (in-memory export, onnxruntime on the CPU) matches --backend torch."""
+    dims, root, tmp = trained
+    run = str(tmp / "runs" / f"demo{dims}d")
+    images = root / "imagesTs"
+    for backend in ("torch", "onnx"):
+        assert seg(["predict", "--model", run, "-i", str(images), "-o", str(tmp_path / backend), "--device", "cpu",
+                    "--backend", backend, "--save-probabilities", "--no-progress"]) == 0
+    ext = ".nii.gz" if dims == 3 else ".png"
+    outputs = sorted((tmp_path / "torch").glob(f"*{ext}"))
+    assert outputs
+    for path in outputs:
+        if "_probabilities" in path.name:
+            continue
+        assert np.mean(_labels(path) == _labels(tmp_path / "onnx" / path.name)) >= 0.999
+    prob = ".npz" if dims == 2 else ".nii.gz"
+    for path in sorted((tmp_path / "torch").glob(f"*_probabilities{prob}")):
+        if dims == 2:
+            a, b = np.load(path)["probabilities"], np.load(tmp_path / "onnx" / path.name)["probabilities"]
+        else:
+            a, b = nib.load(path).get_fdata(), nib.load(tmp_path / "onnx" / path.name).get_fdata()
+        assert np.abs(a.astype(np.float32) - b.astype(np.float32)).max() <= 2 / 255 + 1e-3
+
+
+def test_backend_auto_uses_onnxruntime_on_the_cpu(trained, caplog) -> None:
+    import logging
+
+    from seg.inference import Predictor
+    from seg.inference.onnx_backend import use_backend
+
+    dims, _, tmp = trained
+    predictor = Predictor.from_checkpoint(tmp / "runs" / f"demo{dims}d", device="cpu")
+    torch_batch = predictor.predict_batch
+    with caplog.at_level(logging.INFO, logger="seg.inference.onnx_backend"):
+        assert use_backend(predictor, "auto", threads=1) == "onnx"
+    x = np.random.default_rng(1).standard_normal((2, predictor.cfg.data.in_channels,
+                                                 *predictor.cfg.patch_size)).astype(np.float32)
+    np.testing.assert_allclose(predictor.predict_batch(x), torch_batch(x), atol=predictor.cfg.export.tolerance)
+    assert "onnxruntime backend" in caplog.text
 
 
 def test_predict_on_ray_matches_the_local_loop(trained, capsys) -> None:
@@ -157,7 +220,7 @@ def test_predict_on_ray_matches_the_local_loop(trained, capsys) -> None:
     dims, root, tmp = trained
     run = str(tmp / "runs" / f"demo{dims}d")
     images = root / "imagesTs"
-    assert seg(["predict", "--model", run, "-i", str(images), "-o", str(tmp / "local")]) == 0
+    assert seg(["predict", "--model", run, "-i", str(images), "-o", str(tmp / "local"), "--backend", "torch"]) == 0
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
         assert seg(["predict", "--model", run, "-i", str(images), "-o", str(tmp / "ray"),

@@ -107,7 +107,7 @@ def test_mixed_good_and_bad_inputs(tmp_path: Path, bundle_factory: Callable[...,
     np.testing.assert_array_equal(np.asarray(written.dataobj), threshold_labels(2 * good[None]))
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "good.nii.gz",
-        "nrrd.nii.gz",
+        "nrrd.nrrd",  # outputs keep the input's format
         "predictions.json",
         "predictions.jsonl",
     ]

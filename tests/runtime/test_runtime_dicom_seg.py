@@ -76,10 +76,64 @@ def test_missing_highdicom_is_a_clear_error(
 
     monkeypatch.delitem(sys.modules, "highdicom", raising=False)
     monkeypatch.setattr(builtins, "__import__", no_highdicom)
-    with pytest.raises(DicomSegUnavailable, match="pip install highdicom"):
+    with pytest.raises(DicomSegUnavailable, match=r'pip install "seg-runtime\[dicom\]"'):
         require_highdicom()
     (tmp_path / "in").mkdir()
     code = main([str(bundle_factory()), "-i", str(tmp_path / "in"), "-o", str(tmp_path / "o"), "--dicom-seg"])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith("seg-run: error: --dicom-seg needs the highdicom package")
+    hint = 'pip install "seg-runtime[dicom]"'
+    assert code == 2 and err == f"seg-run: error: --dicom-seg needs the highdicom package: {hint}"
     assert not (tmp_path / "o").exists()  # nothing ran
+
+
+_LIVER = {
+    "category": {"code": "123037004", "scheme": "SCT", "meaning": "Anatomical Structure"},
+    "type": {"code": "10200004", "meaning": "Liver"},
+    "rgb": [221, 130, 101],
+}
+
+
+def test_dicom_seg_carries_the_bundle_label_codes(
+    tmp_path: Path, bundle_factory: Callable[..., Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    hd = pytest.importorskip("highdicom")
+    import json
+
+    import pydicom
+
+    bundle = bundle_factory()
+    meta = json.loads((bundle / "model.json").read_text())
+    meta["label_codes"] = {"class1": _LIVER}  # class2 has none: generic code, one warning
+    (bundle / "model.json").write_text(json.dumps(meta))
+    save_dicom_series(tmp_path / "in" / "ct1", _volume(), oblique_affine(), slope=0.1, intercept=0.0)
+    save_dicom_series(tmp_path / "in" / "ct2", _volume(), oblique_affine(), slope=0.1, intercept=0.0)
+    with caplog.at_level(logging.WARNING, logger="seg_runtime.dicom_seg"):
+        code = main([str(bundle), "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--dicom-seg"])
+    assert code == 0
+    assert caplog.text.count("no label_codes for class2") == 1  # once, not once per case
+    for case in ("ct1", "ct2"):
+        first, second = pydicom.dcmread(tmp_path / "out" / f"{case}.seg.dcm").SegmentSequence
+        category = first.SegmentedPropertyCategoryCodeSequence[0]
+        kind = first.SegmentedPropertyTypeCodeSequence[0]
+        assert (category.CodeValue, category.CodingSchemeDesignator, category.CodeMeaning) == (
+            "123037004", "SCT", "Anatomical Structure")
+        assert (kind.CodeValue, kind.CodingSchemeDesignator, kind.CodeMeaning) == ("10200004", "SCT", "Liver")
+        rgb = hd.color.CIELabColor.from_dicom_value(first.RecommendedDisplayCIELabValue).to_rgb()
+        assert np.allclose(rgb, _LIVER["rgb"], atol=1)
+        assert second.SegmentedPropertyTypeCodeSequence[0].CodeMeaning == "Tissue"
+        assert "RecommendedDisplayCIELabValue" not in second
+
+
+def test_bad_label_codes_are_a_bundle_error(
+    tmp_path: Path, bundle_factory: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    bundle = bundle_factory()
+    meta = json.loads((bundle / "model.json").read_text())
+    meta["label_codes"] = {"class1": {**_LIVER, "rgb": [300, 0, 0]}}
+    (bundle / "model.json").write_text(json.dumps(meta))
+    (tmp_path / "in").mkdir()
+    assert main([str(bundle), "-i", str(tmp_path / "in"), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "model.json" in err and "label_codes.class1.rgb" in err and "Traceback" not in err

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..geometry import LPS_SIGNS, CaseError, Geometry, affine_from_axes, make_geometry
+from ..limits import check_claimed_size, check_memory
 
 _TYPES = {
     "MET_CHAR": np.int8,
@@ -36,11 +37,12 @@ _ALIASES = {
 }
 
 
-def read_metaimage(path: Path) -> tuple[np.ndarray, Geometry]:
+def read_metaimage(path: Path, max_bytes: int | None = None) -> tuple[np.ndarray, Geometry]:
     """Read a MetaImage.
 
     Args:
         path: The ``.mha`` or ``.mhd`` file.
+        max_bytes: Memory limit for the decoded image (checked on the header, before decoding).
 
     Returns:
         The array (Shape: [*S] or [*S, C]) and its RAS+ geometry.
@@ -63,6 +65,7 @@ def read_metaimage(path: Path) -> tuple[np.ndarray, Geometry]:
     if ndim not in (2, 3) or len(dims) != ndim:
         raise CaseError(f"{path}: unsupported MetaImage dimensionality NDims={ndim}, DimSize={dims}")
     count = channels * int(np.prod(dims))
+    check_memory(path, "the image", [*dims, channels], count * (dtype.itemsize + 4), max_bytes)
     data = _load_data(path, fields, blob, offset, dtype, count)
     # Channels are interleaved per voxel, i.e. the fastest axis.
     array = data.reshape(([channels] if channels > 1 else []) + dims, order="F")
@@ -108,7 +111,9 @@ def _load_data(
         offset = int(fields.get("headersize", "0"))
     nbytes = count * dtype.itemsize
     payload = blob[offset:] if offset >= 0 else blob[-nbytes:]
-    if fields.get("compresseddata", "false").lower() == "true":
+    compressed = fields.get("compresseddata", "false").lower() == "true"
+    check_claimed_size(path, [count], dtype.itemsize, len(payload), compressed=compressed)
+    if compressed:
         payload = _inflate(path, payload)
     if len(payload) < nbytes:
         raise CaseError(f"{path}: truncated: expected {nbytes} bytes of voxel data, found {len(payload)}")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..geometry import CaseError, Geometry, affine_from_axes, make_geometry
+from ..limits import check_claimed_size, check_memory
 
 _TYPES = {
     np.dtype(np.int8): ("signed char", "int8", "int8_t"),
@@ -42,17 +43,19 @@ _SPACE_SIGNS = {
 _DOMAIN_KINDS = {"domain", "space", "time", "???", "none"}
 
 
-def read_nrrd(path: Path) -> tuple[np.ndarray, Geometry]:
+def read_nrrd(path: Path, max_bytes: int | None = None) -> tuple[np.ndarray, Geometry]:
     """Read a NRRD image.
 
     Args:
         path: The ``.nrrd`` or ``.nhdr`` file.
+        max_bytes: Memory limit for the decoded image (checked on the header, before decoding).
 
     Returns:
         The array (Shape: [*S] or [*S, C]) and its RAS+ geometry.
 
     Raises:
-        CaseError: Not a NRRD file, unsupported field values, corrupt or truncated data.
+        CaseError: Not a NRRD file, unsupported field values, corrupt or truncated data, a
+            header claiming more voxels than the file holds or the memory limit allows.
     """
     try:
         blob = path.read_bytes()
@@ -66,6 +69,9 @@ def read_nrrd(path: Path) -> tuple[np.ndarray, Geometry]:
         raise CaseError(f"{path}: missing or unsupported NRRD field {exc}") from exc
     except ValueError as exc:
         raise CaseError(f"{path}: bad NRRD 'sizes' field ({exc})") from exc
+    # As stored, plus the float32 copy the case is assembled into.
+    nbytes = int(np.prod(sizes, dtype=np.float64)) * (dtype.itemsize + 4)
+    check_memory(path, "the image", sizes, nbytes, max_bytes)
     data = _load_data(path, fields, blob, data_offset, dtype, int(np.prod(sizes)))
     array = data.reshape(sizes, order="F")
     return _with_geometry(path, fields, array)
@@ -108,6 +114,9 @@ def _load_data(
     byte_skip = int(fields.get("byte skip", fields.get("byteskip", "0")))
     nbytes = count * dtype.itemsize
     payload = blob[offset:]
+    if encoding in {"gzip", "gz", "raw"}:
+        stored = len(payload) - (byte_skip if byte_skip > 0 and encoding == "raw" else 0)
+        check_claimed_size(path, [count], dtype.itemsize, stored, compressed=encoding != "raw")
     if encoding in {"gzip", "gz"}:
         try:
             payload = gzip.decompress(payload)

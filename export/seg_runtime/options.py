@@ -1,0 +1,119 @@
+"""The prediction options shared by ``seg-run`` and ``seg predict``: one definition, one help.
+
+Both CLIs call :func:`add_predict_options`, so a flag means the same thing in either tool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from .formats import OUTPUT_FORMATS
+from .limits import MEMORY_ENV, parse_memory_gb
+
+EXIT_CODES = "exit status: 0 all cases ok or skipped, 1 some case failed, 2 usage, input or model error."
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parse ``i/n`` (0-based) for ``--shard``."""
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected i/n like 0/4, got '{text}'") from None
+    if count < 1 or not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"need 0 <= i < n, got '{text}'")
+    return index, count
+
+
+def parse_positive(text: str) -> int:
+    """A positive integer (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
+    return value
+
+
+def add_predict_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the options of a folder prediction run to ``parser`` (``-i``/``-o`` and the rest).
+
+    ``--batch-size`` defaults to None (the model's own default); ``--keep-largest`` to None
+    (the model's setting).
+    """
+    add = parser.add_argument
+    add("-i", "--input", type=Path, help="image file or folder of cases (required unless --summary)")
+    add("-o", "--output", type=Path, required=True, help="folder for label maps and the manifest")
+    add("--summary", action="store_true",
+        help="only print the merged state of every case in OUTPUT over all shards and runs (and write "
+        "OUTPUT/summary.json)")
+    add("--tta", action="store_true", help="mirror test-time augmentation over all spatial axes (slower)")
+    add("--overwrite", action="store_true", help="re-predict cases whose output already exists")
+    add("--shard", type=parse_shard, metavar="i/n",
+        help="only cases at sorted positions p with p %% n == i (0-based); n runs partition the cases")
+    add("--save-probabilities", action="store_true",
+        help="also write <case>_probabilities.nii.gz (3D, uint8 scaled to [0,1]) or .npz (2D, float16)")
+    add("--keep-largest", nargs="*", metavar="NAME",
+        help="keep only the largest connected component of these classes/regions "
+        "(default: the model's keep_largest; the flag alone turns it off)")
+    add("--batch-size", type=parse_positive, metavar="N",
+        help="patches per model call (default: seg-run 1, seg predict the config's infer.batch_size)")
+    add("--preview", action="store_true",
+        help="also write OUTPUT/preview/<case>.png: 3 axial slices (2D: the image) with the labels in colour")
+    add("--dicom-seg", action="store_true",
+        help="also write <case>.seg.dcm (DICOM-SEG) for DICOM series inputs (needs highdicom: "
+        "pip install \"seg-runtime[dicom]\" or \"seg[dicom]\")")
+    add("--threads", type=parse_positive, metavar="N", help="CPU threads (default: the physical cores)")
+    add("--no-progress", action="store_true",
+        help="hide progress bars (they are off anyway when stderr is not a terminal)")
+    add("--output-format", choices=OUTPUT_FORMATS, default="auto",
+        help="label map format (default auto: the input's format, NRRD -> .nrrd, MHA/MHD -> .mha, NIfTI and "
+        "DICOM -> .nii.gz, PNG/TIFF -> .png)")
+    add("--max-memory", type=parse_memory_gb, metavar="GB",
+        help=f"memory limit per case: a case whose header or resampled grid needs more fails at once "
+        f"(default: ${MEMORY_ENV}, else half the RAM)")
+    add_engine_options(parser)
+    return parser
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars unless ``--no-progress`` or stderr is not a terminal (logs, CI, pipes)."""
+    return not args.no_progress and sys.stderr.isatty()
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got '{text}'")
+    return value
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """``--engine local|ray`` and the Ray options (shared by ``seg-run`` and ``seg predict``)."""
+    group = parser.add_argument_group("distributed inference (Ray Data; pip install \"seg-runtime[ray]\")")
+    group.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="local: this process (default); ray: read/preprocess as Ray tasks, the model "
+                       "in a pool of actors, writes as tasks")
+    group.add_argument("--address", metavar="ADDR",
+                       help="Ray cluster: auto (the cluster this machine is part of) or ray://HEAD:10001; "
+                       "default: start a local Ray on this machine")
+    group.add_argument("--num-workers", type=parse_positive, default=1, metavar="N",
+                       help="model actors, each loading the model once (default 1)")
+    group.add_argument("--gpus-per-worker", type=_fraction, default=0.0, metavar="F",
+                       help="GPUs per actor; fractions share a GPU, e.g. 0.25 (default 0)")
+    group.add_argument("--cpus-per-worker", type=_fraction, default=1.0, metavar="F",
+                       help="CPUs reserved per actor (default 1)")
+
+
+def ray_options(args: argparse.Namespace) -> Any:
+    """The parsed engine options as :class:`seg_runtime.ray_engine.RayOptions`."""
+    from .ray_engine import RayOptions
+
+    return RayOptions(address=args.address, num_workers=args.num_workers,
+                      gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker)
