@@ -107,12 +107,19 @@ def _add_demo(sub) -> None:
 
 
 def _add_plan(sub) -> None:
-    p = sub.add_parser("plan", help="fingerprint a dataset and propose preprocessing/patch settings",
-                       epilog=EPILOG, description="Read every case of the config's dataset; print YAML with "
-                       "target spacing, patch size, batch size and normalisation to paste into a config.")
-    p.add_argument("config", type=Path, help="a config whose data section names the dataset")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
-    p.add_argument("-o", "--output", type=Path, help="also write the YAML here")
+    p = sub.add_parser("plan", help="plan a dataset folder into a runnable config (or propose settings for a config)",
+                       epilog=EPILOG, description="DATASET folder: detect the layout (nnU-Net raw, MSD, case "
+                       "folders, 2D image folders), read labels and channels, fingerprint every case and write a "
+                       "complete config sized to the budget, with a table of the statistics behind each choice. "
+                       "CONFIG file: print YAML with spacing, patch, batch and normalisation to paste into it.")
+    p.add_argument("config", type=Path, metavar="DATASET|CONFIG", help="a dataset folder, or a config file "
+                   "whose data section names the dataset")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides (CONFIG only)")
+    p.add_argument("-o", "--output", type=Path, help="write the config (DATASET) or the YAML (CONFIG) here")
+    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="memory budget (default cpu)")
+    p.add_argument("--gpu-memory", type=float, metavar="GB", help="GPU memory; scales the gpu patch budget")
+    p.add_argument("--time-budget", type=float, metavar="MINUTES",
+                   help="training minutes per fold (DATASET; default 60 on cpu, 720 on gpu)")
 
 
 def build_parser() -> argparse.ArgumentParser:

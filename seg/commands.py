@@ -128,17 +128,45 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    if args.config.is_dir():
+        return _plan_dataset(args)
     from seg.config import load_config
     from seg.data.datalist import build_datalist
     from seg.data.plan import fingerprint, plan_to_yaml, propose_settings
 
     cfg = load_config(args.config, args.overrides)
     items = build_datalist(cfg.data)
-    text = plan_to_yaml(propose_settings(fingerprint(items, cfg.data), cfg.data))
+    text = plan_to_yaml(propose_settings(fingerprint(items, cfg.data), cfg.data, memory_budget=args.device,
+                                         gpu_memory=args.gpu_memory))
     print(text)
     if args.output:
-        args.output.write_text(text)
+        _write_text(args.output, text)
     return 0
+
+
+def _plan_dataset(args: argparse.Namespace) -> int:
+    from seg.data.plan_config import plan_config
+
+    if args.overrides:
+        raise ValueError(f"seg plan DATASET takes no overrides (got {args.overrides}); edit the written config")
+    planned = plan_config(args.config, device=args.device, gpu_memory=args.gpu_memory,
+                          time_budget=args.time_budget)
+    print(format_table(["setting", "value", "based on"], planned.rows))
+    text = planned.to_yaml()
+    if args.output:
+        _write_text(args.output, text)
+        print(f"config written: {args.output} (train it with: seg train {args.output} --folds all)")
+    else:
+        print(text)
+    return 0
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write atomically (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
