@@ -48,7 +48,11 @@ def _add_train(sub) -> None:
                    help="dotted overrides, e.g. train.epochs=3 model.size=base data.root=/data")
     p.add_argument("--resume", action="store_true", help="continue the run in the run folder from last.pt "
                    "(raise train.epochs to extend a finished run)")
-    p.add_argument("--run-dir", type=Path, help="run folder (default: output_dir/name from the config)")
+    p.add_argument("--run-dir", type=Path, help="run folder (default: output_dir/name from the config); with "
+                   "--folds, the parent of the fold_<i> folders")
+    p.add_argument("--folds", nargs="+", metavar="FOLD", help="cross-validation: 'all' (data.split.folds, default "
+                   "5) or fold numbers (0 2); trains each fold into fold_<i>/, predicts its validation cases and "
+                   "writes cv_results.csv/json. A rerun continues where it stopped")
 
 
 def _add_predict(sub) -> None:

@@ -26,12 +26,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     from seg.config import load_config
     from seg.engine.fit import fit
 
+    if args.folds:  # "--folds 0 2 train.epochs=3": argparse hands the overrides to --folds
+        args.overrides = [*args.overrides, *(t for t in args.folds if "=" in t)]
+        args.folds = [t for t in args.folds if "=" not in t]
     cfg = load_config(args.config, args.overrides)
+    if args.folds:
+        return _train_folds(cfg, args)
     result = fit(cfg, run_dir=args.run_dir, resume=args.resume)
     state = "interrupted (resume with --resume)" if result.interrupted else "done"
     print(f"training {state}: {result.epochs_done} epochs, best val Dice {result.best_metric:.4f}")
     print(f"run folder: {result.run_dir}")
     return 130 if result.interrupted else 0
+
+
+def _train_folds(cfg, args: argparse.Namespace) -> int:
+    from seg.engine.cv import cross_validate, parse_folds
+
+    folds = parse_folds(args.folds, cfg.data.split.folds)
+    result = cross_validate(cfg, folds, args.run_dir)
+    print(format_table(["fold", "training"], [[f, result.trained.get(f, "not reached")] for f in folds]))
+    if result.interrupted:
+        print(f"cross-validation interrupted; rerun the same command to continue ({result.parent})")
+        return 130
+    table = result.table
+    columns = [*(f"fold_{i}" for i in table["folds"]), "pooled"]
+    rows = [[key, *(table["folds"][i].get(key, "") for i in table["folds"]), table["pooled"][key]]
+            for key in ["cases", *table["metrics"]]]
+    print(format_table(["metric", *columns], rows))
+    print(f"written: {result.parent / 'cv_results.csv'}, {result.parent / 'cv_results.json'}")
+    return 0
 
 
 def print_manifest(manifest, output: Path) -> None:
