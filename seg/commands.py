@@ -54,6 +54,13 @@ def _train_folds(cfg, args: argparse.Namespace) -> int:
             for key in ["cases", *table["metrics"]]]
     print(format_table(["metric", *columns], rows))
     print(f"written: {result.parent / 'cv_results.csv'}, {result.parent / 'cv_results.json'}")
+    if result.postprocessing is not None:
+        post = result.postprocessing
+        print(format_table(["structure", "pooled Dice", "keep largest", "Dice after"],
+                           [[n, e["dice_before"], "yes" if e["kept"] else "no", e["dice_after"]]
+                            for n, e in post["evidence"].items()]))
+        print(f"post-processing: infer.keep_largest={post['keep_largest']} in {result.parent / 'config.yaml'} "
+              f"(evidence: {result.parent / 'postprocessing.json'})")
     return 0
 
 

@@ -4,6 +4,8 @@ Layout of the parent folder (``output_dir/name``)::
 
     cv.json                 folds, split seed, and per fold: run folder, checkpoint, validation ids
     cv_results.csv / .json  Dice / HD95 / NSD per class and region: one row per fold, and pooled
+    postprocessing.json     keep-largest per structure chosen on the pooled CV Dice (all folds scored)
+    config.yaml             the resolved config with that choice as infer.keep_largest
     fold_<i>/               an ordinary run folder (last.pt, best.pt, metrics.jsonl, ...)
         validation/         the fold's validation cases predicted with fold_<i>/last.pt,
                             evaluation.csv/json, and validation.json (which checkpoint made them)
@@ -50,6 +52,7 @@ class CVResult:
     trained: dict[int, str] = field(default_factory=dict)  # fold -> "trained" | "resumed" | "done"
     table: dict[str, Any] = field(default_factory=dict)  # {"folds": {i: mean}, "pooled": mean, "cases": n}
     interrupted: bool = False
+    postprocessing: dict[str, Any] | None = None  # postprocessing.json, once every fold is scored
 
 
 def parse_folds(spec: list[str], k: int) -> list[int]:
@@ -100,6 +103,13 @@ def cross_validate(cfg: Config, folds: list[int], parent: Path | None = None, *,
         _write_manifest(parent, cfg, fold, run_dir, val)
         predict_fold(fcfg, run_dir, val, device=device)
     result.table = write_cv_table(parent, cfg)
+    scored = sorted(int(i) for i in result.table["folds"])
+    if scored == list(range(split.folds)):
+        from seg.engine.cv_postprocess import write_postprocessing
+
+        result.postprocessing = write_postprocessing(parent, cfg, scored)
+    else:
+        log.info("post-processing is chosen once all %d folds are scored (have %s)", split.folds, scored)
     return result
 
 

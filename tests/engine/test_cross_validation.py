@@ -51,6 +51,9 @@ def test_3d_cv_resumes_a_killed_fold_and_a_rerun_retrains_and_repredicts_nothing
     manifest = json.loads((parent / "cv.json").read_text())
     assert manifest["runs"]["0"]["checkpoint"] == "fold_0/last.pt"
     assert set(manifest["runs"]["0"]["val"]).isdisjoint(manifest["runs"]["1"]["val"])
+    post = json.loads((parent / "postprocessing.json").read_text())  # all folds scored: chosen on CV
+    assert set(post["evidence"]) == {"lesion"} and post["cases"] == 4
+    assert load_config(parent / "config.yaml").infer.keep_largest == post["keep_largest"]
     stamps = {p: p.stat().st_mtime_ns for p in parent.glob("fold_*/last.pt")}
     stamps.update({p: p.stat().st_mtime_ns for p in parent.glob("fold_*/validation/*.nii.gz")})
 
@@ -75,7 +78,7 @@ def test_2d_cv_on_a_subset_of_folds(tmp_path: Path, capsys) -> None:
     parent = tmp_path / "runs" / load_config(config).name
     rows = _csv_rows(parent / "cv_results.csv")
     assert set(rows) == {"fold_1", "pooled"} and rows["pooled"]["cases"] == "2"
-    assert not (parent / "fold_0").exists()
+    assert not (parent / "fold_0").exists() and not (parent / "postprocessing.json").exists()
     assert sorted(p.name for p in (parent / "fold_1" / "validation").glob("*.png")) == ["case1.png", "case3.png"]
     capsys.readouterr()
     assert main(["train", str(config), "--folds", "2", *overrides]) == 2
