@@ -160,6 +160,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     if args.config.is_dir():
         return _plan_dataset(args)
+    if not args.config.exists():
+        raise FileNotFoundError(f"{args.config}: no such dataset folder or config file")
     from seg.config import load_config
     from seg.data.datalist import build_datalist
     from seg.data.plan import fingerprint, plan_to_yaml, propose_settings

@@ -76,7 +76,7 @@ def plan_config(root: str | Path, *, device: str = "cpu", gpu_memory: float | No
     section = data.model_dump(exclude_defaults=True)
     section["root"] = str(Path(data.root))
     section.update(layout=data.layout, spatial_dims=data.spatial_dims, labels=dict(data.labels))
-    section["split"] = {"folds": min(MAX_FOLDS, len(items)), "seed": 0}
+    section["split"] = {"folds": max(2, min(MAX_FOLDS, len(items))), "seed": 0}
     section["preprocess"] = proposal["data"]["preprocess"]
     config = {
         "name": Path(data.root).name,

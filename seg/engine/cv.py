@@ -13,7 +13,8 @@ Layout of the parent folder (``output_dir/name``)::
         validation_ref/     links to their reference label maps
 
 Each fold is :func:`seg.engine.fit.fit` with ``data.split.fold = i``. A rerun verifies what is on
-disk before reusing it: a fold whose ``last.pt`` is of this split and has all epochs is not retrained,
+disk before reusing it: a fold whose ``last.pt`` holds this fold's config (anything but
+``train.epochs`` changed is an error) and all its epochs is not retrained,
 a shorter one resumes from ``last.pt``, and validation predictions are kept only while the
 checkpoint that made them (its SHA-256) is unchanged. The final checkpoint predicts, as in nnU-Net
 (``best.pt`` is chosen on the same cases and would flatter the score).
@@ -82,9 +83,11 @@ def cross_validate(cfg: Config, folds: list[int], parent: Path | None = None, *,
 
     Raises:
         ValueError: the config lists an explicit split (k-fold needs none).
-        TrainingError: a fold folder holds a run of another split, or training diverged.
+        TrainingError: a fold folder holds a run of another config (split, model...), or training diverged.
     """
     split = cfg.data.split
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("--folds runs in one process; under torchrun train one fold per launch (data.split.fold=i)")
     if split.train is not None or split.val is not None:
         raise ValueError("--folds needs a k-fold split: remove data.split.train / data.split.val from the config")
     parent = Path(parent or default_run_dir(cfg))
@@ -120,17 +123,40 @@ def train_fold(cfg: Config, run_dir: Path, progress: bool = True) -> tuple[str, 
         result = fit(cfg, run_dir=run_dir, progress=progress)
         return "trained", result.interrupted
     ck = load_checkpoint(last)
-    stored = ck["config"]["data"]["split"]
-    mine = cfg.data.split
-    if (stored.get("fold"), stored.get("folds"), stored.get("seed")) != (mine.fold, mine.folds, mine.seed):
+    changed = config_changes(ck["config"], cfg.to_dict())
+    if changed:
         raise TrainingError(
-            f"{last} is fold {stored.get('fold')} of {stored.get('folds')} (seed {stored.get('seed')}), not fold "
-            f"{mine.fold} of {mine.folds} (seed {mine.seed}); move it away or choose another name=")
+            f"{last} was trained with another config ({'; '.join(changed[:3])}); move {run_dir} away or "
+            "choose another name= (only train.epochs may grow between runs)")
     if int(ck["epoch"]) >= cfg.train.epochs and not ck.get("interrupted_mid_epoch"):
-        log.info("fold %d: finished (%d epochs), not retrained", mine.fold, int(ck["epoch"]))
+        log.info("fold %d: finished (%d epochs), not retrained", cfg.data.split.fold, int(ck["epoch"]))
         return "done", False
     result = fit(cfg, run_dir=run_dir, resume=True, progress=progress)
     return "resumed", result.interrupted
+
+
+# Settings a finished or half-trained fold may differ in: epochs may grow (resume extends them), the
+# parent folder may move, and how data is cached, where it runs and how it predicts do not change it.
+IGNORED_KEYS = ("train.epochs", "output_dir", "data.cache", "data.num_workers", "train.device")
+IGNORED_PREFIXES = ("infer.", "export.")
+
+
+def config_changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``key: old -> new`` for every training setting that differs (dotted keys)."""
+    old, new = _flatten(stored), _flatten(current)
+    keys = sorted(k for k in set(old) | set(new) if k not in IGNORED_KEYS and not k.startswith(IGNORED_PREFIXES)
+                  and old.get(k) != new.get(k))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys]
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _sha256(path: Path) -> str:

@@ -10,11 +10,12 @@ import pytest
 
 from seg.cli import main
 from seg.config import load_config
-from seg.engine.cv import fold_config, parse_folds
+from seg.engine.cv import cross_validate, fold_config, parse_folds
 from seg.engine.fit import TrainingError, fit
 from tests.raw_datasets import write_nnunet_raw
 
-TINY = ["data.split.folds=2", "train.epochs=2", "train.iters_per_epoch=2", "train.batch_size=2"]
+# 2 folds of 2 epochs of 2 iterations; validation in the loop only at the end (the CV predicts anyway).
+TINY = ["data.split.folds=2", "train.epochs=2", "train.iters_per_epoch=2", "train.batch_size=2", "train.val_every=2"]
 
 
 def _plan(tmp_path: Path, dims: int) -> Path:
@@ -32,7 +33,7 @@ def _csv_rows(path: Path) -> dict[str, dict[str, str]]:
 @pytest.mark.slow
 def test_3d_cv_resumes_a_killed_fold_and_a_rerun_retrains_and_repredicts_nothing(tmp_path: Path, capsys) -> None:
     config = _plan(tmp_path, dims=3)
-    overrides = [*TINY, f"output_dir={tmp_path / 'runs'}"]
+    overrides = [*TINY, "train.patch_size=[16,16,16]", f"output_dir={tmp_path / 'runs'}"]
     cfg = load_config(config, overrides)
     parent = tmp_path / "runs" / cfg.name
     # A fold killed after its first epoch: last.pt holds 1 of 2 epochs.
@@ -64,21 +65,25 @@ def test_3d_cv_resumes_a_killed_fold_and_a_rerun_retrains_and_repredicts_nothing
     assert {c["status"] for c in statuses} == {"skipped"}
     assert _csv_rows(parent / "cv_results.csv") == rows
 
-    # A fold folder holding another split is refused, not silently reused.
-    with pytest.raises(TrainingError, match="not fold 0 of 2"):
-        from seg.engine.cv import cross_validate
-
+    # A fold folder trained with another split or model is refused, not silently reused.
+    with pytest.raises(TrainingError, match=r"another config \(data.split.seed: 0 -> 1\)"):
         cross_validate(load_config(config, [*overrides, "data.split.seed=1"]), [0], progress=False)
+    capsys.readouterr()
+    assert main(["train", str(config), "--folds", "0", *overrides, "model.size=base"]) == 2
+    assert "model.size: 'small' -> 'base'" in capsys.readouterr().err
 
 
 def test_2d_cv_on_a_subset_of_folds(tmp_path: Path, capsys) -> None:
     config = _plan(tmp_path, dims=2)
-    overrides = [*TINY, "train.epochs=1", f"output_dir={tmp_path / 'runs'}"]
+    overrides = [*TINY, "train.epochs=1", "train.patch_size=[32,32]", f"output_dir={tmp_path / 'runs'}"]
     assert main(["train", str(config), "--folds", "1", *overrides]) == 0
     parent = tmp_path / "runs" / load_config(config).name
     rows = _csv_rows(parent / "cv_results.csv")
     assert set(rows) == {"fold_1", "pooled"} and rows["pooled"]["cases"] == "2"
     assert not (parent / "fold_0").exists() and not (parent / "postprocessing.json").exists()
+    # The planned config trains as is, without --folds (a single run on fold 0 of data.split.folds).
+    assert main(["train", str(config), *overrides, "name=single"]) == 0
+    assert (tmp_path / "runs" / "single" / "last.pt").is_file()
     assert sorted(p.name for p in (parent / "fold_1" / "validation").glob("*.png")) == ["case1.png", "case3.png"]
     capsys.readouterr()
     assert main(["train", str(config), "--folds", "2", *overrides]) == 2
