@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from seg.cli import main
+from seg.config import config_from_dict as load_config_dict
 from seg.config import load_config
 from seg.data.detect import detect_data_config
 from seg.data.plan import normalization_for
@@ -59,16 +60,20 @@ def test_budget_scales_patch_and_schedule(tmp_path: Path) -> None:
         plan_config(root, time_budget=0)
 
 
-def test_msd_labels_with_gaps_become_a_remap(tmp_path: Path, files) -> None:
+def test_msd_4d_images_and_labels_with_gaps_become_a_remap(tmp_path: Path, files) -> None:
     image, label = files.volume((10, 10, 10))
     label[label == 2] = 4
-    files.nifti(tmp_path / "imagesTr" / "a.nii.gz", image)
+    files.nifti(tmp_path / "imagesTr" / "a.nii.gz", np.stack([image, 2 * image + 5], axis=-1))  # 4D: 2 channels
     files.nifti(tmp_path / "labelsTr" / "a.nii.gz", label)
-    files.json(tmp_path / "dataset.json", {"modality": {"0": "CT"}, "labels": {"0": "background", "1": "x", "4": "y"},
+    files.json(tmp_path / "dataset.json", {"modality": {"0": "FLAIR", "1": "T1w"},
+                                           "labels": {"0": "background", "1": "x", "4": "y"},
                                            "training": [{"image": "./imagesTr/a.nii.gz", "label": "./labelsTr/a.nii.gz"}]})
     data = detect_data_config(tmp_path)
-    assert data.layout == "msd" and data.channel_names == ["CT"] and data.spatial_dims == 3
+    assert data.layout == "msd" and data.channel_names == ["FLAIR", "T1w"] and data.spatial_dims == 3
     assert data.labels == {"background": 0, "x": 1, "y": 2} and data.label_values == {0: 0, 1: 1, 4: 2}
+    planned = plan_config(tmp_path, time_budget=1).config
+    assert len(planned["data"]["preprocess"]["normalization"]) == 2
+    assert load_config_dict(planned).data.label_values == {0: 0, 1: 1, 4: 2}
 
 
 def test_already_zscored_case_folders_get_no_second_normalisation(tmp_path: Path, files) -> None:
