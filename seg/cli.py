@@ -29,7 +29,11 @@ def _add_train(sub) -> None:
                    help="dotted overrides, e.g. train.epochs=3 model.size=base data.root=/data")
     p.add_argument("--resume", action="store_true", help="continue the run in the run folder from last.pt "
                    "(raise train.epochs to extend a finished run)")
-    p.add_argument("--run-dir", type=Path, help="run folder (default: output_dir/name from the config)")
+    p.add_argument("--run-dir", type=Path, help="run folder (default: output_dir/name from the config); with "
+                   "--folds, the parent of the fold_<i> folders")
+    p.add_argument("--folds", nargs="+", metavar="FOLD", help="cross-validation: 'all' (data.split.folds, default "
+                   "5) or fold numbers (0 2); trains each fold into fold_<i>/, predicts its validation cases and "
+                   "writes cv_results.csv/json. A rerun continues where it stopped")
 
 
 def _add_predict(sub) -> None:
@@ -89,12 +93,19 @@ def _add_demo(sub) -> None:
 
 
 def _add_plan(sub) -> None:
-    p = sub.add_parser("plan", help="fingerprint a dataset and propose preprocessing/patch settings",
-                       epilog=EPILOG, description="Read every case of the config's dataset; print YAML with "
-                       "target spacing, patch size, batch size and normalisation to paste into a config.")
-    p.add_argument("config", type=Path, help="a config whose data section names the dataset")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
-    p.add_argument("-o", "--output", type=Path, help="also write the YAML here")
+    p = sub.add_parser("plan", help="plan a dataset folder into a runnable config (or propose settings for a config)",
+                       epilog=EPILOG, description="DATASET folder: detect the layout (nnU-Net raw, MSD, case "
+                       "folders, 2D image folders), read labels and channels, fingerprint every case and write a "
+                       "complete config sized to the budget, with a table of the statistics behind each choice. "
+                       "CONFIG file: print YAML with spacing, patch, batch and normalisation to paste into it.")
+    p.add_argument("config", type=Path, metavar="DATASET|CONFIG", help="a dataset folder, or a config file "
+                   "whose data section names the dataset")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides (CONFIG only)")
+    p.add_argument("-o", "--output", type=Path, help="write the config (DATASET) or the YAML (CONFIG) here")
+    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="memory budget (default cpu)")
+    p.add_argument("--gpu-memory", type=float, metavar="GB", help="GPU memory; scales the gpu patch budget")
+    p.add_argument("--time-budget", type=float, metavar="MINUTES",
+                   help="training minutes per fold (DATASET; default 60 on cpu, 720 on gpu)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,12 +17,42 @@ def cmd_train(args: argparse.Namespace) -> int:
     from seg.config import load_config
     from seg.engine.fit import fit
 
+    if args.folds:  # "--folds 0 2 train.epochs=3": argparse hands the overrides to --folds
+        args.overrides = [*args.overrides, *(t for t in args.folds if "=" in t)]
+        args.folds = [t for t in args.folds if "=" not in t]
     cfg = load_config(args.config, args.overrides)
+    if args.folds:
+        return _train_folds(cfg, args)
     result = fit(cfg, run_dir=args.run_dir, resume=args.resume)
     state = "interrupted (resume with --resume)" if result.interrupted else "done"
     print(f"training {state}: {result.epochs_done} epochs, best val Dice {result.best_metric:.4f}")
     print(f"run folder: {result.run_dir}")
     return 130 if result.interrupted else 0
+
+
+def _train_folds(cfg, args: argparse.Namespace) -> int:
+    from seg.engine.cv import cross_validate, parse_folds
+
+    folds = parse_folds(args.folds, cfg.data.split.folds)
+    result = cross_validate(cfg, folds, args.run_dir)
+    print(format_table(["fold", "training"], [[f, result.trained.get(f, "not reached")] for f in folds]))
+    if result.interrupted:
+        print(f"cross-validation interrupted; rerun the same command to continue ({result.parent})")
+        return 130
+    table = result.table
+    columns = [*(f"fold_{i}" for i in table["folds"]), "pooled"]
+    rows = [[key, *(table["folds"][i].get(key, "") for i in table["folds"]), table["pooled"][key]]
+            for key in ["cases", *table["metrics"]]]
+    print(format_table(["metric", *columns], rows))
+    print(f"written: {result.parent / 'cv_results.csv'}, {result.parent / 'cv_results.json'}")
+    if result.postprocessing is not None:
+        post = result.postprocessing
+        print(format_table(["structure", "pooled Dice", "keep largest", "Dice after"],
+                           [[n, e["dice_before"], "yes" if e["kept"] else "no", e["dice_after"]]
+                            for n, e in post["evidence"].items()]))
+        print(f"post-processing: infer.keep_largest={post['keep_largest']} in {result.parent / 'config.yaml'} "
+              f"(evidence: {result.parent / 'postprocessing.json'})")
+    return 0
 
 
 def print_manifest(manifest, output: Path) -> None:
@@ -149,17 +179,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    if args.config.is_dir():
+        return _plan_dataset(args)
+    if not args.config.exists():
+        raise FileNotFoundError(f"{args.config}: no such dataset folder or config file")
     from seg.config import load_config
     from seg.data.datalist import build_datalist
     from seg.data.plan import fingerprint, plan_to_yaml, propose_settings
 
     cfg = load_config(args.config, args.overrides)
     items = build_datalist(cfg.data)
-    text = plan_to_yaml(propose_settings(fingerprint(items, cfg.data), cfg.data))
+    text = plan_to_yaml(propose_settings(fingerprint(items, cfg.data), cfg.data, memory_budget=args.device,
+                                         gpu_memory=args.gpu_memory))
     print(text)
     if args.output:
-        args.output.write_text(text)
+        _write_text(args.output, text)
     return 0
+
+
+def _plan_dataset(args: argparse.Namespace) -> int:
+    from seg.data.plan_config import plan_config
+
+    if args.overrides:
+        raise ValueError(f"seg plan DATASET takes no overrides (got {args.overrides}); edit the written config")
+    planned = plan_config(args.config, device=args.device, gpu_memory=args.gpu_memory,
+                          time_budget=args.time_budget)
+    print(format_table(["setting", "value", "based on"], planned.rows))
+    text = planned.to_yaml()
+    if args.output:
+        _write_text(args.output, text)
+        print(f"config written: {args.output} (train it with: seg train {args.output} --folds all)")
+    else:
+        print(text)
+    return 0
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write atomically (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def cmd_models(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from nibabel.orientations import io_orientation
 from tqdm import tqdm
 
 from seg.config import DataConfig
-from seg.data.datalist import Case, build_datalist, label_lookup, read_channels
+from seg.data.datalist import Case, DataError, build_datalist, label_lookup, read_channels
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,11 @@ BUDGETS: dict[str, dict[int, tuple[int, int, int]]] = {
     "cpu": {3: (64**3, 2, 4), 2: (256**2, 8, 16)},
     "gpu": {3: (128**3, 2, 8), 2: (512**2, 12, 32)},
 }
+GPU_REFERENCE_GB = 10.0  # nnU-Net's 3d_fullres default (~128^3, batch 2) fits about this much memory
+# A channel whose non-background voxels have |mean| below this and std within STD_RANGE is already z-scored.
+NORMALISED_MEAN = 0.25
+NORMALISED_STD_RANGE = (0.5, 2.0)
+BACKGROUND_SHARE = 0.2  # a value covering this share of a channel's voxels is its constant background
 DIVISOR = {3: 16, 2: 32}  # a 4-5 level U-Net halves each axis that many times
 ANISO_RATIO = 3.0  # nnU-Net: an axis this much coarser than the others counts as low resolution
 _MRI_NAME = re.compile(r"(mri?|t1|t2|flair|adc|dwi|pd|swi)", re.IGNORECASE)
@@ -57,6 +62,7 @@ def fingerprint(items: list[Case], data: DataConfig) -> dict[str, Any]:
     cases, samples, stats = [], [], []
     for index, item in enumerate(tqdm(items, desc="fingerprint", unit="case", disable=None, leave=False)):
         image, geometry = _read_image(item, dims)
+        _check_dims(item, geometry, dims)
         label = _read_label(item, dims, lookup)
         spacing, shape = _oriented(geometry, dims, data.preprocess.orientation == "RAS")
         counts = np.bincount(label.ravel(), minlength=len(names)) if label is not None else None
@@ -97,6 +103,17 @@ def _read_image(item: Case, dims: int) -> tuple[np.ndarray, Any]:
     return np.concatenate(arrays), geometry
 
 
+def _check_dims(item: Case, geometry: Any, dims: int) -> None:
+    """A 2D image under a 3D config (or the reverse) is a user error, not an IndexError later."""
+    shape = tuple(geometry.shape)
+    if len(shape) == dims or (dims == 2 and shape[2:] == (1,)):
+        return
+    raise DataError(
+        f"{item['image'][0]}: the image is {len(shape)}D (shape {list(shape)}) but data.spatial_dims is "
+        f"{dims}; set data.spatial_dims={len(shape) if len(shape) in (2, 3) else dims}"
+    )
+
+
 def _read_label(item: Case, dims: int, lookup: dict[int, int]) -> np.ndarray | None:
     if item.get("label") is None:
         return None
@@ -126,10 +143,20 @@ def _sample(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return rng.choice(values, SAMPLES_PER_CASE, replace=False).astype(np.float64)
 
 
-def _whole_channel_stats(channel: np.ndarray) -> tuple[float, float, bool, float]:
+def _whole_channel_stats(channel: np.ndarray) -> tuple[float, float, bool, float, float, float, float]:
+    """min, max, integer-valued, zero share, constant-background share, mean and std off the background.
+
+    The background is the most frequent value when it covers at least ``BACKGROUND_SHARE`` of the
+    voxels (0 after skull stripping, or the z-score of 0 when the scan was normalised afterwards).
+    """
     finite = channel[np.isfinite(channel)]
     integer = bool(np.all(finite == np.round(finite)))
-    return float(finite.min()), float(finite.max()), integer, float(np.mean(finite == 0))
+    values, counts = np.unique(finite, return_counts=True)
+    top = int(np.argmax(counts))
+    share = float(counts[top] / finite.size)
+    body = finite[finite != values[top]] if BACKGROUND_SHARE <= share < 1.0 else finite
+    return (float(finite.min()), float(finite.max()), integer, float(np.mean(finite == 0)), share,
+            float(body.mean()), float(body.std()))
 
 
 def _intensity_summary(samples: list[list[np.ndarray]], stats: list[list[tuple]]) -> list[dict[str, Any]]:
@@ -151,6 +178,9 @@ def _intensity_summary(samples: list[list[np.ndarray]], stats: list[list[tuple]]
                 "max": max(s[c][1] for s in stats),
                 "integer_valued": all(s[c][2] for s in stats),
                 "zero_fraction": float(np.mean([s[c][3] for s in stats])),
+                "background_fraction": float(np.mean([s[c][4] for s in stats])),
+                "body_mean": float(np.mean([s[c][5] for s in stats])),
+                "body_std": float(np.mean([s[c][6] for s in stats])),
             }
         )
     return summary
@@ -176,20 +206,38 @@ def _channel_names(data: DataConfig, count: int) -> list[str]:
 # Proposal
 
 
-def propose_settings(fp: dict[str, Any], data: DataConfig, *, memory_budget: str = "cpu") -> dict[str, Any]:
+def voxel_budget(memory_budget: str, dims: int, gpu_memory: float | None = None) -> tuple[int, int, int]:
+    """(voxels per patch, smallest batch, largest batch) for a device, scaled by GPU memory when given.
+
+    The GPU budget grows linearly with memory from nnU-Net's ~10 GB reference (128³ voxels),
+    between a quarter and four times that.
+    """
+    if memory_budget not in BUDGETS:
+        raise ValueError(f"memory_budget must be one of {sorted(BUDGETS)}, got {memory_budget!r}")
+    voxels, batch_min, batch_max = BUDGETS[memory_budget][dims]
+    if memory_budget == "gpu" and gpu_memory is not None:
+        if gpu_memory <= 0:
+            raise ValueError(f"--gpu-memory must be positive (GB), got {gpu_memory}")
+        voxels = int(voxels * float(np.clip(gpu_memory / GPU_REFERENCE_GB, 0.25, 4.0)))
+    return voxels, batch_min, batch_max
+
+
+def propose_settings(
+    fp: dict[str, Any], data: DataConfig, *, memory_budget: str = "cpu", gpu_memory: float | None = None
+) -> dict[str, Any]:
     """Turn a fingerprint into config values (nnU-Net's rules, scaled to a memory budget).
 
     Args:
         fp: from :func:`fingerprint`.
         data: the data section (only its layout-independent settings are read).
         memory_budget: "cpu" (patch ≤ 64³ / 256² voxels) or "gpu" (≤ 128³ / 512²).
+        gpu_memory: GB of GPU memory; scales the "gpu" budget (see :func:`voxel_budget`).
 
     Returns:
         ``{"data": {"preprocess": {...}}, "train": {"patch_size": [...], "batch_size": int}}``.
     """
-    if memory_budget not in BUDGETS:
-        raise ValueError(f"memory_budget must be one of {sorted(BUDGETS)}, got {memory_budget!r}")
     dims = int(fp["spatial_dims"])
+    budget, batch_min, batch_max = voxel_budget(memory_budget, dims, gpu_memory)
     if not fp["cases"]:
         raise ValueError("the fingerprint holds no cases")
     spacings = np.array([c["spacing"] for c in fp["cases"]], dtype=np.float64)
@@ -197,9 +245,8 @@ def propose_settings(fp: dict[str, Any], data: DataConfig, *, memory_budget: str
     raster = all(c["source_format"] in ("png", "tiff") for c in fp["cases"])
     target = target_spacing(spacings, shapes)
     median_shape = np.median(shapes * spacings / target, axis=0)
-    voxel_budget, batch_min, batch_max = BUDGETS[memory_budget][dims]
-    patch = patch_size(median_shape, target, voxel_budget, DIVISOR[dims])
-    batch = int(np.clip(batch_min * voxel_budget // int(np.prod(patch)), batch_min, batch_max))
+    patch = patch_size(median_shape, target, budget, DIVISOR[dims])
+    batch = int(np.clip(batch_min * budget // int(np.prod(patch)), batch_min, batch_max))
     normalization = [
         normalization_for(name, stats) for name, stats in zip(fp["channels"], fp["intensity"], strict=True)
     ]
@@ -252,6 +299,10 @@ def patch_size(median_shape: np.ndarray, spacing: np.ndarray, voxel_budget: int,
 def normalization_for(name: str, stats: dict[str, Any]) -> dict[str, Any]:
     """CT-like channels get fixed clipping and global foreground statistics; others z-score.
 
+    A channel that is already z-scored (its voxels off a constant background, or all of them, have
+    mean ~0 and std ~1, as in the BraTS DeepMedic release) gets ``none``: a second z-score inside a
+    mask the runtime cannot reproduce would shift it.
+
     A channel is CT-like when its name says CT or it is integer-valued with a minimum near -1024 HU.
     MRI-like channels (by name, or with at least 20% exact zeros, as after skull stripping) z-score
     over nonzero voxels only, so the empty background does not dilute the statistics.
@@ -264,8 +315,18 @@ def normalization_for(name: str, stats: dict[str, Any]) -> dict[str, Any]:
             "mean": _round(stats["mean"]),
             "std": _round(max(stats["std"], 1e-8)),
         }
+    if is_normalised(stats):
+        return {"scheme": "none"}
     nonzero = bool(_MRI_NAME.search(name)) or stats["zero_fraction"] >= 0.2
     return {"scheme": "zscore", "nonzero": nonzero}
+
+
+def is_normalised(stats: dict[str, Any]) -> bool:
+    """Whether a channel's statistics say it is z-scored already (see :func:`normalization_for`)."""
+    if "body_mean" not in stats or stats["integer_valued"]:
+        return False
+    lo, hi = NORMALISED_STD_RANGE
+    return abs(stats["body_mean"]) < NORMALISED_MEAN and lo <= stats["body_std"] <= hi
 
 
 def _round(value: float) -> float:

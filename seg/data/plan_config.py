@@ -1,0 +1,132 @@
+"""A complete, runnable config for a dataset folder under a stated budget (``seg plan DATASET -o cfg.yaml``).
+
+Layout and metadata come from :mod:`seg.data.detect`, the fingerprint and the nnU-Net rules from
+:mod:`seg.data.plan`; this module adds the budget (device, GPU memory, minutes of training) and the
+table of statistics behind every choice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from seg.config import config_from_dict
+from seg.data.datalist import build_datalist
+from seg.data.detect import detect_data_config
+from seg.data.plan import fingerprint, propose_settings, voxel_budget
+
+logger = logging.getLogger(__name__)
+
+# Assumed training throughput (patch voxels per second, forward + backward, model.size small) used to
+# turn minutes into iterations; stated in the table so the user can rescale.
+THROUGHPUT = {"cpu": 2.0e5, "gpu": 2.0e7}
+DEFAULT_MINUTES = {"cpu": 60.0, "gpu": 12 * 60.0}
+BASE_MODEL_GB = 24.0  # a GPU with this much memory trains model.size=base
+MAX_EPOCHS = 1000
+MAX_FOLDS = 5
+
+
+@dataclass
+class PlannedConfig:
+    """The config (a plain dict, validated) and the rows of the table explaining it."""
+
+    config: dict[str, Any]
+    rows: list[list[str]] = field(default_factory=list)
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+
+    def to_yaml(self) -> str:
+        """The config as YAML, the table as a comment header."""
+        head = ["# Written by `seg plan`: runnable as is (`seg train THIS.yaml`); every value may be edited.",
+                *(f"#   {name}: {value}  ({why})" for name, value, why in self.rows)]
+        return "\n".join(head) + "\n" + yaml.safe_dump(self.config, sort_keys=False, default_flow_style=None)
+
+
+def plan_config(root: str | Path, *, device: str = "cpu", gpu_memory: float | None = None,
+                time_budget: float | None = None, output_dir: str | Path = "runs") -> PlannedConfig:
+    """Detect, fingerprint and size a dataset into a full config.
+
+    Args:
+        root: the dataset folder.
+        device: "cpu" or "gpu": the memory budget and the throughput assumed.
+        gpu_memory: GB of GPU memory (scales the patch budget; >= 24 GB trains the base size).
+        time_budget: minutes of training per fold (default 60 on CPU, 12 h on GPU).
+        output_dir: the config's ``output_dir``.
+
+    Raises:
+        DataError: the folder has no recognisable layout or bad cases.
+        ValueError: a bad budget.
+    """
+    if device not in THROUGHPUT:
+        raise ValueError(f"--device must be one of {sorted(THROUGHPUT)}, got {device!r}")
+    minutes = DEFAULT_MINUTES[device] if time_budget is None else float(time_budget)
+    if minutes <= 0:
+        raise ValueError(f"--time-budget must be positive (minutes), got {time_budget}")
+    data = detect_data_config(root)
+    items = build_datalist(data)
+    fp = fingerprint(items, data)
+    proposal = propose_settings(fp, data, memory_budget=device, gpu_memory=gpu_memory)
+    patch, batch = proposal["train"]["patch_size"], proposal["train"]["batch_size"]
+    epochs, iters = _schedule(minutes, device, patch, batch)
+    size = "base" if device == "gpu" and (gpu_memory or 0) >= BASE_MODEL_GB else "small"
+    section = data.model_dump(exclude_defaults=True)
+    section["root"] = str(Path(data.root))
+    section.update(layout=data.layout, spatial_dims=data.spatial_dims, labels=dict(data.labels))
+    section["split"] = {"folds": max(2, min(MAX_FOLDS, len(items))), "seed": 0}
+    section["preprocess"] = proposal["data"]["preprocess"]
+    config = {
+        "name": Path(data.root).name,
+        "seed": 0,
+        "output_dir": str(output_dir),
+        "data": section,
+        "model": {"name": "ag_unet", "size": size},
+        "train": {"epochs": epochs, "iters_per_epoch": iters, "batch_size": batch, "patch_size": patch,
+                  "device": "cpu" if device == "cpu" else "auto"},
+    }
+    config_from_dict(config, f"plan of {root}")  # never write a config that does not load
+    rows = _rows(data, fp, proposal, device, gpu_memory, minutes, (epochs, iters, size))
+    return PlannedConfig(config, rows, fp)
+
+
+def _schedule(minutes: float, device: str, patch: list[int], batch: int) -> tuple[int, int]:
+    """(epochs, iterations per epoch) that fill ``minutes`` at the assumed throughput."""
+    seconds_per_iter = batch * int(np.prod(patch)) / THROUGHPUT[device]
+    total = max(2, int(minutes * 60 / seconds_per_iter))
+    iters = 250 if total >= 250 * 20 else max(1, min(50, total // 2))
+    return int(np.clip(total // iters, 1, MAX_EPOCHS)), iters
+
+
+def _rows(data: Any, fp: dict[str, Any], proposal: dict[str, Any], device: str, gpu_memory: float | None,
+          minutes: float, schedule: tuple[int, int, str]) -> list[list[str]]:
+    cases = fp["cases"]
+    spacing = np.median([c["spacing"] for c in cases], axis=0)
+    shape = np.median([c["shape"] for c in cases], axis=0)
+    pre, train = proposal["data"]["preprocess"], proposal["train"]
+    budget = voxel_budget(device, data.spatial_dims, gpu_memory)[0]
+    memory = f", {gpu_memory:g} GB" if gpu_memory else ""
+    epochs, iters, size = schedule
+    total = max(sum(fp["label_counts"].values()), 1)
+    share = ", ".join(f"{k} {100 * v / total:.2g}%" for k, v in fp["label_counts"].items())
+    rows = [
+        ["layout", data.layout, f"{len(cases)} cases in {data.root}"],
+        ["spatial_dims", str(data.spatial_dims), f"median shape {[int(s) for s in shape]}"],
+        ["labels", str(dict(data.labels)), f"voxels per class: {share}"],
+        ["target_spacing", str(pre["target_spacing"]), f"median spacing {[float(f'{s:.4g}') for s in spacing]}"],
+        ["patch_size", str(train["patch_size"]), f"{device} budget {budget} voxels{memory}"],
+        ["batch_size", str(train["batch_size"]), "budget / patch voxels, within the device's range"],
+    ]
+    for name, norm, stats in zip(fp["channels"], pre["normalization"], fp["intensity"], strict=True):
+        rows.append([f"normalization {name}", norm["scheme"] + (" nonzero" if norm.get("nonzero") else ""),
+                     f"off-background mean {stats['body_mean']:.3g} std {stats['body_std']:.3g}, "
+                     f"p0.5-p99.5 {stats['p00_5']:.4g}..{stats['p99_5']:.4g}, "
+                     f"zeros {100 * stats['zero_fraction']:.0f}%, integer {stats['integer_valued']}"])
+    rows += [
+        ["model", f"ag_unet {size}", f"{device}{memory}"],
+        ["epochs x iters", f"{epochs} x {iters}",
+         f"{minutes:g} min per fold at an assumed {THROUGHPUT[device]:.0e} patch voxels/s"],
+    ]
+    return rows

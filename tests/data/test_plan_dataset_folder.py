@@ -1,0 +1,110 @@
+"""``seg plan DATASET``: layout and metadata detected, a runnable config sized to the budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from seg.cli import main
+from seg.config import config_from_dict as load_config_dict
+from seg.config import load_config
+from seg.data.detect import detect_data_config
+from seg.data.plan import normalization_for
+from seg.data.plan_config import plan_config
+from tests.data.test_shared_datasets import BRATS, _need
+from tests.raw_datasets import write_nnunet_raw
+
+
+def test_3d_nnunet_raw_folder_gives_a_3d_config_from_dataset_json(tmp_path: Path, capsys) -> None:
+    root = write_nnunet_raw(tmp_path / "Dataset001_Blob", dims=3, channels=2)
+    out = tmp_path / "cfg.yaml"
+    assert main(["plan", str(root), "-o", str(out), "--device", "cpu", "--time-budget", "2"]) == 0
+    table = capsys.readouterr().out
+    assert "patch_size" in table and "normalization ADC" in table and "based on" in table
+    cfg = load_config(out)
+    assert cfg.data.layout == "nnunet" and cfg.data.spatial_dims == 3 and cfg.data.root == root
+    assert cfg.data.channel_names == ["T2", "ADC"] and cfg.data.labels == {"background": 0, "lesion": 1}
+    assert len(cfg.train.patch_size) == 3 and len(cfg.data.preprocess.normalization) == 2
+    assert cfg.data.preprocess.target_spacing == [1.5, 1.5, 1.5] and cfg.data.split.folds == 4
+
+
+def test_2d_nnunet_raw_folder_gives_a_2d_config(tmp_path: Path) -> None:
+    root = write_nnunet_raw(tmp_path / "Dataset002_Slices", dims=2)
+    planned = plan_config(root, device="cpu", time_budget=1)
+    cfg = planned.config
+    assert cfg["data"]["spatial_dims"] == 2 and cfg["train"]["patch_size"] == [64, 64]
+    assert cfg["data"]["preprocess"]["orientation"] is None and cfg["data"]["channel_names"] == ["EM"]
+    assert yaml.safe_load(planned.to_yaml()) == cfg
+
+
+def test_2d_data_under_a_3d_config_is_one_line_error_not_indexerror(tmp_path: Path, capsys) -> None:
+    root = write_nnunet_raw(tmp_path / "Dataset002_Slices", dims=2)
+    config = tmp_path / "three_d.yaml"
+    config.write_text(yaml.safe_dump({"data": {"layout": "nnunet", "root": str(root), "channel_names": ["EM"]}}))
+    assert main(["plan", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "case0_0000.png" in err and "data.spatial_dims=2" in err
+
+
+def test_budget_scales_patch_and_schedule(tmp_path: Path) -> None:
+    root = write_nnunet_raw(tmp_path / "Dataset003", dims=3, cases=3)
+    short = plan_config(root, device="cpu", time_budget=1).config["train"]
+    long = plan_config(root, device="cpu", time_budget=30).config["train"]
+    assert short["epochs"] * short["iters_per_epoch"] < long["epochs"] * long["iters_per_epoch"]
+    gpu = plan_config(root, device="gpu", gpu_memory=40).config
+    assert gpu["model"]["size"] == "base" and gpu["train"]["device"] == "auto"
+    with pytest.raises(ValueError, match="--time-budget must be positive"):
+        plan_config(root, time_budget=0)
+
+
+def test_msd_4d_images_and_labels_with_gaps_become_a_remap(tmp_path: Path, files) -> None:
+    image, label = files.volume((10, 10, 10))
+    label[label == 2] = 4
+    files.nifti(tmp_path / "imagesTr" / "a.nii.gz", np.stack([image, 2 * image + 5], axis=-1))  # 4D: 2 channels
+    files.nifti(tmp_path / "labelsTr" / "a.nii.gz", label)
+    files.json(tmp_path / "dataset.json", {"modality": {"0": "FLAIR", "1": "T1w"},
+                                           "labels": {"0": "background", "1": "x", "4": "y"},
+                                           "training": [{"image": "./imagesTr/a.nii.gz", "label": "./labelsTr/a.nii.gz"}]})
+    data = detect_data_config(tmp_path)
+    assert data.layout == "msd" and data.channel_names == ["FLAIR", "T1w"] and data.spatial_dims == 3
+    assert data.labels == {"background": 0, "x": 1, "y": 2} and data.label_values == {0: 0, 1: 1, 4: 2}
+    planned = plan_config(tmp_path, time_budget=1).config
+    assert len(planned["data"]["preprocess"]["normalization"]) == 2
+    assert load_config_dict(planned).data.label_values == {0: 0, 1: 1, 4: 2}
+
+
+def test_already_zscored_case_folders_get_no_second_normalisation(tmp_path: Path, files) -> None:
+    rng = np.random.default_rng(0)
+    for case in ("p1", "p2"):
+        image, label = files.volume((16, 16, 16))
+        body = np.zeros_like(image, dtype=bool)
+        body[2:14, 2:14, 2:14] = True
+        values = rng.normal(size=image.shape).astype(np.float32)
+        zscored = np.where(body, (values - values[body].mean()) / values[body].std(), -3.2)
+        files.nifti(tmp_path / case / "flair_norm.nii.gz", zscored.astype(np.float32))
+        files.nifti(tmp_path / case / "brainmask.nii.gz", body.astype(np.uint8))
+        files.nifti(tmp_path / case / "seg.nii.gz", label)
+    cfg = plan_config(tmp_path, time_budget=1).config["data"]
+    assert cfg["layout"] == "case_folders" and cfg["channel_files"] == ["flair_norm.nii.gz"]
+    assert cfg["label_file"] == "seg.nii.gz" and cfg["preprocess"]["normalization"] == [{"scheme": "none"}]
+    raw = {"integer_valued": False, "min": 0.0, "zero_fraction": 0.5, "body_mean": 300.0, "body_std": 80.0}
+    assert normalization_for("image", raw) == {"scheme": "zscore", "nonzero": True}
+
+
+def test_unknown_folder_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    assert main(["plan", str(tmp_path)]) == 2
+    assert "cannot tell the layout" in capsys.readouterr().err
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_shared_brats_folder_is_planned_as_already_normalised(tmp_path: Path) -> None:
+    _need(BRATS)
+    planned = plan_config(BRATS, time_budget=10)
+    data = planned.config["data"]
+    assert data["layout"] == "case_folders" and data["channel_names"] == ["Flair", "T1c"]
+    assert data["preprocess"]["normalization"] == [{"scheme": "none"}] * 2
+    assert data["labels"] == {"background": 0, **{f"class_{v}": v for v in range(1, 5)}}
