@@ -7,8 +7,8 @@ import dataclasses
 import logging
 from pathlib import Path
 
+from seg.errors import ConfigError, SegError
 from seg.table import format_table
-from seg_runtime.errors import SegError
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,6 @@ def _labels_from_refs(ref_dir: Path) -> dict[str, int]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from seg.errors import SegError
     from seg.evaluation import evaluate_folders, unknown_labels_warning, write_evaluation
 
     source = _label_source(args)
@@ -201,7 +200,7 @@ def _plan_dataset(args: argparse.Namespace) -> int:
     from seg.data.plan_config import plan_config
 
     if args.overrides:
-        raise ValueError(f"seg plan DATASET takes no overrides (got {args.overrides}); edit the written config")
+        raise ConfigError(f"seg plan DATASET takes no overrides (got {args.overrides}); edit the written config")
     planned = plan_config(args.config, device=args.device, gpu_memory=args.gpu_memory,
                           time_budget=args.time_budget)
     print(format_table(["setting", "value", "based on"], planned.rows))

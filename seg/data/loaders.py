@@ -13,6 +13,7 @@ from torch.utils.data import RandomSampler
 from seg.config import Config
 from seg.data.datalist import build_datalist, check_datalist, split_datalist
 from seg.data.transforms import train_transforms, val_transforms
+from seg.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def build_loaders(cfg: Config, cache_dir: Path | None = None, seed: int = 0,
     check_datalist(items, cfg.data)
     train_items, val_items = split_datalist(items, cfg.data.split)
     if not train_items:
-        raise ValueError("the split leaves no training cases")
+        raise ConfigError("the split leaves no training cases")
     log.info("%d training cases, %d validation cases", len(train_items), len(val_items))
     workers = cfg.data.num_workers
     train_ds = _dataset(train_items, train_transforms(cfg), cfg.data.cache,

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from seg.config import DataConfig
 from seg.data.datalist import Case, DataError, build_datalist, label_lookup, read_channels
+from seg.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -213,11 +214,11 @@ def voxel_budget(memory_budget: str, dims: int, gpu_memory: float | None = None)
     between a quarter and four times that.
     """
     if memory_budget not in BUDGETS:
-        raise ValueError(f"memory_budget must be one of {sorted(BUDGETS)}, got {memory_budget!r}")
+        raise ConfigError(f"memory_budget must be one of {sorted(BUDGETS)}, got {memory_budget!r}")
     voxels, batch_min, batch_max = BUDGETS[memory_budget][dims]
     if memory_budget == "gpu" and gpu_memory is not None:
         if gpu_memory <= 0:
-            raise ValueError(f"--gpu-memory must be positive (GB), got {gpu_memory}")
+            raise ConfigError(f"--gpu-memory must be positive (GB), got {gpu_memory}")
         voxels = int(voxels * float(np.clip(gpu_memory / GPU_REFERENCE_GB, 0.25, 4.0)))
     return voxels, batch_min, batch_max
 
@@ -239,7 +240,7 @@ def propose_settings(
     dims = int(fp["spatial_dims"])
     budget, batch_min, batch_max = voxel_budget(memory_budget, dims, gpu_memory)
     if not fp["cases"]:
-        raise ValueError("the fingerprint holds no cases")
+        raise ConfigError("the fingerprint holds no cases")
     spacings = np.array([c["spacing"] for c in fp["cases"]], dtype=np.float64)
     shapes = np.array([c["shape"] for c in fp["cases"]], dtype=np.float64)
     raster = all(c["source_format"] in ("png", "tiff") for c in fp["cases"])

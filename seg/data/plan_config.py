@@ -19,6 +19,7 @@ from seg.config import config_from_dict
 from seg.data.datalist import build_datalist
 from seg.data.detect import detect_data_config
 from seg.data.plan import fingerprint, propose_settings, voxel_budget
+from seg.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +63,10 @@ def plan_config(root: str | Path, *, device: str = "cpu", gpu_memory: float | No
         ValueError: a bad budget.
     """
     if device not in THROUGHPUT:
-        raise ValueError(f"--device must be one of {sorted(THROUGHPUT)}, got {device!r}")
+        raise ConfigError(f"--device must be one of {sorted(THROUGHPUT)}, got {device!r}")
     minutes = DEFAULT_MINUTES[device] if time_budget is None else float(time_budget)
     if minutes <= 0:
-        raise ValueError(f"--time-budget must be positive (minutes), got {time_budget}")
+        raise ConfigError(f"--time-budget must be positive (minutes), got {time_budget}")
     data = detect_data_config(root)
     items = build_datalist(data)
     fp = fingerprint(items, data)

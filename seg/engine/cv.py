@@ -35,6 +35,7 @@ from seg.config import Config
 from seg.data.datalist import Case, build_datalist, split_datalist
 from seg.engine.checkpoint import load_checkpoint
 from seg.engine.fit import TrainingError, default_run_dir, fit
+from seg.errors import ConfigError
 from seg.evaluation import evaluate_folders, write_evaluation
 from seg.metrics import nanmean
 from seg_runtime.io import image_suffix
@@ -63,10 +64,10 @@ def parse_folds(spec: list[str], k: int) -> list[int]:
     try:
         folds = sorted({int(s) for s in spec})
     except ValueError:
-        raise ValueError(f"--folds takes 'all' or fold numbers, got {' '.join(spec)}") from None
+        raise ConfigError(f"--folds takes 'all' or fold numbers, got {' '.join(spec)}") from None
     bad = [f for f in folds if not 0 <= f < k]
     if bad:
-        raise ValueError(f"--folds {bad}: data.split.folds is {k}, so folds run from 0 to {k - 1}")
+        raise ConfigError(f"--folds {bad}: data.split.folds is {k}, so folds run from 0 to {k - 1}")
     return folds
 
 
@@ -87,9 +88,9 @@ def cross_validate(cfg: Config, folds: list[int], parent: Path | None = None, *,
     """
     split = cfg.data.split
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ValueError("--folds runs in one process; under torchrun train one fold per launch (data.split.fold=i)")
+        raise ConfigError("--folds runs in one process; under torchrun train one fold per launch (data.split.fold=i)")
     if split.train is not None or split.val is not None:
-        raise ValueError("--folds needs a k-fold split: remove data.split.train / data.split.val from the config")
+        raise ConfigError("--folds needs a k-fold split: remove data.split.train / data.split.val from the config")
     parent = Path(parent or default_run_dir(cfg))
     parent.mkdir(parents=True, exist_ok=True)
     items = build_datalist(cfg.data)
