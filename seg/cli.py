@@ -108,6 +108,21 @@ def _add_plan(sub) -> None:
                    help="training minutes per fold (DATASET; default 60 on cpu, 720 on gpu)")
 
 
+def _add_auto(sub) -> None:
+    p = sub.add_parser("auto", help="dataset folder -> planned config, k-fold CV, post-processing, ensemble bundle",
+                       epilog=EPILOG, description="One resumable command: plan DATASET (as seg plan), train and "
+                       "score every fold (as seg train --folds all), keep the post-processing that helps on the "
+                       "pooled CV, export the fold ensemble as one deploy bundle, and write OUT/report.md with "
+                       "the tables and OUT/curves.png. Rerun the same command to continue after a kill.")
+    p.add_argument("dataset", type=Path, help="dataset folder (nnU-Net raw, MSD, case folders, 2D image folders)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="overrides of the planned config, e.g. data.split.folds=3 train.epochs=10")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="budget to plan for (default cpu)")
+    p.add_argument("--gpu-memory", type=float, metavar="GB", help="GPU memory; scales the gpu patch budget")
+    p.add_argument("--time-budget", type=float, metavar="MINUTES", help="training minutes per fold")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seg", description="Medical image segmentation: train from configs, "
                                      "predict scan folders, export ONNX deploy bundles.", epilog=EPILOG)
@@ -115,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_train, _add_predict, _add_evaluate, _add_export, _add_demo, _add_plan):
+    for add in (_add_train, _add_predict, _add_evaluate, _add_export, _add_demo, _add_plan, _add_auto):
         add(sub)
     sub.add_parser("models", help="list the registered models", description="List the registered models.")
     return parser

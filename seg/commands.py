@@ -39,11 +39,14 @@ def _train_folds(cfg, args: argparse.Namespace) -> int:
     if result.interrupted:
         print(f"cross-validation interrupted; rerun the same command to continue ({result.parent})")
         return 130
-    table = result.table
-    columns = [*(f"fold_{i}" for i in table["folds"]), "pooled"]
-    rows = [[key, *(table["folds"][i].get(key, "") for i in table["folds"]), table["pooled"][key]]
-            for key in ["cases", *table["metrics"]]]
-    print(format_table(["metric", *columns], rows))
+    _print_cv(result)
+    return 0
+
+
+def _print_cv(result) -> None:
+    from seg.engine.auto import cv_rows
+
+    print(format_table(*cv_rows(result.table)))
     print(f"written: {result.parent / 'cv_results.csv'}, {result.parent / 'cv_results.json'}")
     if result.postprocessing is not None:
         post = result.postprocessing
@@ -52,6 +55,19 @@ def _train_folds(cfg, args: argparse.Namespace) -> int:
                             for n, e in post["evidence"].items()]))
         print(f"post-processing: infer.keep_largest={post['keep_largest']} in {result.parent / 'config.yaml'} "
               f"(evidence: {result.parent / 'postprocessing.json'})")
+
+
+def cmd_auto(args: argparse.Namespace) -> int:
+    from seg.engine.auto import run_auto
+
+    result = run_auto(args.dataset, args.output, device=args.device, gpu_memory=args.gpu_memory,
+                      time_budget=args.time_budget, overrides=args.overrides)
+    if result.report is None:
+        print(f"interrupted; rerun the same command to continue ({args.output})")
+        return 130
+    _print_cv(result.cv)
+    print(f"deploy bundle: {result.bundle}  (seg-run {result.bundle} -i SCANS -o LABELS)")
+    print(f"report: {result.report}")
     return 0
 
 

@@ -1,0 +1,143 @@
+"""``seg auto DATASET -o OUT``: plan, cross-validate, choose post-processing, export the ensemble.
+
+One resumable command from a dataset folder to a deployable model (nnU-Net's bar)::
+
+    OUT/config.yaml   the planned config (kept on reruns: edit it, or delete it to plan again)
+    OUT/plan.txt      the statistics behind each planned setting
+    OUT/cv/           the k-fold cross-validation (seg.engine.cv): fold_<i>/, cv_results, postprocessing
+    OUT/bundle/       the fold ensemble as one ONNX bundle, with the chosen post-processing (seg-run)
+    OUT/curves.png    loss and validation Dice of every fold
+    OUT/report.md     the CV table, the post-processing evidence and how to deploy
+
+A rerun continues where a kill stopped: finished folds are kept, a half-trained fold resumes,
+scored validations are reused (all verified, see :mod:`seg.engine.cv`); the bundle is re-exported
+from the current checkpoints (atomic, parity-checked).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from seg.config import load_config
+from seg.engine.cv import CVResult, cross_validate
+from seg.table import format_table
+from seg_runtime.atomic import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.yaml"
+PLAN_NAME = "plan.txt"
+
+
+@dataclass
+class AutoResult:
+    """What ``seg auto`` produced."""
+
+    out: Path
+    cv: CVResult
+    bundle: Path | None
+    report: Path | None
+
+
+def plan_once(dataset: str | Path, out: Path, *, device: str, gpu_memory: float | None,
+              time_budget: float | None) -> Path:
+    """Write ``OUT/config.yaml`` (and ``plan.txt``) unless a config is already there."""
+    from seg.data.plan_config import plan_config
+
+    config_path = out / CONFIG_NAME
+    if config_path.is_file():
+        log.info("reusing %s (delete it to plan again)", config_path)
+        return config_path
+    planned = plan_config(Path(dataset).resolve(), device=device, gpu_memory=gpu_memory,
+                          time_budget=time_budget, output_dir=out.resolve())
+    planned.config["name"] = "cv"
+    atomic_write_text(out / PLAN_NAME, format_table(["setting", "value", "based on"], planned.rows) + "\n")
+    atomic_write_text(config_path, planned.to_yaml())
+    return config_path
+
+
+def run_auto(dataset: str | Path, out: str | Path, *, device: str = "cpu", gpu_memory: float | None = None,
+             time_budget: float | None = None, overrides: Sequence[str] = (), progress: bool = True) -> AutoResult:
+    """Plan (once), cross-validate every fold, then export the ensemble and write the report.
+
+    Raises:
+        DataError: the dataset folder has no recognisable layout or bad cases.
+        ConfigError / TrainingError / ExportError: as their steps raise them.
+    """
+    from seg.export_onnx import export_bundle
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config_path = plan_once(dataset, out, device=device, gpu_memory=gpu_memory, time_budget=time_budget)
+    cfg = load_config(config_path, list(overrides))
+    cv = cross_validate(cfg, list(range(cfg.data.split.folds)), out / "cv", progress=progress)
+    if cv.interrupted:
+        return AutoResult(out, cv, None, None)
+    export = export_bundle(out / "cv", out / "bundle")
+    plot_fold_curves(out / "cv", cv.folds, out / "curves.png")
+    report = write_report(out, cv, export.bundle_dir, max(export.max_abs_diff_random, export.max_abs_diff_realistic))
+    return AutoResult(out, cv, export.bundle_dir, report)
+
+
+def cv_rows(table: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """Headers and rows of the CV table: one row per metric, one column per fold, then pooled."""
+    columns = [*(f"fold_{i}" for i in table["folds"]), "pooled"]
+    rows = [[key, *(table["folds"][i].get(key, "") for i in table["folds"]), table["pooled"][key]]
+            for key in ["cases", *table["metrics"]]]
+    return ["metric", *columns], rows
+
+
+def write_report(out: Path, cv: CVResult, bundle: Path, parity: float) -> Path:
+    """``OUT/report.md``: plan, CV table, post-processing and the deploy command."""
+    parts = ["# seg auto report", ""]
+    if (out / PLAN_NAME).is_file():
+        parts += ["## Plan", "", "```", (out / PLAN_NAME).read_text().rstrip(), "```", ""]
+    headers, rows = cv_rows(cv.table)
+    parts += ["## Cross-validation", "", "Each fold's final checkpoint on its own validation cases; pooled "
+              "over all of them.", "", "```", format_table(headers, rows), "```", ""]
+    post = cv.postprocessing or {}
+    if post.get("evidence"):
+        evidence = [[n, e["dice_before"], "yes" if e["kept"] else "no", e["dice_after"]]
+                    for n, e in post["evidence"].items()]
+        parts += ["## Post-processing (chosen on the pooled CV Dice)", "", "```",
+                  format_table(["structure", "pooled Dice", "keep largest", "Dice after"], evidence), "```", ""]
+    parts += ["## Deploy", "", f"Bundle: `{bundle}` (the {len(cv.folds)}-fold ensemble as one ONNX graph, "
+              f"onnxruntime vs torch max |diff| {parity:.2g}).", "",
+              f"    seg-run {bundle} -i SCANS -o LABELS", "", "![curves](curves.png)", ""]
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(parts))
+    return path
+
+
+def plot_fold_curves(cv_dir: Path, folds: Sequence[int], path: Path) -> None:
+    """Training loss and mean validation Dice against epoch, one line per fold."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (loss_ax, dice_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for fold in folds:
+        metrics = cv_dir / f"fold_{fold}" / "metrics.jsonl"
+        if not metrics.is_file():
+            continue
+        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        loss_ax.plot([r["epoch"] for r in rows], [r["train_loss"] for r in rows], label=f"fold {fold}")
+        dice = [(r["epoch"], r["val_dice_mean"]) for r in rows if r.get("val_dice_mean") is not None]
+        if dice:
+            dice_ax.plot(*zip(*dice), marker="o", label=f"fold {fold}")
+    loss_ax.set(xlabel="epoch", ylabel="training loss")
+    dice_ax.set(xlabel="epoch", ylabel="validation Dice (mean)", ylim=(0, 1))
+    loss_ax.legend(fontsize=7)
+    dice_ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    tmp.replace(path)
