@@ -85,7 +85,10 @@ class DataConfig(_Section):
     regions: dict[str, list[int]] = Field(default_factory=dict)
     split: SplitConfig = Field(default_factory=SplitConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
-    cache: Literal["none", "memory", "disk"] = "memory"
+    # disk: preprocess once into cache_dir (default output_dir/.cache) and memory-map per patch, so
+    # memory does not grow with the number of cases; memory: every case in RAM; none: no cache.
+    cache: Literal["none", "memory", "disk"] = "disk"
+    cache_dir: Path | None = None
     num_workers: int = 0
 
     @field_validator("labels")
