@@ -89,7 +89,8 @@ class DataConfig(_Section):
     # memory does not grow with the number of cases; memory: every case in RAM; none: no cache.
     cache: Literal["none", "memory", "disk"] = "disk"
     cache_dir: Path | None = None
-    num_workers: int = 0
+    # Loader processes; auto: 0 below 4 CPU cores, else cores - 2, at most 8 (seg.data.loaders).
+    num_workers: int | Literal["auto"] = "auto"
 
     @field_validator("labels")
     @classmethod

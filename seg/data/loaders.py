@@ -68,11 +68,12 @@ def _dataset(items: list[dict], transform, cache: str, workers: int) -> Dataset:
 
 
 def resolve_workers(num_workers: int | str) -> int:
-    """``data.num_workers``: an int, or ``auto`` = one loader process per spare CPU core, at most 4."""
+    """``data.num_workers``: an int, or ``auto``: none below 4 CPU cores (a loader process would only
+    take a core from the step), else one per core beyond two (kept for the step), at most 8."""
     if num_workers != "auto":
         return int(num_workers)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(4, cores - 1))
+    return 0 if cores < 4 else min(8, cores - 2)
 
 
 def build_loaders(cfg: Config, cache_dir: Path | None = None, seed: int = 0, rank: int = 0,
@@ -97,11 +98,11 @@ def build_loaders(cfg: Config, cache_dir: Path | None = None, seed: int = 0, ran
     workers = resolve_workers(cfg.data.num_workers)
     if cfg.data.cache == "disk":
         cache = CaseCache(cache_dir or dataset_cache_dir(cfg), cfg.data)
-        cache.ensure(train_items + val_items, rank, world_size)
+        cache.ensure(train_items + val_items, rank, world_size, progress=rank == 0)
         if world_size > 1:
             if barrier is not None:
                 barrier()  # every rank's share written ...
-            cache.ensure(train_items + val_items)  # ... and whatever a rank missed is written (atomic)
+            cache.ensure(train_items + val_items, progress=False)  # ... and whatever a rank missed is written (atomic)
         train_ds: Dataset = MmapPatchDataset(train_items, cache, train_random_transforms(cfg))
         val_ds: Dataset = CachedCaseDataset(val_items, cache)
     else:
@@ -110,8 +111,10 @@ def build_loaders(cfg: Config, cache_dir: Path | None = None, seed: int = 0, ran
     gen = torch.Generator().manual_seed(seed * 1000 + rank)
     sampler = RandomSampler(train_ds, replacement=True, generator=gen,
                             num_samples=cfg.train.iters_per_epoch * cfg.train.batch_size)
+    # Workers start afresh each epoch, seeded from `generator` (reseeded per epoch by the trainer):
+    # persistent workers would carry their augmentation RNG across epochs and break exact resume.
     loader = DataLoader(train_ds, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=workers,
-                        persistent_workers=workers > 0, drop_last=True,
-                        prefetch_factor=4 if workers > 0 else None)
+                        persistent_workers=False, drop_last=True, prefetch_factor=4 if workers > 0 else None,
+                        generator=torch.Generator().manual_seed(seed * 1000 + rank + 1))
     return Loaders(train=loader, val=val_ds, train_ids=[str(i["id"]) for i in train_items],
                    val_ids=[str(i["id"]) for i in val_items])

@@ -150,6 +150,8 @@ class Trainer:
         """Tie the patch sampler and augmentation RNG to (seed, rank, epoch): resume is exact."""
         seed = (self.cfg.seed * 1_000_003 + self.ctx.rank * 10_007 + self.epoch) % (2**31)
         self.loaders.train.sampler.generator.manual_seed(seed)
+        if self.loaders.train.generator is not None:  # seeds the loader workers' augmentation
+            self.loaders.train.generator.manual_seed(seed + 1)
         transform = getattr(self.loaders.train.dataset, "transform", None)
         if hasattr(transform, "set_random_state"):
             transform.set_random_state(seed=seed)

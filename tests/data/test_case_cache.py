@@ -14,7 +14,7 @@ from monai.data import CacheDataset
 from seg.config import Config
 from seg.data.case_cache import CaseCache, dataset_cache_dir
 from seg.data.datalist import build_datalist
-from seg.data.loaders import MmapPatchDataset, build_loaders
+from seg.data.loaders import MmapPatchDataset, build_loaders, resolve_workers
 from seg.data.patches import RandPatchCropd, crop_padded
 from seg.data.transforms import train_random_transforms, train_transforms
 from seg.engine.fit import fit
@@ -117,3 +117,10 @@ def test_fit_runs_with_the_disk_cache(tmp_path: Path) -> None:
     assert isinstance(loaders.train.dataset, MmapPatchDataset)
     case = loaders.val[0]
     assert case["image"].ndim == 4 and case["label"].shape[1:] == case["image"].shape[1:]
+
+
+def test_auto_workers_leave_small_machines_single_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    for cores, expected in ((2, 0), (4, 2), (16, 8)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
+        assert resolve_workers("auto") == expected
+    assert resolve_workers(3) == 3
