@@ -28,6 +28,7 @@ import os
 import re
 import secrets
 import shutil
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -172,21 +173,27 @@ class CaseCache:
                 raise
         _fsync_dir(self.root)
 
-    def ensure(self, items: list[Case], rank: int = 0, world_size: int = 1, progress: bool = True) -> int:
+    def ensure(self, items: list[Case], rank: int = 0, world_size: int = 1, progress: bool = True,
+               threads: int = 4) -> int:
         """Write the entries missing or stale among this rank's share of ``items``.
 
         Ranks split the cases (``i % world_size == rank``), so under DDP every rank writes distinct
         entries; a rank that finds another's entry missing later simply writes it again (atomic).
+        ``threads`` cases are preprocessed at a time (reading, fsync and most numpy work release
+        the GIL); each thread holds one case.
 
         Returns:
             How many cases were preprocessed (0 when the cache was complete).
         """
         todo = [it for i, it in enumerate(items) if i % world_size == rank and self.read_meta(it) is None]
-        if todo:
-            log.info("preprocessing %d of %d cases into %s", len(todo), len(items), self.root)
-        for item in tqdm(todo, desc="preprocessing cases", disable=not progress or len(todo) < 2,
-                         leave=False, dynamic_ncols=True):
-            self.write(item)
+        if not todo:
+            return 0
+        log.info("preprocessing %d of %d cases into %s", len(todo), len(items), self.root)
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+            jobs = [pool.submit(self.write, item) for item in todo]
+            for job in tqdm(as_completed(jobs), total=len(jobs), desc="preprocessing cases",
+                            disable=not progress or len(todo) < 2, leave=False, dynamic_ncols=True):
+                job.result()  # a case that cannot be read stops the build with its own error
         return len(todo)
 
     def load(self, item: Case, mmap: bool = True) -> dict[str, Any]:
