@@ -137,7 +137,7 @@ def measure(case_counts: list[int], quick: bool, cache: str = "disk", workers: s
 
     Args:
         case_counts: dataset sizes, e.g. [20, 100, 400].
-        quick: 6 iterations of a 4-8-16 channel net (else 30 of the 8-64 demo net).
+        quick: 4 iterations of a 4-8-16 channel net (else 30 of the 8-64 demo net).
         cache: ``data.cache`` of the runs; workers: ``data.num_workers``.
         scale: phantom grids ``scale`` times finer per axis (1: about 48 x 48 x 32 voxels).
 
@@ -145,7 +145,7 @@ def measure(case_counts: list[int], quick: bool, cache: str = "disk", workers: s
         ``{"train_peak_rss_mb": {"20": MB, ...}, "loader_batch_s": {...}, "step_s": {...},
         "setup_s": {...}, "rss_growth_mb": MB, "settings": {...}}``, keyed by the case count as a string.
     """
-    iters = 6 if quick else 30
+    iters = 4 if quick else 30
     channels = "[4,8,16]" if quick else "[8,16,32,64]"
     result: dict[str, Any] = {k: {} for k in KEYS}
     with tempfile.TemporaryDirectory(prefix="bench_train_scale_") as tmp:
@@ -192,6 +192,7 @@ def main() -> None:
     t0 = time.perf_counter()
     result = measure(args.counts, args.quick, args.cache, args.workers, args.scale)
     result["seconds"] = round(time.perf_counter() - t0, 1)
+    result["command"] = " ".join(["python", "tools/bench_train_scale.py", *sys.argv[1:]])
     counts = list(result["train_peak_rss_mb"])
     result["rss_ratio_last_to_first"] = round(result["train_peak_rss_mb"][counts[-1]]
                                               / result["train_peak_rss_mb"][counts[0]], 3)
