@@ -13,7 +13,8 @@ The dataset hash covers the dataset root, its layout and every preprocessing set
 preprocessing gets another folder. Inside, an entry records the key of what made it: its files'
 paths, sizes and modification times plus the settings; a changed file re-preprocesses that case
 only. Entries are written into a temporary folder and renamed into place, so a killed run leaves
-no half entry under a real name and the next run resumes with the cases still missing. An entry is
+no half entry under a real name (its temporary folders are swept after an hour) and the next run
+resumes with the cases still missing. An entry is
 trusted only when its meta parses, its key matches and every array file has the recorded size and
 ``.npy`` header; anything else (a truncated file, a torn meta) is rebuilt.
 """
@@ -28,6 +29,7 @@ import os
 import re
 import secrets
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -185,6 +187,7 @@ class CaseCache:
         Returns:
             How many cases were preprocessed (0 when the cache was complete).
         """
+        self._sweep()
         todo = [it for i, it in enumerate(items) if i % world_size == rank and self.read_meta(it) is None]
         if not todo:
             return 0
@@ -195,6 +198,17 @@ class CaseCache:
                             disable=not progress or len(todo) < 2, leave=False, dynamic_ncols=True):
                 job.result()  # a case that cannot be read stops the build with its own error
         return len(todo)
+
+    def _sweep(self, age_s: float = 3600.0) -> None:
+        """Remove what killed builds left (temporary and trash folders), once old enough not to be
+        another rank's entry in the making."""
+        now = time.time()
+        for leftover in [*self.root.glob(".tmp-*"), *self.root.glob(".trash-*")]:
+            try:
+                if now - leftover.stat().st_mtime > age_s:
+                    shutil.rmtree(leftover, ignore_errors=True)
+            except OSError:
+                pass  # another process removed it first
 
     def load(self, item: Case, mmap: bool = True) -> dict[str, Any]:
         """The cached case: ``image``, ``label`` (memory-mapped read-only when ``mmap``), locations, id."""

@@ -124,3 +124,14 @@ def test_auto_workers_leave_small_machines_single_process(monkeypatch: pytest.Mo
         monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
         assert resolve_workers("auto") == expected
     assert resolve_workers(3) == 3
+
+
+def test_leftovers_of_a_killed_build_are_swept(cached: tuple[CaseCache, list[dict]]) -> None:
+    cache, items = cached
+    old, fresh = cache.root / ".tmp-synth_000-1-dead", cache.root / ".tmp-synth_001-2-live"
+    for folder in (old, fresh):
+        folder.mkdir()
+        (folder / "image.npy").write_bytes(b"\x93NUMPY")  # a half-written array
+    os.utime(old, (0, 0))
+    assert cache.ensure(items, progress=False) == 0
+    assert not old.exists() and fresh.exists()  # a recent one may be another rank's entry in the making
