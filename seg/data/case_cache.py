@@ -14,9 +14,9 @@ preprocessing gets another folder. Inside, an entry records the key of what made
 paths, sizes and modification times plus the settings; a changed file re-preprocesses that case
 only. Entries are written into a temporary folder and renamed into place, so a killed run leaves
 no half entry under a real name (its temporary folders are swept after an hour) and the next run
-resumes with the cases still missing. An entry is
-trusted only when its meta parses, its key matches and every array file has the recorded size and
-``.npy`` header; anything else (a truncated file, a torn meta) is rebuilt.
+resumes with the cases still missing. An entry is trusted only when its meta parses, its key
+matches and every array file has the recorded size and ``.npy`` header; anything else (a
+truncated file, a torn meta) is rebuilt.
 """
 
 from __future__ import annotations
