@@ -101,8 +101,12 @@ class DataConfig(_Section):
     label_codes: dict[str, LabelCodeConfig] = Field(default_factory=dict)
     split: SplitConfig = Field(default_factory=SplitConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
-    cache: Literal["none", "memory", "disk"] = "memory"
-    num_workers: int = 0
+    # disk: preprocess once into cache_dir (default output_dir/.cache) and memory-map per patch, so
+    # memory does not grow with the number of cases; memory: every case in RAM; none: no cache.
+    cache: Literal["none", "memory", "disk"] = "disk"
+    cache_dir: Path | None = None
+    # Loader processes; auto: 0 below 4 CPU cores, else cores - 2, at most 8 (seg.data.loaders).
+    num_workers: int | Literal["auto"] = "auto"
 
     @field_validator("labels")
     @classmethod

@@ -76,7 +76,7 @@ def main() -> None:
     batches, load_t = time_loader(loaders.train, args.batches)
     step_t = time_steps(cfg, batches)
     load_s, step_s = statistics.median(load_t[1:] or load_t), statistics.median(step_t[1:] or step_t)
-    row = {"config": str(args.config), "workers": cfg.data.num_workers, "threads": torch.get_num_threads(),
+    row = {"config": str(args.config), "workers": loaders.train.num_workers, "threads": torch.get_num_threads(),
            "setup_s": round(setup, 2), "batch_s": round(load_s, 4), "step_s": round(step_s, 4),
            "loader_to_step_ratio": round(step_s / max(load_s, 1e-9), 2)}
     print(format_table(list(row), [list(row.values())]))

@@ -3,8 +3,10 @@
 All pipelines share one deterministic prefix, :class:`LoadPreprocessd`: read the case's channels
 with their geometry, reorient to RAS, resample to the target spacing and normalise. It is the very
 code the deploy runtime (``seg_runtime.preprocess``) runs, so a model sees at deploy exactly the
-arrays it saw in training. Training adds patch sampling with foreground oversampling and
-augmentation: MONAI random transforms in 3D, albumentations in 2D.
+arrays it saw in training. Training adds the foreground locations (still deterministic, so cached
+with the prefix), then patch sampling with foreground oversampling (``seg.data.patches``, which
+reads only the patch, also from a memory-mapped cache) and augmentation: MONAI random transforms
+in 3D, albumentations in 2D.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from monai import transforms as mt
 
 from seg.config import Config, DataConfig
+from seg.data.patches import ForegroundLocationsd, RandPatchCropd
 from seg_runtime.cases import Case
 from seg_runtime.io import read_case, read_image
 from seg_runtime.preprocess import PreprocessSpec, preprocess_image, preprocess_label
@@ -120,22 +123,23 @@ def _augment_3d() -> list[mt.Transform]:
     ]
 
 
-def train_transforms(cfg: Config) -> mt.Compose:
-    """Prefix + pad + patch sampling (foreground oversampling) + augmentation."""
-    patch = list(cfg.train.patch_size)
-    fg = cfg.train.foreground_oversample
+def train_random_transforms(cfg: Config) -> mt.Compose:
+    """The random part of training: patch sampling (foreground oversampling) + augmentation.
+
+    Input: a preprocessed case with ``fg_locations`` (in memory, or memory-mapped from the disk cache).
+    """
     keys = ["image", "label"]
-    crop: mt.Transform
-    if fg > 0:
-        crop = mt.RandCropByPosNegLabeld(keys, label_key="label", spatial_size=patch, pos=fg, neg=1 - fg,
-                                         num_samples=1, allow_smaller=True)
-    else:
-        crop = mt.RandSpatialCropd(keys, roi_size=patch, random_size=False)
-    steps: list[mt.Transform] = [LoadPreprocessd(cfg.data), mt.SpatialPadd(keys, spatial_size=patch), crop]
+    steps: list[mt.Transform] = [RandPatchCropd(cfg.train.patch_size, cfg.train.foreground_oversample)]
     if cfg.train.augment:
         steps += _augment_3d() if cfg.data.spatial_dims == 3 else [Albumentations2Dd()]
     steps.append(mt.EnsureTyped(keys, track_meta=False))
     return mt.Compose(steps)
+
+
+def train_transforms(cfg: Config) -> mt.Compose:
+    """Prefix + foreground locations (deterministic, cacheable) + :func:`train_random_transforms`."""
+    return mt.Compose([LoadPreprocessd(cfg.data), ForegroundLocationsd(),
+                       *train_random_transforms(cfg).transforms])
 
 
 def val_transforms(cfg: Config) -> mt.Compose:

@@ -78,6 +78,12 @@ def main_first(ctx: DistContext, fn: Callable[[], object]) -> None:
         tdist.barrier()
 
 
+def barrier(ctx: DistContext) -> None:
+    """Wait until every rank gets here (a no-op outside torchrun)."""
+    if ctx.enabled:
+        tdist.barrier()
+
+
 def cleanup(ctx: DistContext) -> None:
     if ctx.enabled and tdist.is_initialized():
         tdist.barrier()

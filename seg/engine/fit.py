@@ -58,10 +58,9 @@ class Trainer:
         self.folder = RunFolder(run_dir) if self.ctx.is_main else None
         self.run_dir = Path(run_dir)
         seed_everything(cfg.seed + self.ctx.rank, cfg.train.deterministic)
-        cache_dir = self.run_dir / "cache" if cfg.data.cache == "disk" else None
         dist.main_first(self.ctx, lambda: build_datalist(cfg.data))  # e.g. synthetic data written once
-        self.loaders = build_loaders(cfg, cache_dir, seed=cfg.seed, rank=self.ctx.rank,
-                                     world_size=self.ctx.world_size)
+        self.loaders = build_loaders(cfg, seed=cfg.seed, rank=self.ctx.rank, world_size=self.ctx.world_size,
+                                     barrier=lambda: dist.barrier(self.ctx))
         self.model = create_model(cfg).to(self.device)
         if cfg.train.channels_last:
             self.model = self.model.to(memory_format=_channels_last(cfg.data.spatial_dims))
@@ -158,6 +157,8 @@ class Trainer:
         """Tie the patch sampler and augmentation RNG to (seed, rank, epoch): resume is exact."""
         seed = (self.cfg.seed * 1_000_003 + self.ctx.rank * 10_007 + self.epoch) % (2**31)
         self.loaders.train.sampler.generator.manual_seed(seed)
+        if self.loaders.train.generator is not None:  # seeds the loader workers' augmentation
+            self.loaders.train.generator.manual_seed(seed + 1)
         transform = getattr(self.loaders.train.dataset, "transform", None)
         if hasattr(transform, "set_random_state"):
             transform.set_random_state(seed=seed)

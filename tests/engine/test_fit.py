@@ -34,10 +34,12 @@ def test_tiny_run_writes_run_folder(tiny3d: Config) -> None:
         fit(tiny3d, progress=False)
 
 
-def test_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
-    full = tiny_config(tmp_path / "a", 3, "train.deterministic=true", "train.epochs=2")
+@pytest.mark.parametrize("workers", [0, 1])  # loader workers are reseeded per epoch too
+def test_resume_matches_uninterrupted_run(tmp_path: Path, workers: int) -> None:
+    extra = ("train.deterministic=true", "train.epochs=2", f"data.num_workers={workers}")
+    full = tiny_config(tmp_path / "a", 3, *extra)
     fit(full, progress=False)
-    half = tiny_config(tmp_path / "b", 3, "train.deterministic=true", "train.epochs=2")
+    half = tiny_config(tmp_path / "b", 3, *extra)
     fit(half, progress=False, stop_after=1)  # as if the job was killed after epoch 1
     fit(half, resume=True, progress=False)
     a = _weights(tmp_path / "a" / "runs" / "demo3d" / "last.pt")
