@@ -223,8 +223,11 @@ class OnnxPredictor:
         if kwargs.pop("engine", "local") == "ray":
             from .ray_engine import OnnxModelFactory, RayJob, RayOptions
 
-            factory = OnnxModelFactory(self.bundle_dir, self._provider, self._threads)
-            kwargs["ray"] = RayJob(factory, kwargs.pop("ray_options", None) or RayOptions())
+            options = kwargs.pop("ray_options", None) or RayOptions()
+            # Each actor's session uses the CPUs Ray reserved for it, not every core of the node.
+            threads = self._threads or max(1, int(options.cpus_per_worker))
+            factory = OnnxModelFactory(self.bundle_dir, self._provider, threads)
+            kwargs["ray"] = RayJob(factory, options)
         return predict_folder(
             input_path,
             output_dir,
