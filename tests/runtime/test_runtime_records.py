@@ -159,3 +159,23 @@ def test_a_killed_run_resumes_without_loss(tmp_path: Path, bundle_factory: Calla
     for index in range(150):
         assert nib.load(str(out / f"c{index}.nii.gz")).get_fdata().shape == (6, 6, 6)
     assert folder_summary(out)["summary"] == {"ok": 150, "failed": 0}
+
+
+def test_concurrent_shards_into_one_folder(tmp_path: Path, bundle_factory: Callable[..., Path]) -> None:
+    """Three seg-run processes at once, one shard each, into one folder: every case recorded once."""
+    import os
+    import subprocess
+    import sys
+
+    bundle = bundle_factory(patch_size=[4, 4, 4])
+    src, out = _cases(tmp_path / "in", 45, (5, 5, 5)), tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    children = [subprocess.Popen([sys.executable, "-m", "seg_runtime.cli", str(bundle), "-i", str(src), "-o", str(out),
+                                  "--provider", "cpu", "--threads", "1", "--shard", f"{i}/3"], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(3)]
+    assert [child.wait(timeout=120) for child in children] == [0, 0, 0]
+    lines = _case_lines(out)
+    assert sorted(line["id"] for line in lines) == sorted(f"c{i}" for i in range(45))
+    assert folder_summary(out)["summary"] == {"ok": 45, "failed": 0}
+    for line in lines:
+        assert (line["bytes"], line["blake2b"]) == file_digest(out / f"{line['id']}.nii.gz")
