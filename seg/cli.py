@@ -20,6 +20,18 @@ from seg.table import format_table  # noqa: F401  (kept importable as seg.cli.fo
 EPILOG = "Docs and examples: README.md. Every command has its own --help."
 
 
+LABELS_HELP = ("the classes and their values in the label files, background first (e.g. interior=255 "
+               "membrane=0); default: dataset.json, else value 0 is the background")
+
+
+def _label(text: str) -> tuple[str, int]:
+    name, _, value = text.partition("=")
+    try:
+        return name.strip(), int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE with an integer value, got {text!r}") from None
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model from a YAML config", epilog=EPILOG,
                        description="Train from a config file into a run folder (output_dir/name): resolved "
@@ -106,6 +118,7 @@ def _add_plan(sub) -> None:
     p.add_argument("--gpu-memory", type=float, metavar="GB", help="GPU memory; scales the gpu patch budget")
     p.add_argument("--time-budget", type=float, metavar="MINUTES",
                    help="training minutes per fold (DATASET; default 60 on cpu, 720 on gpu)")
+    p.add_argument("--labels", type=_label, nargs="+", metavar="NAME=VALUE", help=LABELS_HELP)
 
 
 def _add_auto(sub) -> None:
@@ -121,6 +134,7 @@ def _add_auto(sub) -> None:
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="budget to plan for (default cpu)")
     p.add_argument("--gpu-memory", type=float, metavar="GB", help="GPU memory; scales the gpu patch budget")
     p.add_argument("--time-budget", type=float, metavar="MINUTES", help="training minutes per fold")
+    p.add_argument("--labels", type=_label, nargs="+", metavar="NAME=VALUE", help=LABELS_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:

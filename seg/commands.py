@@ -61,7 +61,8 @@ def cmd_auto(args: argparse.Namespace) -> int:
     from seg.engine.auto import run_auto
 
     result = run_auto(args.dataset, args.output, device=args.device, gpu_memory=args.gpu_memory,
-                      time_budget=args.time_budget, overrides=args.overrides)
+                      time_budget=args.time_budget, overrides=args.overrides,
+                      labels=dict(args.labels) if args.labels else None)
     if result.report is None:
         print(f"interrupted; rerun the same command to continue ({args.output})")
         return 130
@@ -218,7 +219,7 @@ def _plan_dataset(args: argparse.Namespace) -> int:
     if args.overrides:
         raise ConfigError(f"seg plan DATASET takes no overrides (got {args.overrides}); edit the written config")
     planned = plan_config(args.config, device=args.device, gpu_memory=args.gpu_memory,
-                          time_budget=args.time_budget)
+                          time_budget=args.time_budget, labels=dict(args.labels) if args.labels else None)
     print(format_table(["setting", "value", "based on"], planned.rows))
     text = planned.to_yaml()
     if args.output:

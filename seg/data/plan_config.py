@@ -50,7 +50,8 @@ class PlannedConfig:
 
 
 def plan_config(root: str | Path, *, device: str = "cpu", gpu_memory: float | None = None,
-                time_budget: float | None = None, output_dir: str | Path = "runs") -> PlannedConfig:
+                time_budget: float | None = None, output_dir: str | Path = "runs",
+                labels: dict[str, int] | None = None) -> PlannedConfig:
     """Detect, fingerprint and size a dataset into a full config.
 
     Args:
@@ -59,6 +60,9 @@ def plan_config(root: str | Path, *, device: str = "cpu", gpu_memory: float | No
         gpu_memory: GB of GPU memory (scales the patch budget; >= 24 GB trains the base size).
         time_budget: minutes of training per fold (default 60 on CPU, 12 h on GPU).
         output_dir: the config's ``output_dir``.
+        labels: class name -> value in the label files, background first (``--labels
+            interior=255 membrane=0``): replaces the detected label map, e.g. for image folders
+            whose value 0 is not the background. Detected regions are dropped with it.
 
     Raises:
         DataError: the folder has no recognisable layout or bad cases.
@@ -70,6 +74,8 @@ def plan_config(root: str | Path, *, device: str = "cpu", gpu_memory: float | No
     if minutes <= 0:
         raise ConfigError(f"--time-budget must be positive (minutes), got {time_budget}")
     data = detect_data_config(root)
+    if labels:
+        data = with_labels(data, labels)
     items = build_datalist(data)
     fp = fingerprint(items, data)
     proposal = propose_settings(fp, data, memory_budget=device, gpu_memory=gpu_memory)
@@ -93,6 +99,19 @@ def plan_config(root: str | Path, *, device: str = "cpu", gpu_memory: float | No
     config_from_dict(config, f"plan of {root}")  # never write a config that does not load
     rows = _rows(data, fp, proposal, device, gpu_memory, minutes, (epochs, iters, size))
     return PlannedConfig(config, rows, fp)
+
+
+def with_labels(data: Any, labels: dict[str, int]) -> Any:
+    """``data`` with the user's label map: class i is the i-th name, read from its file value."""
+    if len(set(labels.values())) != len(labels):
+        raise ConfigError(f"--labels: two classes share a file value ({labels})")
+    if data.regions:
+        logger.info("--labels given: the detected regions %s are dropped", sorted(data.regions))
+    return data.model_copy(update={
+        "labels": {name: index for index, name in enumerate(labels)},
+        "label_values": {int(value): index for index, value in enumerate(labels.values())},
+        "regions": {},
+    })
 
 
 def _schedule(minutes: float, device: str, patch: list[int], batch: int) -> tuple[int, int]:

@@ -44,7 +44,7 @@ class AutoResult:
 
 
 def plan_once(dataset: str | Path, out: Path, *, device: str, gpu_memory: float | None,
-              time_budget: float | None) -> Path:
+              time_budget: float | None, labels: dict[str, int] | None = None) -> Path:
     """Write ``OUT/config.yaml`` (and ``plan.txt``) unless a config is already there."""
     from seg.data.plan_config import plan_config
 
@@ -53,7 +53,7 @@ def plan_once(dataset: str | Path, out: Path, *, device: str, gpu_memory: float 
         log.info("reusing %s (delete it to plan again)", config_path)
         return config_path
     planned = plan_config(Path(dataset).resolve(), device=device, gpu_memory=gpu_memory,
-                          time_budget=time_budget, output_dir=out.resolve())
+                          time_budget=time_budget, output_dir=out.resolve(), labels=labels)
     planned.config["name"] = "cv"
     atomic_write_text(out / PLAN_NAME, format_table(["setting", "value", "based on"], planned.rows) + "\n")
     atomic_write_text(config_path, planned.to_yaml())
@@ -61,7 +61,8 @@ def plan_once(dataset: str | Path, out: Path, *, device: str, gpu_memory: float 
 
 
 def run_auto(dataset: str | Path, out: str | Path, *, device: str = "cpu", gpu_memory: float | None = None,
-             time_budget: float | None = None, overrides: Sequence[str] = (), progress: bool = True) -> AutoResult:
+             time_budget: float | None = None, overrides: Sequence[str] = (), progress: bool = True,
+             labels: dict[str, int] | None = None) -> AutoResult:
     """Plan (once), cross-validate every fold, then export the ensemble and write the report.
 
     Raises:
@@ -72,7 +73,8 @@ def run_auto(dataset: str | Path, out: str | Path, *, device: str = "cpu", gpu_m
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    config_path = plan_once(dataset, out, device=device, gpu_memory=gpu_memory, time_budget=time_budget)
+    config_path = plan_once(dataset, out, device=device, gpu_memory=gpu_memory, time_budget=time_budget,
+                            labels=labels)
     cfg = load_config(config_path, list(overrides))
     cv = cross_validate(cfg, list(range(cfg.data.split.folds)), out / "cv", progress=progress)
     if cv.interrupted:

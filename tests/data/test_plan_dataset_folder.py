@@ -108,3 +108,30 @@ def test_shared_brats_folder_is_planned_as_already_normalised(tmp_path: Path) ->
     assert data["layout"] == "case_folders" and data["channel_names"] == ["Flair", "T1c"]
     assert data["preprocess"]["normalization"] == [{"scheme": "none"}] * 2
     assert data["labels"] == {"background": 0, **{f"class_{v}": v for v in range(1, 5)}}
+
+
+def test_labels_option_names_the_background_of_an_image_folder(tmp_path: Path, capsys) -> None:
+    """ISBI-like folder: 255 = interior (the background here), 0 = membrane (the class of interest)."""
+    from PIL import Image
+
+    from seg.config import load_config
+    from seg.data.datalist import build_datalist
+    from seg.data.transforms import val_transforms
+
+    for sub in ("images", "labels"):
+        (tmp_path / "em" / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        label = np.full((40, 40), 255, np.uint8)
+        label[:, 10 + i : 14 + i] = 0  # a thin "membrane"
+        Image.fromarray(label).save(tmp_path / "em" / "labels" / f"{i}.png")
+        Image.fromarray(rng.integers(0, 255, (40, 40), dtype=np.uint8)).save(tmp_path / "em" / "images" / f"{i}.png")
+    out = tmp_path / "cfg.yaml"
+    assert main(["plan", str(tmp_path / "em"), "-o", str(out), "--labels", "interior=255", "membrane=0"]) == 0
+    cfg = load_config(out)
+    assert cfg.data.labels == {"interior": 0, "membrane": 1}
+    assert cfg.data.label_values == {255: 0, 0: 1}
+    item = val_transforms(cfg)(build_datalist(cfg.data)[0])
+    assert int(item["label"].sum()) == 40 * 4  # the membrane pixels are class 1
+    assert main(["plan", str(tmp_path / "em"), "--labels", "a=0", "b=0"]) == 2
+    assert "share a file value" in capsys.readouterr().err
