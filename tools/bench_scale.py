@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from seg.cli import format_table
+from seg.table import format_table
 from seg_runtime.manifest import RunManifest
 from seg_runtime.records import latest_states, now, verify_output
 
