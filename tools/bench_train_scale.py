@@ -165,7 +165,7 @@ def measure(case_counts: list[int], quick: bool, cache: str = "disk", workers: s
 
 
 def _table(result: dict[str, Any]) -> str:
-    from seg.cli import format_table
+    from seg.table import format_table
 
     counts = list(result["train_peak_rss_mb"])
     rows = [[n, *(result[k][n] for k in KEYS)] for n in counts]
