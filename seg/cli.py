@@ -104,6 +104,15 @@ def _add_demo(sub) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=2")
 
 
+def _add_plan_budget(p) -> None:
+    """The planning options shared by ``seg plan`` and ``seg auto``."""
+    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="memory budget to plan for (default cpu)")
+    p.add_argument("--gpu-memory", type=float, metavar="GB", help="GPU memory; scales the gpu patch budget")
+    p.add_argument("--time-budget", type=float, metavar="MINUTES",
+                   help="training minutes per fold (dataset folders; default 60 on cpu, 720 on gpu)")
+    p.add_argument("--labels", type=_label, nargs="+", metavar="NAME=VALUE", help=LABELS_HELP)
+
+
 def _add_plan(sub) -> None:
     p = sub.add_parser("plan", help="plan a dataset folder into a runnable config (or propose settings for a config)",
                        epilog=EPILOG, description="DATASET folder: detect the layout (nnU-Net raw, MSD, case "
@@ -114,11 +123,7 @@ def _add_plan(sub) -> None:
                    "whose data section names the dataset")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides (CONFIG only)")
     p.add_argument("-o", "--output", type=Path, help="write the config (DATASET) or the YAML (CONFIG) here")
-    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="memory budget (default cpu)")
-    p.add_argument("--gpu-memory", type=float, metavar="GB", help="GPU memory; scales the gpu patch budget")
-    p.add_argument("--time-budget", type=float, metavar="MINUTES",
-                   help="training minutes per fold (DATASET; default 60 on cpu, 720 on gpu)")
-    p.add_argument("--labels", type=_label, nargs="+", metavar="NAME=VALUE", help=LABELS_HELP)
+    _add_plan_budget(p)
 
 
 def _add_auto(sub) -> None:
@@ -131,10 +136,7 @@ def _add_auto(sub) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="overrides of the planned config, e.g. data.split.folds=3 train.epochs=10")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
-    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="budget to plan for (default cpu)")
-    p.add_argument("--gpu-memory", type=float, metavar="GB", help="GPU memory; scales the gpu patch budget")
-    p.add_argument("--time-budget", type=float, metavar="MINUTES", help="training minutes per fold")
-    p.add_argument("--labels", type=_label, nargs="+", metavar="NAME=VALUE", help=LABELS_HELP)
+    _add_plan_budget(p)
 
 
 def build_parser() -> argparse.ArgumentParser:

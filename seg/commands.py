@@ -44,15 +44,13 @@ def _train_folds(cfg, args: argparse.Namespace) -> int:
 
 
 def _print_cv(result) -> None:
-    from seg.engine.auto import cv_rows
+    from seg.engine.auto import cv_rows, postprocessing_rows
 
     print(format_table(*cv_rows(result.table)))
     print(f"written: {result.parent / 'cv_results.csv'}, {result.parent / 'cv_results.json'}")
     if result.postprocessing is not None:
         post = result.postprocessing
-        print(format_table(["structure", "pooled Dice", "keep largest", "Dice after"],
-                           [[n, e["dice_before"], "yes" if e["kept"] else "no", e["dice_after"]]
-                            for n, e in post["evidence"].items()]))
+        print(format_table(*postprocessing_rows(post)))
         print(f"post-processing: infer.keep_largest={post['keep_largest']} in {result.parent / 'config.yaml'} "
               f"(evidence: {result.parent / 'postprocessing.json'})")
 

@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ._version import __version__
 from .bundle import BundleError
@@ -77,11 +78,16 @@ def _summary(manifest: RunManifest, output: Path) -> str:
         f"{'output':<10}{output}",
         f"{'manifest':<10}{manifest.path}",
     ]
-    for entry in manifest.failures()[:10]:
-        lines.append(f"  failed {entry['id']}: {entry['error']}")
-    if counts["failed"] > 10:
-        lines.append(f"  ... and {counts['failed'] - 10} more (see the manifest)")
+    lines += _failure_lines(manifest.failures(), counts["failed"], "the manifest")
     return "\n".join(lines)
+
+
+def _failure_lines(failures: list[dict[str, Any]], total: int, where: str, shown: int = 10) -> list[str]:
+    """The first ``shown`` failures, one line each, and how many more ``where`` lists."""
+    lines = [f"  failed {entry['id']}: {entry['error']}" for entry in failures[:shown]]
+    if total > shown:
+        lines.append(f"  ... and {total - shown} more (see {where})")
+    return lines
 
 
 def print_folder_summary(output: Path, prog: str) -> int:
@@ -97,9 +103,7 @@ def print_folder_summary(output: Path, prog: str) -> int:
     lines = [f"{'cases':<10}{result['cases']}", f"{'ok':<10}{counts['ok']}", f"{'failed':<10}{counts['failed']}",
              f"{'records':<10}{', '.join(result['record_files']) or '(predictions.json only)'}",
              f"{'summary':<10}{output / SUMMARY_NAME}"]
-    lines += [f"  failed {entry['id']}: {entry['error']}" for entry in result["failed"][:10]]
-    if counts["failed"] > 10:
-        lines.append(f"  ... and {counts['failed'] - 10} more (see {SUMMARY_NAME})")
+    lines += _failure_lines(result["failed"], counts["failed"], SUMMARY_NAME)
     print("\n".join(lines))
     return 1 if counts["failed"] else 0
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import pickle
 import time
@@ -65,6 +66,11 @@ class RayOptions:
     gpus_per_worker: float = 0.0
     cpus_per_worker: float = 1.0
 
+    @property
+    def cpus_needed(self) -> float:
+        """CPUs the job needs: the actors' plus one for the read/write tasks."""
+        return self.num_workers * self.cpus_per_worker + 1
+
 
 class OnnxModelFactory:
     """Builds the onnxruntime ``predict_batch`` inside each actor (picklable: holds a path)."""
@@ -103,8 +109,7 @@ def connect(options: RayOptions) -> Any:
                               "log_to_driver": False, "ignore_reinit_error": True}
     if options.address is None:
         # A local instance: reserve CPUs for the actors plus at least one for the read/write tasks.
-        wanted = options.num_workers * options.cpus_per_worker + 1
-        kwargs["num_cpus"] = max(os.cpu_count() or 1, int(wanted + 0.999))
+        kwargs["num_cpus"] = max(os.cpu_count() or 1, math.ceil(options.cpus_needed))
     else:
         kwargs["address"] = options.address
     try:
@@ -122,9 +127,8 @@ def check_resources(ray: Any, options: RayOptions) -> None:
     """
     total = ray.cluster_resources()
     cpus, gpus = float(total.get("CPU", 0)), float(total.get("GPU", 0))
-    want_cpus = options.num_workers * options.cpus_per_worker
     want_gpus = options.num_workers * options.gpus_per_worker
-    if want_cpus + 1 > cpus:
+    if options.cpus_needed > cpus:
         raise RayUnavailable(
             f"{options.num_workers} worker(s) x {options.cpus_per_worker:g} CPU leave no CPU for the read/write "
             f"tasks on a Ray cluster with {cpus:g} CPUs; use fewer --num-workers or a smaller --cpus-per-worker"

@@ -161,8 +161,9 @@ def verify_output(record: dict[str, Any] | None, target: Path) -> str | None:
     if "bytes" not in record or "blake2b" not in record:
         return "its record carries no checksum (written by an older version)"
     try:
-        if target.stat().st_size != record["bytes"]:
-            return f"size {target.stat().st_size} differs from the recorded {record['bytes']} bytes"
+        size = target.stat().st_size
+        if size != record["bytes"]:
+            return f"size {size} differs from the recorded {record['bytes']} bytes"
         if file_digest(target)[1] != record["blake2b"]:
             return "its checksum differs from the recorded one"
     except OSError as exc:

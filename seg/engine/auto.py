@@ -93,6 +93,12 @@ def cv_rows(table: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     return ["metric", *columns], rows
 
 
+def postprocessing_rows(post: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """Headers and rows of the post-processing evidence (``postprocessing.json``), one per structure."""
+    rows = [[n, e["dice_before"], "yes" if e["kept"] else "no", e["dice_after"]] for n, e in post["evidence"].items()]
+    return ["structure", "pooled Dice", "keep largest", "Dice after"], rows
+
+
 def write_report(out: Path, cv: CVResult, bundle: Path, parity: float) -> Path:
     """``OUT/report.md``: plan, CV table, post-processing and the deploy command."""
     parts = ["# seg auto report", ""]
@@ -103,10 +109,8 @@ def write_report(out: Path, cv: CVResult, bundle: Path, parity: float) -> Path:
               "over all of them.", "", "```", format_table(headers, rows), "```", ""]
     post = cv.postprocessing or {}
     if post.get("evidence"):
-        evidence = [[n, e["dice_before"], "yes" if e["kept"] else "no", e["dice_after"]]
-                    for n, e in post["evidence"].items()]
         parts += ["## Post-processing (chosen on the pooled CV Dice)", "", "```",
-                  format_table(["structure", "pooled Dice", "keep largest", "Dice after"], evidence), "```", ""]
+                  format_table(*postprocessing_rows(post)), "```", ""]
     parts += ["## Deploy", "", f"Bundle: `{bundle}` (the {len(cv.folds)}-fold ensemble as one ONNX graph, "
               f"onnxruntime vs torch max |diff| {parity:.2g}).", "",
               f"    seg-run {bundle} -i SCANS -o LABELS", "", "![curves](curves.png)", ""]
