@@ -40,6 +40,10 @@ NORMALISED_STD_RANGE = (0.5, 2.0)
 BACKGROUND_SHARE = 0.2  # a value covering this share of a channel's voxels is its constant background
 DIVISOR = {3: 16, 2: 32}  # a 4-5 level U-Net halves each axis that many times
 ANISO_RATIO = 3.0  # nnU-Net: an axis this much coarser than the others counts as low resolution
+# nnU-Net's 3d_lowres rule: when the patch the budget allows covers less than this share of the
+# median image, coarsen the target spacing (by SPACING_STEP at a time) until it covers that much.
+LOWRES_COVERAGE = 0.25
+SPACING_STEP = 1.03
 _MRI_NAME = re.compile(r"(mri?|t1|t2|flair|adc|dwi|pd|swi)", re.IGNORECASE)
 _CT_NAME = re.compile(r"(^|[^a-z])ct([^a-z]|$)", re.IGNORECASE)
 
@@ -244,7 +248,8 @@ def propose_settings(
     spacings = np.array([c["spacing"] for c in fp["cases"]], dtype=np.float64)
     shapes = np.array([c["shape"] for c in fp["cases"]], dtype=np.float64)
     raster = all(c["source_format"] in ("png", "tiff") for c in fp["cases"])
-    target = target_spacing(spacings, shapes)
+    full = target_spacing(spacings, shapes)
+    target = full if raster or dims == 2 else lowres_spacing(full, spacings, shapes, budget, DIVISOR[dims])
     median_shape = np.median(shapes * spacings / target, axis=0)
     patch = patch_size(median_shape, target, budget, DIVISOR[dims])
     batch = int(np.clip(batch_min * budget // int(np.prod(patch)), batch_min, batch_max))
@@ -257,7 +262,10 @@ def propose_settings(
         "target_spacing": None if raster else [_round(s) for s in target],
         "normalization": normalization,
     }
-    return {"data": {"preprocess": preprocess}, "train": {"patch_size": patch, "batch_size": batch}}
+    coverage = float(np.prod(patch) / max(np.prod(median_shape), 1.0))
+    return {"data": {"preprocess": preprocess}, "train": {"patch_size": patch, "batch_size": batch},
+            "stats": {"full_resolution_spacing": [_round(s) for s in full], "median_shape": [int(round(s)) for s in median_shape],
+                      "patch_coverage": coverage, "lowres": bool(np.any(target > full * (1 + 1e-6)))}}
 
 
 def target_spacing(spacings: np.ndarray, shapes: np.ndarray) -> np.ndarray:
@@ -279,6 +287,32 @@ def target_spacing(spacings: np.ndarray, shapes: np.ndarray) -> np.ndarray:
         # Resampling thick slices to the median would invent data; a finer percentile keeps detail.
         low = float(np.percentile(spacings[:, worst], 10))
         target[worst] = max(low, max(target[others]) + 1e-5)
+    return target
+
+
+def lowres_spacing(spacing: np.ndarray, spacings: np.ndarray, shapes: np.ndarray, voxel_budget: int,
+                   divisor: int) -> np.ndarray:
+    """Coarsen ``spacing`` until the budget's patch covers ``LOWRES_COVERAGE`` of the median image.
+
+    nnU-Net's 3d_lowres configuration, for a budget that cannot see enough of a case at full
+    resolution (a CPU, a small GPU): the finer axes grow by ``SPACING_STEP`` until they reach the
+    coarsest, then all axes together, so the grid drifts towards isotropic. Left unchanged when
+    the full-resolution patch already covers enough.
+
+    Args:
+        spacing: the full-resolution target spacing. Shape: [D].
+        spacings: per case voxel size. Shape: [N, D].
+        shapes: per case voxel counts. Shape: [N, D].
+    """
+    extent = np.median(shapes * spacings, axis=0)  # the median image in mm
+    target = np.asarray(spacing, dtype=np.float64).copy()
+    for _ in range(200):  # 1.03^200 = 370x: far past any real case
+        median_shape = extent / target
+        patch = patch_size(median_shape, target, voxel_budget, divisor)
+        if np.prod(patch) >= LOWRES_COVERAGE * np.prod(median_shape) or np.all(median_shape <= divisor):
+            break
+        finer = target < target.max() / SPACING_STEP
+        target = np.where(finer, target * SPACING_STEP, target) if finer.any() else target * SPACING_STEP
     return target
 
 
@@ -358,5 +392,9 @@ def plan_to_yaml(plan: dict[str, Any], fp: dict[str, Any] | None = None) -> str:
             total = max(sum(fp["label_counts"].values()), 1)
             share = ", ".join(f"{k} {100 * v / total:.2g}%" for k, v in fp["label_counts"].items())
             lines.append(f"# voxels per class: {share}")
-    body = yaml.safe_dump(plan, sort_keys=False, default_flow_style=None)
+    stats = plan.get("stats")
+    if stats and stats["lowres"]:
+        lines.append(f"# target spacing coarsened from {stats['full_resolution_spacing']} so the patch covers "
+                     f"{100 * stats['patch_coverage']:.0f}% of the median image (nnU-Net's 3d_lowres rule)")
+    body = yaml.safe_dump({k: v for k, v in plan.items() if k != "stats"}, sort_keys=False, default_flow_style=None)
     return "\n".join(lines) + "\n" + body

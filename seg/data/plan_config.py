@@ -18,20 +18,22 @@ import yaml
 from seg.config import config_from_dict
 from seg.data.datalist import build_datalist
 from seg.data.detect import detect_data_config
-from seg.data.plan import fingerprint, propose_settings, voxel_budget
+from seg.data.plan import LOWRES_COVERAGE, fingerprint, propose_settings, voxel_budget
 from seg.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-# Assumed training throughput (patch voxels per second, forward + backward, model.size small) used to
-# turn minutes into iterations; stated in the table so the user can rescale. CPU: measured on a
-# 2-core VM, 3e5 for batch 4 x 32^3 (3D) and 2.9e5 for batch 8 x 256^2 (2D ISBI), i.e. a small
-# machine; more cores only make the plan err on the short side.
-THROUGHPUT = {"cpu": 3.0e5, "gpu": 2.0e7}
+# Assumed training throughput (patch voxels per second, forward + backward, ag_unet small with deep
+# supervision) per device and spatial_dims, used to turn minutes into iterations; stated in the table
+# so the user can rescale. CPU: measured on a 2-core VM (a small machine: more cores only make the
+# plan err on the short side): 1.5e5 for batch 2 x 64^3 (BraTS, 3.5 s per iteration) and 2.9e5 for
+# batch 8 x 256^2 (ISBI, 1.8 s per iteration).
+THROUGHPUT = {"cpu": {3: 1.5e5, 2: 2.9e5}, "gpu": {3: 2.0e7, 2: 4.0e7}}
 DEFAULT_MINUTES = {"cpu": 60.0, "gpu": 12 * 60.0}
 BASE_MODEL_GB = 24.0  # a GPU with this much memory trains model.size=base
 MAX_EPOCHS = 1000
 MAX_FOLDS = 5
+VALIDATIONS = 5  # full-volume validations per fold during training (the curves' points)
 
 
 @dataclass
@@ -80,7 +82,7 @@ def plan_config(root: str | Path, *, device: str = "cpu", gpu_memory: float | No
     fp = fingerprint(items, data)
     proposal = propose_settings(fp, data, memory_budget=device, gpu_memory=gpu_memory)
     patch, batch = proposal["train"]["patch_size"], proposal["train"]["batch_size"]
-    epochs, iters = _schedule(minutes, device, patch, batch)
+    epochs, iters = _schedule(minutes, THROUGHPUT[device][data.spatial_dims], patch, batch)
     size = "base" if device == "gpu" and (gpu_memory or 0) >= BASE_MODEL_GB else "small"
     section = data.model_dump(exclude_defaults=True)
     section["root"] = str(Path(data.root))
@@ -94,7 +96,8 @@ def plan_config(root: str | Path, *, device: str = "cpu", gpu_memory: float | No
         "data": section,
         "model": {"name": "ag_unet", "size": size},
         "train": {"epochs": epochs, "iters_per_epoch": iters, "batch_size": batch, "patch_size": patch,
-                  "device": "cpu" if device == "cpu" else "auto"},
+                  # about five full-volume validations per fold: each costs time the budget does not count
+                  "val_every": max(1, -(-epochs // VALIDATIONS)), "device": "cpu" if device == "cpu" else "auto"},
     }
     config_from_dict(config, f"plan of {root}")  # never write a config that does not load
     rows = _rows(data, fp, proposal, device, gpu_memory, minutes, (epochs, iters, size))
@@ -114,9 +117,9 @@ def with_labels(data: Any, labels: dict[str, int]) -> Any:
     })
 
 
-def _schedule(minutes: float, device: str, patch: list[int], batch: int) -> tuple[int, int]:
-    """(epochs, iterations per epoch) that fill ``minutes`` at the assumed throughput."""
-    seconds_per_iter = batch * int(np.prod(patch)) / THROUGHPUT[device]
+def _schedule(minutes: float, throughput: float, patch: list[int], batch: int) -> tuple[int, int]:
+    """(epochs, iterations per epoch) that fill ``minutes`` at ``throughput`` patch voxels/s."""
+    seconds_per_iter = batch * int(np.prod(patch)) / throughput
     total = max(2, int(minutes * 60 / seconds_per_iter))
     iters = 250 if total >= 250 * 20 else max(1, min(50, total // 2))
     return int(np.clip(total // iters, 1, MAX_EPOCHS)), iters
@@ -137,7 +140,7 @@ def _rows(data: Any, fp: dict[str, Any], proposal: dict[str, Any], device: str, 
         ["layout", data.layout, f"{len(cases)} cases in {data.root}"],
         ["spatial_dims", str(data.spatial_dims), f"median shape {[int(s) for s in shape]}"],
         ["labels", str(dict(data.labels)), f"voxels per class: {share}"],
-        ["target_spacing", str(pre["target_spacing"]), f"median spacing {[float(f'{s:.4g}') for s in spacing]}"],
+        ["target_spacing", str(pre["target_spacing"]), _spacing_reason(spacing, proposal["stats"])],
         ["patch_size", str(train["patch_size"]), f"{device} budget {budget} voxels{memory}"],
         ["batch_size", str(train["batch_size"]), "budget / patch voxels, within the device's range"],
     ]
@@ -149,6 +152,16 @@ def _rows(data: Any, fp: dict[str, Any], proposal: dict[str, Any], device: str, 
     rows += [
         ["model", f"ag_unet {size}", f"{device}{memory}"],
         ["epochs x iters", f"{epochs} x {iters}",
-         f"{minutes:g} min per fold at an assumed {THROUGHPUT[device]:.0e} patch voxels/s"],
+         f"{minutes:g} min per fold at an assumed {THROUGHPUT[device][data.spatial_dims]:.2g} patch voxels/s "
+         f"({epochs * iters * train['batch_size']} patches)"],
     ]
     return rows
+
+
+def _spacing_reason(spacing: np.ndarray, stats: dict[str, Any]) -> str:
+    median = f"median spacing {[float(f'{s:.4g}') for s in spacing]}"
+    if not stats["lowres"]:
+        return median
+    return (f"{median}; coarsened from {stats['full_resolution_spacing']} so the patch covers "
+            f"{100 * stats['patch_coverage']:.0f}% of the median image {stats['median_shape']} "
+            f"(nnU-Net's 3d_lowres rule, at least {100 * LOWRES_COVERAGE:.0f}%)")

@@ -11,7 +11,9 @@ import yaml
 from seg.config import DataConfig, config_from_dict
 from seg.data.datalist import build_datalist
 from seg.data.plan import (
+    LOWRES_COVERAGE,
     fingerprint,
+    lowres_spacing,
     normalization_for,
     patch_size,
     plan_dataset,
@@ -65,8 +67,9 @@ def test_plan_to_yaml_round_trips(synthetic3d: tuple[DataConfig, dict, dict]) ->
     _, plan, fp = synthetic3d
     text = plan_to_yaml(plan, fp)
     assert text.startswith("# Proposed by `seg plan`") and "# 8 cases" in text
-    assert yaml.safe_load(text) == plan
-    assert yaml.safe_load(plan_to_yaml(plan)) == plan
+    pasted = {k: v for k, v in plan.items() if k != "stats"}  # the statistics go to the comment
+    assert yaml.safe_load(text) == pasted
+    assert yaml.safe_load(plan_to_yaml(plan)) == pasted
 
 
 def test_gpu_budget_and_unknown_budget(synthetic3d: tuple[DataConfig, dict, dict]) -> None:
@@ -94,6 +97,37 @@ def test_target_spacing_median_and_anisotropy_rule() -> None:
     expected = np.percentile(thick[:, 2], 10)
     assert np.allclose(target_spacing(thick, shapes), [0.75, 0.75, expected])
     assert expected < np.median(thick[:, 2])
+
+
+def test_lowres_spacing_coarsens_until_the_patch_covers_a_quarter_of_the_image() -> None:
+    """nnU-Net's 3d_lowres rule under a CPU budget: BraTS at 1 mm (240x240x155) is coarsened to about
+    2 mm, the spacing our hand-written BraTS configs use; small images keep their spacing."""
+    spacings, shapes = np.ones((4, 3)), np.array([[240, 240, 155]] * 4, dtype=float)
+    target = lowres_spacing(np.ones(3), spacings, shapes, 64**3, 16)
+    assert np.allclose(target, target[0]) and 1.9 < target[0] < 2.3  # isotropic stays isotropic
+    median = np.array([240, 240, 155]) / target
+    assert np.prod(patch_size(median, target, 64**3, 16)) >= LOWRES_COVERAGE * np.prod(median)
+    finer = target / 1.03  # one step less would not have covered enough
+    median = np.array([240, 240, 155]) / finer
+    assert np.prod(patch_size(median, finer, 64**3, 16)) < LOWRES_COVERAGE * np.prod(median)
+    # The GPU budget sees enough at full resolution; a small image is never coarsened.
+    assert np.allclose(lowres_spacing(np.ones(3), spacings, shapes, 128**3 * 4, 16), 1.0)
+    assert np.allclose(lowres_spacing(np.ones(3), spacings, np.full((4, 3), 60.0), 64**3, 16), 1.0)
+    # Anisotropic (0.7 x 0.7 x 3 mm, 40 slices): the fine axes grow first, the thick one waits for them.
+    aniso = lowres_spacing(np.array([0.7, 0.7, 3.0]), np.tile([0.7, 0.7, 3.0], (4, 1)),
+                           np.array([[512, 512, 40]] * 4, dtype=float), 64**3, 16)
+    assert 0.7 < aniso[0] == aniso[1] < 3.0 and aniso[2] == 3.0
+
+
+def test_propose_settings_reports_the_lowres_choice(synthetic3d: tuple[DataConfig, dict, dict]) -> None:
+    data, plan, fp = synthetic3d
+    assert plan["stats"]["lowres"] is False and plan["stats"]["patch_coverage"] >= LOWRES_COVERAGE
+    big = {**fp, "cases": [{**c, "shape": [4 * s for s in c["shape"]]} for c in fp["cases"]]}
+    coarse = propose_settings(big, data)
+    assert coarse["stats"]["lowres"] and coarse["stats"]["full_resolution_spacing"] == [1.0, 1.0, 2.0]
+    spacing = coarse["data"]["preprocess"]["target_spacing"]
+    assert spacing[0] == spacing[1] > 1.0 and spacing[2] >= 2.0
+    assert "3d_lowres" in plan_to_yaml(coarse) and "stats" not in yaml.safe_load(plan_to_yaml(coarse))
 
 
 def test_patch_size_divisible_and_within_budget() -> None:

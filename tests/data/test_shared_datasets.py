@@ -63,8 +63,13 @@ def test_brats_case_folders(brats: DataConfig) -> None:
 def test_brats_plan(brats: DataConfig) -> None:
     items = build_datalist(brats)[:2]
     plan = propose_settings(fingerprint(items, brats), brats)
-    assert plan["data"]["preprocess"]["target_spacing"] == [1.0, 1.0, 1.0]
+    # 1 mm scans of 240x240x155: a CPU patch of 64^3 would see 3% of the head, so the plan coarsens
+    # to about 2 mm (the hand-written configs' choice); a GPU budget keeps 1 mm.
+    assert plan["stats"]["full_resolution_spacing"] == [1.0, 1.0, 1.0] and plan["stats"]["lowres"]
+    assert all(1.9 < s < 2.3 for s in plan["data"]["preprocess"]["target_spacing"])
     assert all(p % 16 == 0 for p in plan["train"]["patch_size"])
+    gpu = propose_settings(fingerprint(items, brats), brats, memory_budget="gpu", gpu_memory=40)
+    assert gpu["data"]["preprocess"]["target_spacing"] == [1.0, 1.0, 1.0] and not gpu["stats"]["lowres"]
 
 
 def test_brats_wrong_label_map_names_the_case(brats: DataConfig) -> None:
