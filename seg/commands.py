@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -51,7 +50,8 @@ def _print_cv(result) -> None:
     if result.postprocessing is not None:
         post = result.postprocessing
         print(format_table(*postprocessing_rows(post)))
-        print(f"post-processing: infer.keep_largest={post['keep_largest']} in {result.parent / 'config.yaml'} "
+        print(f"post-processing: infer.keep_largest={post['keep_largest']} "
+              f"infer.remove_small={post.get('remove_small', {})} in {result.parent / 'config.yaml'} "
               f"(evidence: {result.parent / 'postprocessing.json'})")
 
 
@@ -99,7 +99,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from seg_runtime.dicom_seg import require_highdicom
 
         require_highdicom("seg")
-    from seg_runtime.options import show_progress
+    from seg_runtime.options import show_progress, with_keep_largest
 
     if args.threads:
         import torch
@@ -108,8 +108,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor.from_checkpoint(args.model, device=args.device, folds=args.folds)
     if args.batch_size:
         predictor.cfg.infer.batch_size = args.batch_size
-    if args.keep_largest is not None:
-        predictor.bundle = dataclasses.replace(predictor.bundle, keep_largest=args.keep_largest)
+    predictor.bundle = with_keep_largest(predictor.bundle, args.keep_largest)
     if not engine:  # Ray actors load their own (torch) model
         from seg.inference.onnx_backend import use_backend
 

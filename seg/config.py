@@ -108,6 +108,13 @@ class DataConfig(_Section):
     # Loader processes; auto: 0 below 4 CPU cores, else cores - 2, at most 8 (seg.data.loaders).
     num_workers: int | Literal["auto"] = "auto"
 
+    @field_validator("num_workers")
+    @classmethod
+    def _check_workers(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 0:
+            raise ValueError(f"must be 'auto' or a number of processes >= 0, got {v}")
+        return v
+
     @field_validator("labels")
     @classmethod
     def _check_labels(cls, v: dict[str, int]) -> dict[str, int]:
@@ -180,6 +187,9 @@ class InferConfig(_Section):
     batch_size: int = Field(1, ge=1)
     # Class/region names cut to their largest connected component in predicted label maps.
     keep_largest: list[str] = Field(default_factory=list)
+    # Class/region name -> smallest component volume kept (mm³, pixels for images without spacing),
+    # applied after keep_largest. ``seg train --folds`` chooses both on the pooled CV.
+    remove_small: dict[str, float] = Field(default_factory=dict)
 
 
 class ExportConfig(_Section):
@@ -213,11 +223,15 @@ class Config(_Section):
             raise ValueError(
                 f"data.preprocess.normalization needs 1 or {self.data.in_channels} entries, got {len(norms)}"
             )
-        for name in self.infer.keep_largest:
-            try:
-                structure_members(name, self.data.labels, self.data.regions)
-            except ValueError as err:
-                raise ValueError(f"infer.keep_largest: {err}") from err
+        for key, names in (("keep_largest", self.infer.keep_largest), ("remove_small", self.infer.remove_small)):
+            for name in names:
+                try:
+                    structure_members(name, self.data.labels, self.data.regions)
+                except ValueError as err:
+                    raise ValueError(f"infer.{key}: {err}") from err
+        negative = {k: v for k, v in self.infer.remove_small.items() if v < 0}
+        if negative:
+            raise ValueError(f"infer.remove_small: minimum volumes must be >= 0, got {negative}")
         if self.model.outputs == "regions":
             try:
                 region_paint_labels(self.data.regions)

@@ -29,7 +29,7 @@ from .limits import check_model_grid, max_memory_bytes
 from .manifest import MANIFEST_NAME, RunManifest
 from .output_dir import ensure_output_dir
 from .outputs import labels_on_input_grid
-from .postprocess import keep_largest_components
+from .postprocess import postprocess_labels
 from .preprocess import PreprocessState, model_grid_shape, preprocess_image
 from .preview import preview_path, write_preview
 from .records import CaseState, latest_states, verify_output
@@ -360,8 +360,8 @@ def finish_case(
         paint_labels=bundle.paint_labels,
     )
     del probabilities
-    if bundle.keep_largest:
-        keep_largest_components(labels, bundle.keep_largest, bundle.labels, bundle.regions)
+    postprocess_labels(labels, bundle.keep_largest, bundle.remove_small, bundle.labels, bundle.regions,
+                       voxel_volume=float(np.prod(loaded.geometry.spacing[: bundle.spatial_dims])))
     if restored is not None:
         suffix = ".npz" if bundle.spatial_dims == 2 else ".nii.gz"
         write_probabilities(target.parent / f"{case.id}_probabilities{suffix}", restored, loaded.geometry)

@@ -44,6 +44,8 @@ class Bundle:
         preprocess: Orientation, spacing and normalisation.
         keep_largest: Class or region names reduced to their largest connected component in
             the written label maps (see :mod:`seg_runtime.postprocess`); empty: none.
+        remove_small: Class or region name -> smallest component volume kept (mm³; pixels for
+            images without spacing), applied after ``keep_largest``; empty: none.
         outputs: ``"classes"`` (softmax over ``num_classes`` channels) or ``"regions"`` (one
             sigmoid channel per region, painted into labels; see :mod:`seg_runtime.outputs`).
         input_name: ONNX input name. Shape: [B, C, *P].
@@ -65,6 +67,7 @@ class Bundle:
     overlap: float
     preprocess: PreprocessSpec
     keep_largest: list[str] = field(default_factory=list)
+    remove_small: dict[str, float] = field(default_factory=dict)
     outputs: str = "classes"
     input_name: str = "image"
     output_name: str = "logits"
@@ -130,6 +133,12 @@ class Bundle:
                 structure_members(name, self.labels, self.regions)
             except ValueError as exc:
                 _expect(False, "keep_largest", str(exc))
+        for name, volume in self.remove_small.items():
+            try:
+                structure_members(name, self.labels, self.regions)
+            except ValueError as exc:
+                _expect(False, "remove_small", str(exc))
+            _expect(volume >= 0, "remove_small", f"{name}: the minimum volume must be >= 0, got {volume}")
         _expect(self.outputs in OUTPUT_KINDS, "outputs", f"must be one of {', '.join(OUTPUT_KINDS)}")
         if self.outputs == "regions":
             try:
@@ -201,6 +210,8 @@ class Bundle:
             overlap=float(_get(data, "overlap", _is_number, "a number", default=0.5)),
             preprocess=_preprocess(data),
             keep_largest=_get(data, "keep_largest", _is_str_list, "a list of strings", default=[]),
+            remove_small={k: float(v) for k, v in _get(data, "remove_small", _is_str_number_dict,
+                                                        "an object of name: number", default={}).items()},
             outputs=_get(data, "outputs", _is_str, "a string", default="classes"),
             input_name=_get(data, "input_name", _is_str, "a string", default="image"),
             output_name=_get(data, "output_name", _is_str, "a string", default="logits"),
@@ -292,6 +303,10 @@ def _is_int_list(value: Any) -> bool:
 
 def _is_str_int_dict(value: Any) -> bool:
     return isinstance(value, dict) and all(_is_int(v) for v in value.values())
+
+
+def _is_str_number_dict(value: Any) -> bool:
+    return isinstance(value, dict) and all(_is_number(v) for v in value.values())
 
 
 def _is_str_int_list_dict(value: Any) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -14,7 +13,7 @@ from ._version import __version__
 from .bundle import BundleError
 from .errors import SegError
 from .manifest import SUMMARY_NAME, RunManifest, folder_summary
-from .options import EXIT_CODES, add_predict_options, ray_options, show_progress
+from .options import EXIT_CODES, add_predict_options, ray_options, show_progress, with_keep_largest
 from .session import PROVIDERS
 
 _DESCRIPTION = """\
@@ -136,8 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             require_ray()  # before loading the model, not after the first case
         predictor = OnnxPredictor(args.bundle, provider=args.provider, threads=args.threads)
-        if args.keep_largest is not None:
-            predictor.bundle = dataclasses.replace(predictor.bundle, keep_largest=args.keep_largest)
+        predictor.bundle = with_keep_largest(predictor.bundle, args.keep_largest)
     except (BundleError, DicomSegUnavailable, SegError, OSError, ValueError) as exc:
         print(f"seg-run: error: {exc}", file=sys.stderr)
         return 2

@@ -58,7 +58,8 @@ def add_predict_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         help="also write <case>_probabilities.nii.gz (3D, uint8 scaled to [0,1]) or .npz (2D, float16)")
     add("--keep-largest", nargs="*", metavar="NAME",
         help="keep only the largest connected component of these classes/regions "
-        "(default: the model's keep_largest; the flag alone turns it off)")
+        "(default: the model's keep_largest; the flag alone turns off all post-processing, the model's "
+        "remove_small included)")
     add("--batch-size", type=parse_positive, metavar="N",
         help="patches per model call (default: seg-run 1, seg predict the config's infer.batch_size)")
     add("--preview", action="store_true",
@@ -117,3 +118,13 @@ def ray_options(args: argparse.Namespace) -> Any:
 
     return RayOptions(address=args.address, num_workers=args.num_workers,
                       gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker)
+
+
+def with_keep_largest(bundle: Any, names: list[str] | None) -> Any:
+    """``bundle`` with ``--keep-largest`` applied: names replace keep_largest; none at all turns off
+    every post-processing step (keep-largest and remove-small)."""
+    import dataclasses
+
+    if names is None:
+        return bundle
+    return dataclasses.replace(bundle, keep_largest=list(names), remove_small=bundle.remove_small if names else {})

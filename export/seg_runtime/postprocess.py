@@ -1,4 +1,5 @@
-"""Label-map post-processing: keep only the largest connected component of chosen structures.
+"""Label-map post-processing: keep only the largest connected component of chosen structures, or
+remove their components below a minimum volume.
 
 nnU-Net's standard clean-up. A structure that is one connected object in every case (a
 tumour, an organ) often gets stray islands far away from it in the prediction; each island
@@ -9,7 +10,13 @@ of view, cell membranes).
 
 A structure is a class name or a region name (the union of several classes, e.g. BraTS "whole
 tumour"). Voxels of its classes outside the largest component of their union become background
-(0); the classes inside keep their own labels.
+(0); the classes inside keep their own labels. The name ``foreground`` (unless a class or region
+has that name) is the union of every foreground class: nnU-Net's first candidate, which keeps the
+one object a scan shows and lets each class keep its own labels inside it.
+
+Removing small components (``remove_small``: structure -> minimum volume in mm³, or in pixels for
+images without spacing) is the gentler variant for structures that come in several real pieces:
+only islands smaller than the smallest real object go.
 """
 
 from __future__ import annotations
@@ -18,7 +25,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["keep_largest_components", "structure_members"]
+__all__ = ["FOREGROUND", "keep_largest_components", "postprocess_labels", "remove_small_components",
+           "structure_members"]
+
+FOREGROUND = "foreground"
 
 
 def structure_members(
@@ -33,7 +43,9 @@ def structure_members(
         return sorted(set(regions[name]) - {0})
     if name in labels and labels[name] != 0:
         return [labels[name]]
-    valid = [n for n, i in labels.items() if i != 0] + list(regions)
+    if name == FOREGROUND and name not in labels:
+        return sorted(i for i in labels.values() if i != 0)
+    valid = [n for n, i in labels.items() if i != 0] + list(regions) + [FOREGROUND]
     raise ValueError(f"{name!r} is not a foreground class or region; valid: {', '.join(valid)}")
 
 
@@ -66,4 +78,55 @@ def keep_largest_components(
         sizes = np.bincount(components.ravel())
         sizes[0] = 0
         labels[mask & (components != int(np.argmax(sizes)))] = 0
+    return labels
+
+
+def remove_small_components(
+    labels: np.ndarray,
+    min_volume: Mapping[str, float],
+    class_labels: Mapping[str, int],
+    regions: Mapping[str, Sequence[int]],
+    voxel_volume: float = 1.0,
+) -> np.ndarray:
+    """Set the face-connected components of each structure smaller than its minimum volume to 0, in place.
+
+    Args:
+        labels: Label map of class indices. Shape: [*S] (2D or 3D).
+        min_volume: Structure name (see :func:`structure_members`) -> smallest volume kept, in the
+            units of ``voxel_volume`` (mm³ for scans).
+        class_labels: Class name → index.
+        regions: Region name → class indices.
+        voxel_volume: Volume of one voxel of ``labels`` (the product of its spacing).
+
+    Returns:
+        ``labels`` itself, edited.
+    """
+    from scipy import ndimage
+
+    for name, volume in min_volume.items():
+        mask = np.isin(labels, structure_members(name, class_labels, regions))
+        components, count = ndimage.label(mask)
+        if count == 0:
+            continue
+        sizes = np.bincount(components.ravel()) * float(voxel_volume)
+        small = sizes < float(volume)
+        small[0] = False
+        if small.any():
+            labels[small[components]] = 0
+    return labels
+
+
+def postprocess_labels(
+    labels: np.ndarray,
+    keep_largest: Sequence[str],
+    remove_small: Mapping[str, float],
+    class_labels: Mapping[str, int],
+    regions: Mapping[str, Sequence[int]],
+    voxel_volume: float = 1.0,
+) -> np.ndarray:
+    """Both steps as a bundle or config names them: keep-largest first, then remove-small (in place)."""
+    if keep_largest:
+        keep_largest_components(labels, keep_largest, class_labels, regions)
+    if remove_small:
+        remove_small_components(labels, remove_small, class_labels, regions, voxel_volume)
     return labels

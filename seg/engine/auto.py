@@ -95,8 +95,16 @@ def cv_rows(table: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
 
 def postprocessing_rows(post: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     """Headers and rows of the post-processing evidence (``postprocessing.json``), one per structure."""
-    rows = [[n, e["dice_before"], "yes" if e["kept"] else "no", e["dice_after"]] for n, e in post["evidence"].items()]
-    return ["structure", "pooled Dice", "keep largest", "Dice after"], rows
+    rows = []
+    for name, e in post["evidence"].items():
+        small = e.get("remove_small") or {}
+        best = max(small.items(), key=lambda kv: kv[1]) if small else None
+        chosen = e.get("chosen")
+        rows.append([name, e["dice_before"], e.get("keep_largest", ""),
+                     f"{best[1]:.4f} (< {float(best[0]):.4g})" if best else "",
+                     "keep largest" if chosen == "keep_largest" else
+                     f"remove < {chosen['remove_small']:.4g}" if isinstance(chosen, dict) else "none"])
+    return ["structure", "pooled Dice", "keep largest", "best remove-small (volume)", "chosen"], rows
 
 
 def write_report(out: Path, cv: CVResult, bundle: Path, parity: float) -> Path:

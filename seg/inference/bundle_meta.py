@@ -26,6 +26,7 @@ def bundle_from_config(cfg: Config, provenance: dict[str, Any] | None = None) ->
         labels=dict(data.labels), regions={k: list(v) for k, v in data.regions.items()},
         patch_size=list(cfg.patch_size), overlap=cfg.infer.overlap, preprocess=preprocess_spec(data),
         keep_largest=list(cfg.infer.keep_largest),
+        remove_small=dict(cfg.infer.remove_small),
         outputs=cfg.model.outputs,
         provenance=prov,
         label_codes={name: code.model_dump(exclude_none=True) for name, code in data.label_codes.items()},

@@ -104,13 +104,13 @@ class FoldEnsemble(nn.Module):
 
 def _inference_view(bundle: Any) -> Any:
     """What must agree between folds for their probabilities to be averaged voxel by voxel."""
-    return dataclasses.replace(bundle, provenance={}, keep_largest=[])
+    return dataclasses.replace(bundle, provenance={}, keep_largest=[], remove_small={})
 
 
 def load_fold_ensemble(cv_dir: str | Path, folds: Sequence[int] | None = None, device: str = "auto"):
     """A :class:`seg.inference.Predictor` running the folds of ``cv_dir`` as one model.
 
-    Its config is the first fold's, with ``infer.keep_largest`` set to the CV folder's chosen
+    Its config is the first fold's, with ``infer.keep_largest`` / ``remove_small`` set to the CV folder's chosen
     post-processing when there is one; the bundle's provenance lists the folds and their hashes.
 
     Raises:
@@ -131,7 +131,9 @@ def load_fold_ensemble(cv_dir: str | Path, folds: Sequence[int] | None = None, d
     cfg = first.cfg.model_copy(deep=True)
     chosen = cv_dir / POSTPROCESSING
     if chosen.is_file():
-        cfg.infer.keep_largest = list(_read_json(chosen).get("keep_largest", []))
+        choice = _read_json(chosen)
+        cfg.infer.keep_largest = list(choice.get("keep_largest", []))
+        cfg.infer.remove_small = dict(choice.get("remove_small", {}))
     model = FoldEnsemble([m.model for m in loaded], cfg.model.outputs)
     ensemble = Predictor(model, cfg, first.device, str(cv_dir))
     ensemble.config_hash = first.config_hash

@@ -41,12 +41,63 @@ def test_keep_largest_is_kept_only_where_it_raises_the_pooled_dice(tmp_path: Pat
     choice = choose_postprocessing(tmp_path, cfg, [0, 1])
     assert choice["cases"] == 2 and choice["keep_largest"] == ["organ"]
     organ, lesion = choice["evidence"]["organ"], choice["evidence"]["lesion"]
-    assert organ["kept"] and organ["dice_after"] > organ["dice_before"]
-    assert not lesion["kept"] and lesion["dice_after"] < lesion["dice_before"]  # it really is two blobs
-    assert not choice["evidence"]["tumour"]["kept"]  # keeping the largest of organ+lesion drops the lesion
-    assert choice["pooled_after"]["organ"] == organ["dice_after"]
+    assert organ["chosen"] == "keep_largest" and organ["keep_largest"] > organ["dice_before"]
+    assert lesion["chosen"] is None and lesion["keep_largest"] < lesion["dice_before"]  # it really is two blobs
+    assert "keep_largest" in lesion["lowers"] or lesion["keep_largest"] < lesion["dice_before"]
+    assert choice["evidence"]["tumour"]["chosen"] is None  # keeping the largest of organ+lesion drops the lesion
+    assert choice["evidence"]["foreground"]["chosen"] is None  # so does keeping the largest of everything
+    assert choice["remove_small"] == {}  # the organ's island (27 voxels) is no smaller than a real lesion blob
+    assert choice["pooled_after"]["organ"] == organ["keep_largest"]
     assert choice["pooled_after"]["lesion"] == choice["pooled_before"]["lesion"]
 
     write_postprocessing(tmp_path, cfg, [0, 1])
     assert json.loads((tmp_path / "postprocessing.json").read_text())["keep_largest"] == ["organ"]
     assert load_config(tmp_path / "config.yaml").infer.keep_largest == ["organ"]
+
+
+def test_remove_small_wins_where_a_structure_really_has_several_pieces(tmp_path: Path) -> None:
+    """Lesions in two real blobs plus one-voxel specks: keep-largest would drop a real blob, so only the
+    remove-small step raises the pooled Dice, at a volume below the smallest real blob. The spacing is
+    2 mm, so volumes are in mm³ (8 per voxel)."""
+    cfg = config_from_dict({"name": "cv", "data": {"labels": LABELS, "split": {"folds": 2}}})
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    for fold in (0, 1):
+        ref = np.zeros((20, 20, 20), dtype=np.uint8)
+        ref[2:10, 2:10, 2:10] = 1
+        ref[13:16, 13:16, 2:5] = 2  # 27 voxels = 216 mm³: the smallest real lesion
+        ref[13:17, 2:6, 13:17] = 2
+        pred = ref.copy()
+        pred[18, 18, 18 - fold] = 2  # specks
+        pred[1, 18, 18] = 2
+        for kind, array in (("validation", pred), ("validation_ref", ref)):
+            path = tmp_path / f"fold_{fold}" / kind / f"case{fold}.nii.gz"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(array, affine), path)
+    choice = choose_postprocessing(tmp_path, cfg, [0, 1])
+    lesion = choice["evidence"]["lesion"]
+    assert lesion["keep_largest"] < lesion["dice_before"]
+    # The merged foreground has the same specks and the same smallest real object: chosen too.
+    assert choice["keep_largest"] == [] and set(choice["remove_small"]) == {"lesion", "foreground"}
+    assert 8 < choice["remove_small"]["lesion"] <= 216  # above a speck, at most the smallest real blob
+    assert sorted(float(v) for v in lesion["remove_small"]) == [21.6, 54.0, 108.0, 216.0]
+    assert choice["pooled_after"]["lesion"] == 1.0 > choice["pooled_before"]["lesion"]
+
+
+def test_foreground_keep_largest_keeps_an_object_whose_classes_come_in_pieces(tmp_path: Path) -> None:
+    """One object whose class 1 comes in two pieces, each touching class 2, plus a stray island far away:
+    keep-largest of class 1 would drop a real piece; keep-largest of the merged foreground is exact."""
+    cfg = config_from_dict({"name": "cv", "data": {"labels": LABELS, "split": {"folds": 2}}})
+    for fold in (0, 1):
+        ref = np.zeros((24, 24, 24), dtype=np.uint8)
+        ref[4:12, 4:12, 4:12] = 2
+        ref[4:12, 4:12, 2:4] = 1  # class 1 on two opposite faces of the class-2 block
+        ref[4:12, 4:12, 12:14] = 1
+        pred = ref.copy()
+        pred[19:22, 19:22, 19 - fold : 22 - fold] = 1  # stray island
+        _save(tmp_path / f"fold_{fold}" / "validation" / f"case{fold}.nii.gz", pred)
+        _save(tmp_path / f"fold_{fold}" / "validation_ref" / f"case{fold}.nii.gz", ref)
+    choice = choose_postprocessing(tmp_path, cfg, [0, 1])
+    organ = choice["evidence"]["organ"]
+    assert organ["keep_largest"] < organ["dice_before"]
+    assert choice["keep_largest"] == ["foreground"]
+    assert choice["pooled_after"]["organ"] == 1.0 and choice["pooled_after"]["lesion"] == 1.0

@@ -108,6 +108,44 @@ def test_keep_largest_removes_islands_only(trained, tmp_path: Path, capsys) -> N
     assert (removed > 0) == (islands > 0)  # islands in the raw output were there to remove
 
 
+def test_bundle_remove_small_drops_only_components_below_its_volume(trained, tmp_path: Path) -> None:
+    """A bundle's remove_small (mm³ of the input's own grid; pixels for PNG) is applied by seg-run."""
+    import shutil
+
+    from scipy import ndimage
+
+    dims, root, tmp = trained
+    images, ext = root / "imagesTs", (".nii.gz" if dims == 3 else ".png")
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tmp / "bundle", bundle)
+    assert seg_run([str(bundle), "-i", str(images), "-o", str(tmp_path / "raw"), "--provider", "cpu"]) == 0
+    raw = {p.name: _labels(p) for p in sorted((tmp_path / "raw").glob(f"*{ext}"))}
+    volumes = {}
+    for path in sorted(images.glob(f"*{ext}")):
+        spacing = nib.load(path).header.get_zooms()[:3] if dims == 3 else (1.0, 1.0)
+        volumes[path.name.replace("_0000", "")] = float(np.prod(spacing))
+    sizes = sorted(float(n) * volumes[name] for name, a in raw.items()
+                   for n in np.bincount(ndimage.label(a == 2)[0].ravel())[1:])
+    assert len(sizes) >= 2, "the tiny model should predict organ components of several sizes"
+    threshold = (sizes[0] + sizes[-1]) / 2  # between the smallest and the largest component
+    meta = json.loads((bundle / "model.json").read_text())
+    meta["remove_small"] = {"organ": threshold}
+    (bundle / "model.json").write_text(json.dumps(meta))
+    assert seg_run([str(bundle), "-i", str(images), "-o", str(tmp_path / "small"), "--provider", "cpu"]) == 0
+    removed = 0
+    for name, before in raw.items():
+        after = _labels(tmp_path / "small" / name)
+        changed = before != after
+        assert (before[changed] == 2).all() and (after[changed] == 0).all()  # only organ voxels, to background
+        components, _ = ndimage.label(before == 2)
+        for index in range(1, int(components.max()) + 1):
+            part = components == index
+            gone = part.sum() * volumes[name] < threshold
+            assert (after[part] == 0).all() if gone else (after[part] == 2).all()
+            removed += int(gone)
+    assert removed >= 1
+
+
 def test_evaluate_matches_hand_computed_dice(tmp_path: Path, capsys) -> None:
     ref = np.zeros((10, 10, 4), np.uint8)
     ref[2:6, 2:6, :2] = 1  # 32 voxels

@@ -34,7 +34,7 @@ def _bundle(**overrides: object) -> Bundle:
 
 
 def test_round_trip_through_disk(tmp_path: Path) -> None:
-    bundle = _bundle(keep_largest=["whole", "tumour"])
+    bundle = _bundle(keep_largest=["whole", "tumour"], remove_small={"foreground": 12.5})
     path = save_bundle_json(bundle, tmp_path)
     assert path.name == "model.json"
     assert json.loads(path.read_text())["schema_version"] == SCHEMA_VERSION
@@ -58,6 +58,9 @@ def test_round_trip_through_disk(tmp_path: Path) -> None:
         ({"in_channels": True}, "in_channels"),
         ({"keep_largest": ["tumor"]}, "keep_largest"),
         ({"keep_largest": "whole"}, "keep_largest"),
+        ({"remove_small": {"tumor": 3}}, "remove_small"),
+        ({"remove_small": {"whole": -1}}, "remove_small"),
+        ({"remove_small": ["whole"]}, "remove_small"),
         ({"outputs": "probabilities"}, "outputs"),
         ({"outputs": "regions", "regions": {}}, "outputs"),
     ],
@@ -71,9 +74,9 @@ def test_invalid_values_name_the_key(change: dict[str, object], key: str) -> Non
 
 def test_bundles_without_keep_largest_or_outputs_still_load() -> None:
     data = _bundle().to_dict()
-    del data["keep_largest"], data["outputs"]  # model.json written before the keys existed
+    del data["keep_largest"], data["outputs"], data["remove_small"]  # model.json from before the keys existed
     bundle = Bundle.from_dict(data)
-    assert (bundle.keep_largest, bundle.outputs, bundle.output_channels) == ([], "classes", 3)
+    assert (bundle.keep_largest, bundle.remove_small, bundle.outputs, bundle.output_channels) == ([], {}, "classes", 3)
     assert bundle.paint_labels is None
 
 

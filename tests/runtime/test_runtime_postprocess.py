@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from seg_runtime.postprocess import keep_largest_components, structure_members
+from seg_runtime.postprocess import (
+    keep_largest_components,
+    postprocess_labels,
+    remove_small_components,
+    structure_members,
+)
 
 LABELS = {"background": 0, "edema": 1, "core": 2, "vessel": 3}
 REGIONS = {"whole": [1, 2]}
@@ -64,3 +69,26 @@ def test_unknown_or_background_names_list_the_choices() -> None:
         with pytest.raises(ValueError, match=r"not a foreground class or region; valid: edema, core, vessel, whole"):
             structure_members(name, LABELS, REGIONS)
     assert structure_members("whole", LABELS, {"whole": [0, 2, 1]}) == [1, 2]
+
+
+def test_remove_small_counts_volume_in_the_voxel_units() -> None:
+    labels = _volume()
+    before = labels.copy()
+    # voxels of 2 mm³: the 8-voxel core island is 16 mm³, the stray edema voxel 2 mm³.
+    remove_small_components(labels, {"core": 16.5, "edema": 1.0}, LABELS, REGIONS, voxel_volume=2.0)
+    assert labels[16, 16, 16] == 0 and (labels == 2).sum() == 4**3  # island < 16.5 mm³ gone, core kept
+    assert labels[18, 0, 0] == 1  # 2 mm³ >= 1 mm³: kept
+    again = before.copy()
+    remove_small_components(again, {"core": 16.0}, LABELS, REGIONS, voxel_volume=2.0)
+    assert again[16, 16, 16] == 2  # exactly the minimum volume is kept
+    both = remove_small_components(before.copy(), {"vessel": 1000.0}, LABELS, REGIONS)
+    assert not (both == 3).any() and (both == 2).sum() == (before == 2).sum()  # other classes untouched
+
+
+def test_foreground_is_every_class_merged_unless_a_class_takes_the_name() -> None:
+    assert structure_members("foreground", LABELS, REGIONS) == [1, 2, 3]
+    assert structure_members("foreground", {"background": 0, "foreground": 1, "b": 2}, {}) == [1]
+    labels = _volume()
+    postprocess_labels(labels, ["foreground"], {}, LABELS, REGIONS)
+    assert labels[16, 16, 16] == 0 and labels[18, 0, 0] == 0 and not (labels == 3).any()
+    assert (labels[2:10, 2:10, 2:10] == _volume()[2:10, 2:10, 2:10]).all()  # the object keeps its classes
