@@ -29,6 +29,7 @@ import os
 import re
 import secrets
 import shutil
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -195,7 +196,8 @@ class CaseCache:
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
             jobs = [pool.submit(self.write, item) for item in todo]
             for job in tqdm(as_completed(jobs), total=len(jobs), desc="preprocessing cases",
-                            disable=not progress or len(todo) < 2, leave=False, dynamic_ncols=True):
+                            disable=not progress or len(todo) < 2 or not sys.stderr.isatty(), leave=False,
+                            dynamic_ncols=True):
                 job.result()  # a case that cannot be read stops the build with its own error
         return len(todo)
 

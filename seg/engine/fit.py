@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,8 @@ class Trainer:
         self.cfg = cfg
         self.ctx = dist.init()
         self.device = dist.pick_device(cfg.train.device, self.ctx)
-        self.progress = progress and self.ctx.is_main
+        # Bars only on a terminal: in a log file each refresh would be a line (the epoch lines stay).
+        self.progress = progress and self.ctx.is_main and sys.stderr.isatty()
         self.folder = RunFolder(run_dir) if self.ctx.is_main else None
         self.run_dir = Path(run_dir)
         seed_everything(cfg.seed + self.ctx.rank, cfg.train.deterministic)
