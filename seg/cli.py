@@ -21,7 +21,8 @@ EPILOG = "Docs and examples: README.md. Every command has its own --help."
 
 
 LABELS_HELP = ("the classes and their values in the label files, background first (e.g. interior=255 "
-               "membrane=0); default: dataset.json, else value 0 is the background")
+               "membrane=0); default: dataset.json, else value 0 is the background. Class names have no "
+               "dots, so section.key=value overrides may follow")
 
 
 def _label(text: str) -> tuple[str, int]:
@@ -155,12 +156,31 @@ def build_parser() -> argparse.ArgumentParser:
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line; ``KEY=VALUE`` overrides may also follow the options (``-o OUT k=v``)."""
     parser = build_parser()
+    argv, after_labels = _overrides_after_labels(list(sys.argv[1:] if argv is None else argv))
     args, extra = parser.parse_known_args(argv)
+    extra = [*extra, *after_labels]
     if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args
+
+
+def _overrides_after_labels(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Take ``section.key=value`` overrides out of a ``--labels`` list, which would swallow them.
+
+    ``seg auto DATA -o OUT --labels a=0 b=1 data.split.folds=2``: class names have no dots, config
+    keys always do, so a dotted token ends the labels and is an override.
+    """
+    kept, overrides, in_labels = [], [], False
+    for token in argv:
+        if token.startswith("-"):
+            in_labels = token == "--labels"
+        elif in_labels and "." in token.partition("=")[0]:
+            overrides.append(token)
+            continue
+        kept.append(token)
+    return kept, overrides
 
 
 def main(argv: Sequence[str] | None = None) -> int:

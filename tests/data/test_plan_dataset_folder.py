@@ -135,3 +135,13 @@ def test_labels_option_names_the_background_of_an_image_folder(tmp_path: Path, c
     assert int(item["label"].sum()) == 40 * 4  # the membrane pixels are class 1
     assert main(["plan", str(tmp_path / "em"), "--labels", "a=0", "b=0"]) == 2
     assert "share a file value" in capsys.readouterr().err
+
+
+def test_overrides_after_labels_are_not_taken_for_classes() -> None:
+    """`--labels` takes several values, so it would swallow the overrides that follow it."""
+    from seg.cli import parse
+
+    args = parse(["auto", "DATA", "-o", "OUT", "--labels", "interior=255", "membrane=0", "data.split.folds=2",
+                  "data.regions={all: [1]}", "--device", "cpu", "train.epochs=3"])
+    assert args.labels == [("interior", 255), ("membrane", 0)] and args.device == "cpu"
+    assert sorted(args.overrides) == ["data.regions={all: [1]}", "data.split.folds=2", "train.epochs=3"]
