@@ -43,6 +43,7 @@ from seg.config import Config, DataConfig
 from seg.data.datalist import Case, DataError
 from seg.data.patches import FG_KEY, MAX_FG_LOCATIONS, ForegroundLocationsd
 from seg.data.transforms import LoadPreprocessd, preprocess_spec
+from seg_runtime.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,45 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class CheckRecord:
+    """The cases that passed :func:`seg.data.datalist.check_datalist`, by :func:`case_key`.
+
+    Kept as ``checked.json`` in the dataset's cache folder, so a training start opens only the
+    cases that are new or whose files changed (size or mtime) since they last passed: a stat per
+    file instead of reading 1,000 CT volumes. A record that cannot be read counts as empty.
+    """
+
+    FILE = "checked.json"
+
+    def __init__(self, root: Path, data: DataConfig) -> None:
+        self.path = Path(root) / self.FILE
+        self.settings = {"labels": data.labels, "label_values": data.label_values, "dims": data.spatial_dims,
+                         "channels": len(data.channel_names)}
+        try:
+            keys = json.loads(self.path.read_text())
+            self.keys: dict[str, str] = keys if isinstance(keys, dict) else {}
+        except (OSError, ValueError):
+            self.keys = {}
+
+    def passed(self, item: Case) -> bool:
+        try:
+            return self.keys.get(item["id"]) == case_key(item, self.settings)
+        except DataError:  # a file is gone: check it (and report it) again
+            return False
+
+    def mark(self, items: list[Case]) -> None:
+        """Record ``items`` as passed (atomically; a failed write only costs a recheck next time)."""
+        if not items:
+            return
+        for item in items:
+            self.keys[item["id"]] = case_key(item, self.settings)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.path, json.dumps(self.keys))
+        except OSError as err:
+            log.warning("cannot record the data check in %s: %s", self.path, err)
 
 
 class CaseCache:

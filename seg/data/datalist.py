@@ -289,8 +289,11 @@ def label_lookup(data: DataConfig) -> dict[int, int]:
     return {v: v for v in data.labels.values()}
 
 
-def check_datalist(items: list[Case], data: DataConfig) -> None:
+def check_datalist(items: list[Case], data: DataConfig, record: Any = None) -> None:
     """Open every case and check it can be trained on; run this before training.
+
+    With a ``record`` (:class:`seg.data.case_cache.CheckRecord`), cases that passed before with the
+    same files and settings are not opened again, and the cases that pass now are added to it.
 
     Checks: files exist and are readable; image dimensionality; channel count equals
     ``len(data.channel_names)``; channels and label share shape and affine; label values are in the
@@ -301,17 +304,25 @@ def check_datalist(items: list[Case], data: DataConfig) -> None:
             ``case pat0003: label OTMultiClass.nii.gz has values {7} not in the label map {0..4}``.
     """
     lookup, classes = label_lookup(data), set(data.labels.values())
-    problems = [
+    settings_problems = [
         f"data.label_values maps to {v}, which is not a class of data.labels {_fmt(classes)}"
         for v in sorted(set(lookup.values()) - classes)
     ]
-    for item in tqdm(items, desc="checking cases", unit="case", disable=None, leave=False):
-        problems += [f"case {item['id']}: {p}" for p in _case_problems(item, data, lookup)]
+    problems = list(settings_problems)
+    todo = [item for item in items if record is None or not record.passed(item)]
+    passed = []
+    for item in tqdm(todo, desc="checking cases", unit="case", disable=None, leave=False):
+        found = _case_problems(item, data, lookup)
+        problems += [f"case {item['id']}: {p}" for p in found]
+        passed += [] if found else [item]
+    if record is not None and not settings_problems:
+        record.mark(passed)
     if problems:
         bad = len({p.split(":", 1)[0] for p in problems if p.startswith("case ")})
         head = f"{bad} of {len(items)} cases failed the data check" if bad else "the data check failed"
         raise DataError(head + ":\n  " + "\n  ".join(problems), problems)
-    logger.info("data check passed for %d cases", len(items))
+    logger.info("data check passed for %d cases (%d opened, the rest unchanged since they passed)", len(items),
+                len(todo))
 
 
 def _fmt(values: set[int]) -> str:

@@ -14,7 +14,7 @@ from monai.transforms import Compose, EnsureTyped, apply_transform
 from torch.utils.data import RandomSampler
 
 from seg.config import Config
-from seg.data.case_cache import CaseCache, dataset_cache_dir
+from seg.data.case_cache import CaseCache, CheckRecord, dataset_cache_dir
 from seg.data.datalist import build_datalist, check_datalist, split_datalist
 from seg.data.patches import FG_KEY
 from seg.data.transforms import train_random_transforms, train_transforms, val_transforms
@@ -91,7 +91,9 @@ def build_loaders(cfg: Config, cache_dir: Path | None = None, seed: int = 0, ran
     cache, then all wait for each other.
     """
     items = build_datalist(cfg.data)
-    check_datalist(items, cfg.data)
+    # With the disk cache, the check is recorded beside it: a restart opens only new or changed cases.
+    check_datalist(items, cfg.data, CheckRecord(cache_dir or dataset_cache_dir(cfg), cfg.data)
+                   if cfg.data.cache == "disk" else None)
     train_items, val_items = split_datalist(items, cfg.data.split)
     if not train_items:
         raise ConfigError("the split leaves no training cases")

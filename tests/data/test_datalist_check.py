@@ -132,3 +132,42 @@ def test_missing_label_folder_means_no_label(tmp_path: Path, files) -> None:
     data = DataConfig(layout="image_folders", root=tmp_path, spatial_dims=2)
     with pytest.raises(DataError, match="case a: has no label"):
         check_datalist(build_datalist(data), data)
+
+
+def test_check_record_reopens_only_new_or_changed_cases(nnunet_root: Path, files, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the disk cache's record, a restart stats the files instead of opening every case; a case
+    rewritten since it passed (here with a label value outside the map) is opened and reported."""
+    import os
+
+    import seg.data.datalist as datalist
+    from seg.data.case_cache import CheckRecord
+
+    opened: list[str] = []
+    real = datalist._case_problems
+    monkeypatch.setattr(datalist, "_case_problems", lambda item, *a: opened.append(item["id"]) or real(item, *a))
+    data = _data(nnunet_root)
+    items = build_datalist(data)
+    check_datalist(items, data, CheckRecord(tmp_path / "cache", data))
+    assert len(opened) == len(items) and (tmp_path / "cache" / "checked.json").is_file()
+    opened.clear()
+    check_datalist(items, data, CheckRecord(tmp_path / "cache", data))
+    assert opened == []  # nothing changed: nothing opened
+    _, label = files.volume()
+    label[0, 0, 0] = 7
+    path = nnunet_root / "labelsTr" / "case2.nii.gz"
+    files.nifti(path, label)
+    os.utime(path, ns=(1, 1))  # a new mtime even on a coarse clock
+    with pytest.raises(DataError, match=r"case case2: label case2.nii.gz has values \{7\}"):
+        check_datalist(items, data, CheckRecord(tmp_path / "cache", data))
+    assert opened == ["case2"]
+    opened.clear()
+    other = data.model_copy(update={"labels": {"background": 0, "a": 1, "b": 2, "c": 3}})
+    with pytest.raises(DataError):  # other settings: every case is opened again (case2 is still bad)
+        check_datalist(items, other, CheckRecord(tmp_path / "cache", other))
+    assert len(opened) == len(items)
+    (tmp_path / "cache" / "checked.json").write_text("{torn")  # unreadable record: open everything
+    opened.clear()
+    with pytest.raises(DataError):
+        check_datalist(items, data, CheckRecord(tmp_path / "cache", data))
+    assert len(opened) == len(items)
