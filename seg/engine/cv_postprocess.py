@@ -5,9 +5,10 @@ nnU-Net's first candidate; only when there are two or more classes). For each, t
 tried on the pooled validation predictions of all folds:
 
 - keep its largest connected component;
-- remove its components below a minimum volume, at fractions (``SMALL_FRACTIONS``) of the smallest
-  component the validation references have of it: islands smaller than any real object go, real
-  objects stay.
+- remove its components below a minimum volume, at fractions (``SMALL_FRACTIONS``) of the
+  structure's typical volume (the median over the validation references that have it). Fractions of
+  the smallest reference component would be useless: real label maps have one-voxel specks, so every
+  such threshold is below a voxel.
 
 A step is kept only where it raises that structure's pooled Dice by more than ``MIN_GAIN`` and lowers
 no other structure's; of a structure's qualifying steps the one with the largest gain wins. The
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 POSTPROCESSING_FILE = "postprocessing.json"
 MIN_GAIN = 1e-4  # a pooled Dice gain below this is noise, not a reason to post-process
-SMALL_FRACTIONS = (0.1, 0.25, 0.5, 1.0)  # remove-small thresholds, as shares of the smallest real object
+SMALL_FRACTIONS = (0.001, 0.005, 0.01, 0.05)  # remove-small thresholds, as shares of the typical volume
 
 
 def candidates(cfg: Config) -> list[str]:
@@ -63,7 +64,7 @@ def choose_postprocessing(parent: Path, cfg: Config, folds: list[int]) -> dict[s
     """
     names = candidates(cfg)
     pairs = _case_pairs(parent, folds)
-    thresholds = {n: [f * v for f in SMALL_FRACTIONS] for n, v in _smallest_objects(pairs, names, cfg).items()}
+    thresholds = {n: [f * v for f in SMALL_FRACTIONS] for n, v in _typical_volumes(pairs, names, cfg).items()}
     steps = [(n, "keep_largest", None) for n in names] + [(n, "remove_small", t) for n in thresholds
                                                           for t in thresholds[n]]
     before: dict[str, list[float]] = {n: [] for n in names}
@@ -102,7 +103,7 @@ def choose_postprocessing(parent: Path, cfg: Config, folds: list[int]) -> dict[s
         edited = postprocess_labels(pred, keep, small, cfg.data.labels, cfg.data.regions, volume)
         _add(final, _dice(edited, ref, cfg))
     return {"rule": "per structure, keep its largest component or remove its components smaller than a share of "
-                    "the smallest real object, where that raises its pooled CV Dice and lowers no other "
+                    "its typical volume, where that raises its pooled CV Dice and lowers no other "
                     "structure's (nnU-Net); volumes in mm³ (pixels for images without spacing)",
             "folds": folds, "cases": len(pairs), "keep_largest": keep, "remove_small": small,
             "evidence": evidence, "pooled_before": base, "pooled_after": {n: nanmean(v) for n, v in final.items()}}
@@ -139,20 +140,16 @@ def _load(pairs: list[tuple[Path, Path]], cfg: Config):
         yield pred.astype(np.int64, copy=False), load_labels(ref_path, cfg.data.label_values), float(np.prod(spacing))
 
 
-def _smallest_objects(pairs: list[tuple[Path, Path]], names: list[str], cfg: Config) -> dict[str, float]:
-    """Per structure, the volume of the smallest connected component in any validation reference."""
-    from scipy import ndimage
-
-    smallest: dict[str, float] = {}
+def _typical_volumes(pairs: list[tuple[Path, Path]], names: list[str], cfg: Config) -> dict[str, float]:
+    """Per structure, the median volume it has in the validation references that contain it."""
+    volumes: dict[str, list[float]] = {n: [] for n in names}
     for _, ref_path in pairs:
         ref, spacing = load_labels_with_spacing(ref_path)
-        ref, volume = remap_labels(ref, cfg.data.label_values) if cfg.data.label_values else ref, float(np.prod(spacing))
+        ref = remap_labels(ref, cfg.data.label_values) if cfg.data.label_values else ref
         for name in names:
-            components, count = ndimage.label(np.isin(ref, structure_members(name, cfg.data.labels, cfg.data.regions)))
-            if count:
-                size = float(np.bincount(components.ravel())[1:].min()) * volume
-                smallest[name] = min(smallest.get(name, size), size)
-    return smallest
+            count = int(np.isin(ref, structure_members(name, cfg.data.labels, cfg.data.regions)).sum())
+            volumes[name] += [count * float(np.prod(spacing))] if count else []
+    return {n: float(np.median(v)) for n, v in volumes.items() if v}
 
 
 def _dice(pred: np.ndarray, ref: np.ndarray, cfg: Config) -> dict[str, float]:
