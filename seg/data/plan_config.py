@@ -34,6 +34,10 @@ BASE_MODEL_GB = 24.0  # a GPU with this much memory trains model.size=base
 MAX_EPOCHS = 1000
 MAX_FOLDS = 5
 VALIDATIONS = 5  # full-volume validations per fold during training (the curves' points)
+# Foreground this rare (share of all labelled voxels) gets more foreground-centred patches: a short
+# budget otherwise spends most of its few hundred iterations on background.
+RARE_FOREGROUND = 0.05
+RARE_OVERSAMPLE = 0.66
 
 
 @dataclass
@@ -83,6 +87,7 @@ def plan_config(root: str | Path, *, device: str = "cpu", gpu_memory: float | No
     proposal = propose_settings(fp, data, memory_budget=device, gpu_memory=gpu_memory)
     patch, batch = proposal["train"]["patch_size"], proposal["train"]["batch_size"]
     epochs, iters = _schedule(minutes, THROUGHPUT[device][data.spatial_dims], patch, batch)
+    share = foreground_share(fp)
     size = "base" if device == "gpu" and (gpu_memory or 0) >= BASE_MODEL_GB else "small"
     section = data.model_dump(exclude_defaults=True)
     section["root"] = str(Path(data.root))
@@ -99,9 +104,18 @@ def plan_config(root: str | Path, *, device: str = "cpu", gpu_memory: float | No
                   # about five full-volume validations per fold: each costs time the budget does not count
                   "val_every": max(1, -(-epochs // VALIDATIONS)), "device": "cpu" if device == "cpu" else "auto"},
     }
+    if share is not None and share < RARE_FOREGROUND:
+        config["train"]["foreground_oversample"] = RARE_OVERSAMPLE
     config_from_dict(config, f"plan of {root}")  # never write a config that does not load
     rows = _rows(data, fp, proposal, device, gpu_memory, minutes, (epochs, iters, size))
     return PlannedConfig(config, rows, fp)
+
+
+def foreground_share(fp: dict[str, Any]) -> float | None:
+    """Share of labelled voxels that are not background (None without labels)."""
+    counts = list(fp["label_counts"].values())  # in class order: background (class 0) first
+    total = sum(counts)
+    return 1.0 - counts[0] / total if total else None
 
 
 def with_labels(data: Any, labels: dict[str, int]) -> Any:
@@ -151,11 +165,21 @@ def _rows(data: Any, fp: dict[str, Any], proposal: dict[str, Any], device: str, 
                      f"zeros {100 * stats['zero_fraction']:.0f}%, integer {stats['integer_valued']}"])
     rows += [
         ["model", f"ag_unet {size}", f"{device}{memory}"],
+        _oversample_row(fp),
         ["epochs x iters", f"{epochs} x {iters}",
          f"{minutes:g} min per fold at an assumed {THROUGHPUT[device][data.spatial_dims]:.2g} patch voxels/s "
          f"({epochs * iters * train['batch_size']} patches)"],
     ]
     return rows
+
+
+def _oversample_row(fp: dict[str, Any]) -> list[str]:
+    share = foreground_share(fp)
+    if share is None:
+        return ["foreground_oversample", "default", "no labels counted"]
+    rare = share < RARE_FOREGROUND
+    return ["foreground_oversample", str(RARE_OVERSAMPLE) if rare else "default (0.5)",
+            f"foreground is {100 * share:.2g}% of the voxels" + (f", under {100 * RARE_FOREGROUND:.0f}%" if rare else "")]
 
 
 def _spacing_reason(spacing: np.ndarray, stats: dict[str, Any]) -> str:

@@ -108,6 +108,18 @@ def test_shared_brats_folder_is_planned_as_already_normalised(tmp_path: Path) ->
     assert data["layout"] == "case_folders" and data["channel_names"] == ["Flair", "T1c"]
     assert data["preprocess"]["normalization"] == [{"scheme": "none"}] * 2
     assert data["labels"] == {"background": 0, **{f"class_{v}": v for v in range(1, 5)}}
+    # Tumour is 1.7% of the voxels: more foreground-centred patches; the lowres rule gives ~2 mm.
+    assert planned.config["train"]["foreground_oversample"] == 0.66
+    assert all(1.9 < v < 2.3 for v in data["preprocess"]["target_spacing"])
+    rows = {name: why for name, _, why in planned.rows}
+    assert "under 5%" in rows["foreground_oversample"] and "3d_lowres" in rows["target_spacing"]
+
+
+def test_common_foreground_keeps_the_default_oversampling(tmp_path: Path) -> None:
+    root = write_nnunet_raw(tmp_path / "Dataset002_Blob", dims=2, cases=4)
+    planned = plan_config(root, time_budget=1)
+    share = {name: why for name, _, why in planned.rows}["foreground_oversample"]
+    assert "foreground_oversample" not in planned.config["train"] and "under" not in share
 
 
 def test_labels_option_names_the_background_of_an_image_folder(tmp_path: Path, capsys) -> None:
