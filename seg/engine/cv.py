@@ -22,6 +22,7 @@ checkpoint that made them (its SHA-256) is unchanged. The final checkpoint predi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -179,7 +180,8 @@ def predict_fold(cfg: Config, run_dir: Path, val: list[Case], device: str = "aut
     checkpoint = run_dir / "last.pt"
     pred_dir, stamp_path = run_dir / "validation", run_dir / "validation" / VALIDATION_STAMP
     sha = _sha256(checkpoint)
-    stamp = {"checkpoint": str(checkpoint), "checkpoint_sha256": sha, "cases": [c["id"] for c in val]}
+    stamp = {"checkpoint": str(checkpoint), "checkpoint_sha256": sha, "cases": [c["id"] for c in val],
+             "postprocessing": "none"}
     if not (stamp_path.is_file() and json.loads(stamp_path.read_text()) == stamp):
         # Another checkpoint (or split) made what is there: clear it first, so that a kill mid-way
         # leaves only predictions of this checkpoint, which the next run may keep.
@@ -188,6 +190,9 @@ def predict_fold(cfg: Config, run_dir: Path, val: list[Case], device: str = "aut
     input_dir, ref_dir = _link_cases(run_dir, val, cfg.data.layout)
     device = "cpu" if cfg.train.device == "cpu" and device == "auto" else device
     predictor = Predictor.from_checkpoint(checkpoint, device=device)
+    # Raw predictions: post-processing is what the CV chooses on them (a config's own keep_largest
+    # is a candidate like any other, not applied first).
+    predictor.bundle = dataclasses.replace(predictor.bundle, keep_largest=[], remove_small={})
     manifest = predictor.predict_folder(input_dir, pred_dir, progress=False)
     failed = [c["id"] for c in manifest.cases if c["status"] == "failed"]
     if failed:

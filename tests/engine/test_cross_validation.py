@@ -58,9 +58,11 @@ def test_3d_cv_resumes_a_killed_fold_and_a_rerun_retrains_and_repredicts_nothing
     stamps = {p: p.stat().st_mtime_ns for p in parent.glob("fold_*/last.pt")}
     stamps.update({p: p.stat().st_mtime_ns for p in parent.glob("fold_*/validation/*.nii.gz")})
 
-    assert main(["train", str(config), "--folds", "all", *overrides]) == 0
+    # A config's own post-processing is a candidate for the CV, not applied to its raw predictions.
+    assert main(["train", str(config), "--folds", "all", *overrides, "infer.keep_largest=[lesion]"]) == 0
     assert capsys.readouterr().out.count("done") == 2
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing retrained, nothing re-predicted
+    assert load_config(parent / "config.yaml").infer.keep_largest == post["keep_largest"]
     statuses = json.loads((parent / "fold_1" / "validation" / "predictions.json").read_text())["cases"]
     assert {c["status"] for c in statuses} == {"skipped"}
     assert _csv_rows(parent / "cv_results.csv") == rows
