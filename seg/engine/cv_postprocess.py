@@ -31,13 +31,7 @@ from seg.config import Config, save_config
 from seg.data.transforms import remap_labels
 from seg.evaluation import label_files, load_labels, load_labels_with_spacing
 from seg.metrics import dice_scores, nanmean
-from seg_runtime.postprocess import (
-    FOREGROUND,
-    keep_largest_components,
-    postprocess_labels,
-    remove_small_components,
-    structure_members,
-)
+from seg_runtime.postprocess import FOREGROUND, postprocess_labels, structure_members
 
 log = logging.getLogger(__name__)
 
@@ -57,56 +51,65 @@ def candidates(cfg: Config) -> list[str]:
 def choose_postprocessing(parent: Path, cfg: Config, folds: list[int]) -> dict[str, Any]:
     """Choose keep-largest or remove-small per structure on the validation predictions of ``folds``.
 
+    Greedy and in nnU-Net's order, coarse to fine: ``foreground``, then the regions, then the
+    classes. Each structure's steps are tried on top of what is chosen so far, applied exactly as
+    the bundle will apply them (:func:`postprocess_labels`), so the pooled Dice after the last
+    structure is the Dice of the final choice. One pass over the cases per structure.
+
     Returns:
         The content of ``postprocessing.json``: ``keep_largest`` and ``remove_small`` (the choice),
-        ``evidence`` per structure (pooled Dice before, with keep-largest and at each remove-small
-        volume, the step chosen and what a rejected step lowered), ``pooled_before`` / ``pooled_after``.
+        ``evidence`` per structure (pooled Dice before its steps, with keep-largest and at each
+        remove-small volume, the step chosen and what a rejected step lowered), ``pooled_before`` /
+        ``pooled_after``.
     """
     names = candidates(cfg)
     pairs = _case_pairs(parent, folds)
     thresholds = {n: [f * v for f in SMALL_FRACTIONS] for n, v in _typical_volumes(pairs, names, cfg).items()}
-    steps = [(n, "keep_largest", None) for n in names] + [(n, "remove_small", t) for n in thresholds
-                                                          for t in thresholds[n]]
-    before: dict[str, list[float]] = {n: [] for n in names}
-    trial: list[dict[str, list[float]]] = [{m: [] for m in names} for _ in steps]
-    for pred, ref, volume in _load(pairs, cfg):
-        _add(before, _dice(pred, ref, cfg))
-        for store, (name, kind, threshold) in zip(trial, steps, strict=True):
-            edited = (keep_largest_components(pred.copy(), [name], cfg.data.labels, cfg.data.regions)
-                      if kind == "keep_largest" else
-                      remove_small_components(pred.copy(), {name: threshold}, cfg.data.labels, cfg.data.regions,
-                                              volume))
-            _add(store, _dice(edited, ref, cfg))
-    base = {n: nanmean(v) for n, v in before.items()}
-    evidence: dict[str, dict[str, Any]] = {n: {"dice_before": base[n], "keep_largest": None, "remove_small": {},
-                                              "chosen": None, "lowers": {}} for n in names}
-    best: dict[str, tuple[float, str, float | None]] = {}
-    for store, (name, kind, threshold) in zip(trial, steps, strict=True):
-        after = {m: nanmean(v) for m, v in store.items()}
-        harms = [m for m in names if m != name and after[m] < base[m] - MIN_GAIN]
-        label = "keep_largest" if kind == "keep_largest" else f"remove_small {threshold:.4g}"
-        if kind == "keep_largest":
-            evidence[name]["keep_largest"] = after[name]
-        else:
-            evidence[name]["remove_small"][f"{threshold:.6g}"] = after[name]
-        if harms:
-            evidence[name]["lowers"][label] = harms
-        gain = after[name] - base[name]
-        if gain > MIN_GAIN and not harms and gain > best.get(name, (MIN_GAIN, "", None))[0]:
-            best[name] = (gain, kind, threshold)
-    keep = [n for n in names if n in best and best[n][1] == "keep_largest"]
-    small = {n: float(best[n][2]) for n in names if n in best and best[n][1] == "remove_small"}
-    for name, (_, kind, threshold) in best.items():
-        evidence[name]["chosen"] = "keep_largest" if kind == "keep_largest" else {"remove_small": threshold}
-    final: dict[str, list[float]] = {n: [] for n in names}
-    for pred, ref, volume in _load(pairs, cfg):
-        edited = postprocess_labels(pred, keep, small, cfg.data.labels, cfg.data.regions, volume)
-        _add(final, _dice(edited, ref, cfg))
-    return {"rule": "per structure, keep its largest component or remove its components smaller than a share of "
-                    "its typical volume, where that raises its pooled CV Dice and lowers no other "
-                    "structure's (nnU-Net); volumes in mm³ (pixels for images without spacing)",
+    keep: list[str] = []
+    small: dict[str, float] = {}
+    base = _pooled(pairs, cfg, names, [(keep, small)])[0]
+    before, evidence = dict(base), {}
+    for name in sorted(names, key=lambda n: (n != FOREGROUND, n not in cfg.data.regions)):  # stable: coarse first
+        steps = [("keep_largest", None)] + [("remove_small", t) for t in thresholds.get(name, [])]
+        choices = [([*keep, name], small) if kind == "keep_largest" else (keep, {**small, name: t}) for kind, t in steps]
+        trials = _pooled(pairs, cfg, names, choices)
+        record: dict[str, Any] = {"dice_before": base[name], "keep_largest": None, "remove_small": {}, "chosen": None,
+                                  "lowers": {}}
+        best: tuple[float, int] | None = None
+        for index, ((kind, threshold), after) in enumerate(zip(steps, trials, strict=True)):
+            if kind == "keep_largest":
+                record["keep_largest"] = after[name]
+            else:
+                record["remove_small"][f"{threshold:.6g}"] = after[name]
+            harms = [m for m in names if m != name and after[m] < base[m] - MIN_GAIN]
+            if harms:
+                record["lowers"][kind if threshold is None else f"remove_small {threshold:.4g}"] = harms
+            gain = after[name] - base[name]
+            if gain > MIN_GAIN and not harms and (best is None or gain > best[0]):
+                best = (gain, index)
+        if best is not None:
+            kind, threshold = steps[best[1]]
+            keep, small = choices[best[1]]
+            record["chosen"] = kind if threshold is None else {"remove_small": threshold}
+            base = trials[best[1]]
+        evidence[name] = record
+    return {"rule": "greedy, foreground then regions then classes: per structure, keep its largest component or "
+                    "remove its components smaller than a share of its typical volume, on top of the steps chosen "
+                    "so far, where that raises its pooled CV Dice and lowers no other structure's (nnU-Net); "
+                    "volumes in mm³ (pixels for images without spacing)",
             "folds": folds, "cases": len(pairs), "keep_largest": keep, "remove_small": small,
-            "evidence": evidence, "pooled_before": base, "pooled_after": {n: nanmean(v) for n, v in final.items()}}
+            "evidence": evidence, "pooled_before": before, "pooled_after": base}
+
+
+def _pooled(pairs: list[tuple[Path, Path]], cfg: Config, names: list[str],
+            choices: list[tuple[list[str], dict[str, float]]]) -> list[dict[str, float]]:
+    """Pooled Dice of every structure under each (keep_largest, remove_small) choice: one pass over the cases."""
+    stores: list[dict[str, list[float]]] = [{n: [] for n in names} for _ in choices]
+    for pred, ref, volume in _load(pairs, cfg):
+        for store, (keep, small) in zip(stores, choices, strict=True):
+            edited = postprocess_labels(pred.copy(), keep, small, cfg.data.labels, cfg.data.regions, volume)
+            _add(store, _dice(edited, ref, cfg))
+    return [{n: nanmean(v) for n, v in store.items()} for store in stores]
 
 
 def write_postprocessing(parent: Path, cfg: Config, folds: list[int]) -> dict[str, Any]:

@@ -76,10 +76,12 @@ def test_remove_small_wins_where_a_structure_really_has_several_pieces(tmp_path:
             nib.save(nib.Nifti1Image(array, affine), path)
     choice = choose_postprocessing(tmp_path, cfg, [0, 1])
     lesion = choice["evidence"]["lesion"]
-    assert lesion["keep_largest"] < lesion["dice_before"]
-    # The merged foreground (organ + lesion) has the same specks: its remove-small is chosen too.
-    assert choice["keep_largest"] == [] and set(choice["remove_small"]) == {"lesion", "foreground"}
-    assert 8 < choice["remove_small"]["lesion"] <= 216  # above a speck, below the smallest real blob
+    # The merged foreground (organ + lesion) comes first and has the same specks: its remove-small
+    # cleans them, so the lesion needs nothing on top.
+    assert choice["keep_largest"] == [] and set(choice["remove_small"]) == {"foreground"}
+    assert 8 < choice["remove_small"]["foreground"] < 216  # above a speck, below the smallest real blob
+    assert lesion["dice_before"] == 1.0 and lesion["chosen"] is None
+    assert choice["evidence"]["foreground"]["keep_largest"] < choice["evidence"]["foreground"]["dice_before"]
     assert sorted(float(v) for v in lesion["remove_small"]) == pytest.approx([0.728, 3.64, 7.28, 36.4])
     assert choice["pooled_after"]["lesion"] == 1.0 > choice["pooled_before"]["lesion"]
 
