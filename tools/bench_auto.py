@@ -1,0 +1,162 @@
+"""`seg auto` against the shipped hand-written configs at the same training budget (issue 13).
+
+Runs both arms through the seg command line on the shared data (``../shared/data``), then prints
+a table and writes ``--json``. Every step is resumable and skipped when its output is there, so a
+rerun only tabulates.
+
+- ``isbi`` (2D): the hand-written ``configs/isbi_ag_unet.yaml`` trains on slices 0-14 (20 epochs x
+  20 iterations x batch 4 of 256², 1,600 patches). ``seg auto`` gets the same 15 slices as a plain
+  ``images/`` + ``labels/`` folder, 2 folds, and a per-fold time budget that the planner turns into
+  the same total patch voxels. Both are scored on slices 15-19 (membrane Dice), the ensemble and
+  each fold alone.
+- ``brats`` (3D, 4 cases): both arms run the same seeded 2-fold CV (``seg train --folds all``); the
+  hand-written ``configs/brats_ag_unet.yaml`` at 15 epochs x 20 x batch 2 of 64³ per fold (600
+  patches), ``seg auto`` with the per-fold budget the planner turns into 600 patches of 64³. Scored
+  by each fold's CV table, pooled over the 4 cases (WT / TC / ET Dice). Every case trains one fold,
+  so the ensemble cannot be scored here without a leak.
+
+    python tools/bench_auto.py isbi --out /tmp/bench --json isbi.json
+    python tools/bench_auto.py brats --out /tmp/bench --json brats.json
+
+Training time is read from each run's metrics.jsonl (seconds per epoch); a machine busy with another
+job inflates it, the scores are unaffected (budgets are iterations, not seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from seg.table import format_table  # noqa: E402
+
+ISBI_TRAIN, ISBI_VAL = range(15), range(15, 20)
+# Per-fold minutes at the planner's assumed CPU throughput that give the hand-written patch voxels:
+# ISBI 1,600 x 256² in all = 2 folds x 100 iterations x batch 8; BraTS 600 x 64³ per fold.
+ISBI_MINUTES, BRATS_MINUTES = 3.05, 17.5
+BRATS_LABELS = ["background=0", "necrosis=1", "edema=2", "non_enhancing=3", "enhancing=4"]
+BRATS_REGIONS = "data.regions={whole_tumour: [1, 2, 3, 4], tumour_core: [1, 3, 4], enhancing_tumour: [4]}"
+REGION_KEYS = ["dice_whole_tumour", "dice_tumour_core", "dice_enhancing_tumour"]
+
+
+def seg(*args: str) -> None:
+    """Run one seg command (the one installed beside this Python), echoing it; a failure stops the benchmark."""
+    installed = Path(sys.executable).with_name("seg")
+    print("+ seg " + " ".join(args), flush=True)
+    started = time.perf_counter()
+    subprocess.run([str(installed) if installed.exists() else "seg", *args], check=True)
+    print(f"  ({time.perf_counter() - started:.0f} s)", flush=True)
+
+
+def train_seconds(run: Path) -> float:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return float(sum(r.get("seconds", 0.0) for r in rows))
+
+
+def patches(run: Path) -> int:
+    import yaml
+
+    train = yaml.safe_load((run / "config.yaml").read_text())["train"]
+    return int(train["epochs"] * train["iters_per_epoch"] * train["batch_size"])
+
+
+def link_slices(src: Path, dst: Path, ids: range) -> Path:
+    for sub in ("images", "labels"):
+        (dst / sub).mkdir(parents=True, exist_ok=True)
+        for i in ids:
+            link = dst / sub / f"{i}.png"
+            if not link.exists():
+                os.symlink(src / sub / f"{i}.png", link)
+    return dst
+
+
+def membrane_dice(pred: Path, ref: Path) -> float:
+    seg("evaluate", "--pred", str(pred), "--ref", str(ref), "--config", str(REPO / "configs/isbi_ag_unet.yaml"),
+        "--no-surface")
+    return float(json.loads((pred / "evaluation.json").read_text())["mean"]["dice_membrane"])
+
+
+def bench_isbi(out: Path, shared: Path) -> dict:
+    source = shared / "isbi2012-membrane"
+    train_dir, val_dir = link_slices(source, out / "isbi_train", ISBI_TRAIN), link_slices(source, out / "isbi_val", ISBI_VAL)
+    hand = out / "hw_isbi" / "isbi_ag_unet"
+    seg("train", str(REPO / "configs/isbi_ag_unet.yaml"), *(["--resume"] if (hand / "last.pt").is_file() else []),
+        "train.epochs=20", "train.iters_per_epoch=20", f"output_dir={out / 'hw_isbi'}", f"data.root={source}")
+    auto = out / "auto_isbi"
+    seg("auto", str(train_dir), "-o", str(auto), "--device", "cpu", "--time-budget", str(ISBI_MINUTES),
+        "--labels", "interior=255", "membrane=0", "data.split.folds=2")
+    arms = {"hand-written isbi_ag_unet": (str(hand), [], [hand]),
+            "seg auto, 2-fold ensemble": (str(auto / "cv"), [], [auto / "cv" / "fold_0", auto / "cv" / "fold_1"]),
+            "seg auto, fold 0 alone": (str(auto / "cv"), ["--folds", "0"], [auto / "cv" / "fold_0"]),
+            "seg auto, fold 1 alone": (str(auto / "cv"), ["--folds", "1"], [auto / "cv" / "fold_1"])}
+    rows = []
+    for name, (model, extra, runs) in arms.items():
+        pred = out / "isbi_pred" / name.replace(" ", "_").replace(",", "")
+        if not (pred / "predictions.json").is_file():
+            seg("predict", "-m", model, *extra, "-i", str(val_dir / "images"), "-o", str(pred))
+        rows.append({"model": name, "patches": sum(patches(r) for r in runs),
+                     "train_min": round(sum(train_seconds(r) for r in runs) / 60, 1),
+                     "dice_membrane": membrane_dice(pred, val_dir / "labels")})
+    return {"dataset": "isbi", "scored_on": "slices 15-19 (held out)", "rows": rows,
+            "plan": (auto / "plan.txt").read_text()}
+
+
+def bench_brats(out: Path, shared: Path, tag: str = "") -> dict:
+    source = shared / "brats2013-deepmedic"
+    hand = out / "hw_brats" / "brats_ag_unet"
+    seg("train", str(REPO / "configs/brats_ag_unet.yaml"), "--folds", "all", "data.split.train=null",
+        "data.split.val=null", "data.split.folds=2", "train.epochs=15", f"output_dir={out / 'hw_brats'}",
+        f"data.root={source}")
+    auto = out / f"auto_brats{tag}"
+    seg("auto", str(source), "-o", str(auto), "--device", "cpu", "--time-budget", str(BRATS_MINUTES),
+        "--labels", *BRATS_LABELS, "data.split.folds=2", BRATS_REGIONS)
+    rows = []
+    for name, parent in (("hand-written brats_ag_unet", hand), ("seg auto", auto / "cv")):
+        table = json.loads((parent / "cv_results.json").read_text())
+        post = json.loads((parent / "postprocessing.json").read_text())
+        runs = [parent / f"fold_{i}" for i in (0, 1)]
+        row = {"model": name, "patches": sum(patches(r) for r in runs),
+               "train_min": round(sum(train_seconds(r) for r in runs) / 60, 1)}
+        row.update({f"{k} (raw)": table["pooled"][k] for k in REGION_KEYS})
+        row.update({f"{k} (post-processed)": post["pooled_after"][k.removeprefix("dice_")] for k in REGION_KEYS})
+        row["post-processing"] = {"keep_largest": post["keep_largest"], "remove_small": post.get("remove_small", {})}
+        rows.append(row)
+    return {"dataset": "brats", "scored_on": "pooled 2-fold CV over the 4 cases (same seeded split)",
+            "rows": rows, "plan": (auto / "plan.txt").read_text()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", choices=["isbi", "brats"])
+    parser.add_argument("--out", type=Path, required=True, help="working folder (runs, predictions)")
+    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--tag", default="", help="brats: suffix of the seg auto folder (OUT/auto_brats<TAG>), to "
+                        "keep the runs of several planner versions apart")
+    args = parser.parse_args()
+    if not (args.shared / ("isbi2012-membrane" if args.dataset == "isbi" else "brats2013-deepmedic")).is_dir():
+        print(f"bench_auto: no {args.dataset} data under {args.shared}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.dataset == "isbi":
+        result = bench_isbi(args.out.resolve(), args.shared.resolve())
+    else:
+        result = bench_brats(args.out.resolve(), args.shared.resolve(), args.tag)
+    keys = [k for k in result["rows"][0] if k != "post-processing"]
+    print(format_table(keys, [[r[k] for k in keys] for r in result["rows"]]))
+    print(f"scored on {result['scored_on']}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"written: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
