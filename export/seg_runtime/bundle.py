@@ -128,16 +128,13 @@ class Bundle:
             f"needs 1 or {self.in_channels} entries",
         )
         _expect(bool(self.model_file), "model_file", "must be a file name")
-        for name in self.keep_largest:
-            try:
-                structure_members(name, self.labels, self.regions)
-            except ValueError as exc:
-                _expect(False, "keep_largest", str(exc))
+        for key, names in (("keep_largest", self.keep_largest), ("remove_small", self.remove_small)):
+            for name in names:
+                try:
+                    structure_members(name, self.labels, self.regions)
+                except ValueError as exc:
+                    _expect(False, key, str(exc))
         for name, volume in self.remove_small.items():
-            try:
-                structure_members(name, self.labels, self.regions)
-            except ValueError as exc:
-                _expect(False, "remove_small", str(exc))
             _expect(volume >= 0, "remove_small", f"{name}: the minimum volume must be >= 0, got {volume}")
         _expect(self.outputs in OUTPUT_KINDS, "outputs", f"must be one of {', '.join(OUTPUT_KINDS)}")
         if self.outputs == "regions":

@@ -314,7 +314,8 @@ def check_datalist(items: list[Case], data: DataConfig, record: Any = None) -> N
     for item in tqdm(todo, desc="checking cases", unit="case", disable=None, leave=False):
         found = _case_problems(item, data, lookup)
         problems += [f"case {item['id']}: {p}" for p in found]
-        passed += [] if found else [item]
+        if not found:
+            passed.append(item)
     if record is not None and not settings_problems:
         record.mark(passed)
     if problems:

@@ -107,7 +107,7 @@ def plan_config(root: str | Path, *, device: str = "cpu", gpu_memory: float | No
     if share is not None and share < RARE_FOREGROUND:
         config["train"]["foreground_oversample"] = RARE_OVERSAMPLE
     config_from_dict(config, f"plan of {root}")  # never write a config that does not load
-    rows = _rows(data, fp, proposal, device, gpu_memory, minutes, (epochs, iters, size))
+    rows = _rows(data, fp, proposal, device, gpu_memory, minutes, config["train"], size)
     return PlannedConfig(config, rows, fp)
 
 
@@ -140,14 +140,14 @@ def _schedule(minutes: float, throughput: float, patch: list[int], batch: int) -
 
 
 def _rows(data: Any, fp: dict[str, Any], proposal: dict[str, Any], device: str, gpu_memory: float | None,
-          minutes: float, schedule: tuple[int, int, str]) -> list[list[str]]:
+          minutes: float, train_section: dict[str, Any], size: str) -> list[list[str]]:
     cases = fp["cases"]
     spacing = np.median([c["spacing"] for c in cases], axis=0)
     shape = np.median([c["shape"] for c in cases], axis=0)
     pre, train = proposal["data"]["preprocess"], proposal["train"]
     budget = voxel_budget(device, data.spatial_dims, gpu_memory)[0]
     memory = f", {gpu_memory:g} GB" if gpu_memory else ""
-    epochs, iters, size = schedule
+    epochs, iters = train_section["epochs"], train_section["iters_per_epoch"]
     total = max(sum(fp["label_counts"].values()), 1)
     share = ", ".join(f"{k} {100 * v / total:.2g}%" for k, v in fp["label_counts"].items())
     rows = [
@@ -165,7 +165,7 @@ def _rows(data: Any, fp: dict[str, Any], proposal: dict[str, Any], device: str, 
                      f"zeros {100 * stats['zero_fraction']:.0f}%, integer {stats['integer_valued']}"])
     rows += [
         ["model", f"ag_unet {size}", f"{device}{memory}"],
-        _oversample_row(fp),
+        _oversample_row(foreground_share(fp), train_section.get("foreground_oversample")),
         ["epochs x iters", f"{epochs} x {iters}",
          f"{minutes:g} min per fold at an assumed {THROUGHPUT[device][data.spatial_dims]:.2g} patch voxels/s "
          f"({epochs * iters * train['batch_size']} patches)"],
@@ -173,13 +173,13 @@ def _rows(data: Any, fp: dict[str, Any], proposal: dict[str, Any], device: str, 
     return rows
 
 
-def _oversample_row(fp: dict[str, Any]) -> list[str]:
-    share = foreground_share(fp)
+def _oversample_row(share: float | None, planned: float | None) -> list[str]:
+    """Why the plan sets (``planned``) or leaves (None) ``train.foreground_oversample``."""
     if share is None:
         return ["foreground_oversample", "default", "no labels counted"]
-    rare = share < RARE_FOREGROUND
-    return ["foreground_oversample", str(RARE_OVERSAMPLE) if rare else "default (0.5)",
-            f"foreground is {100 * share:.2g}% of the voxels" + (f", under {100 * RARE_FOREGROUND:.0f}%" if rare else "")]
+    return ["foreground_oversample", "default (0.5)" if planned is None else str(planned),
+            f"foreground is {100 * share:.2g}% of the voxels"
+            + ("" if planned is None else f", under {100 * RARE_FOREGROUND:.0f}%")]
 
 
 def _spacing_reason(spacing: np.ndarray, stats: dict[str, Any]) -> str:

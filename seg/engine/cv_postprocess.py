@@ -10,12 +10,15 @@ tried on the pooled validation predictions of all folds:
   the smallest reference component would be useless: real label maps have one-voxel specks, so every
   such threshold is below a voxel.
 
-A step is kept only where it raises that structure's pooled Dice by more than ``MIN_GAIN`` and lowers
-no other structure's; of a structure's qualifying steps the one with the largest gain wins. The
-choice and its evidence go to ``postprocessing.json`` in the CV folder, and ``config.yaml`` there is
-the resolved config with ``infer.keep_largest`` / ``infer.remove_small`` set to the choice.
+Structures are taken greedily from coarse to fine (foreground, regions, classes), each step tried on
+top of the steps already chosen. A step is kept only where it raises that structure's pooled Dice by
+more than ``MIN_GAIN`` and lowers no other structure's; of a structure's qualifying steps the one
+with the largest gain wins. The choice and its evidence go to ``postprocessing.json`` in the CV
+folder, and ``config.yaml`` there is the resolved config with ``infer.keep_largest`` /
+``infer.remove_small`` set to the choice.
 
-Cost: three passes over the validation cases, one case in memory at a time.
+Cost: one pass over the validation cases per structure, plus one for the raw scores; one case in
+memory at a time.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from typing import Any
 import numpy as np
 
 from seg.config import Config, save_config
-from seg.data.transforms import remap_labels
 from seg.evaluation import label_files, load_labels, load_labels_with_spacing
 from seg.metrics import dice_scores, nanmean
 from seg_runtime.postprocess import FOREGROUND, postprocess_labels, structure_members
@@ -54,7 +56,8 @@ def choose_postprocessing(parent: Path, cfg: Config, folds: list[int]) -> dict[s
     Greedy and in nnU-Net's order, coarse to fine: ``foreground``, then the regions, then the
     classes. Each structure's steps are tried on top of what is chosen so far, applied exactly as
     the bundle will apply them (:func:`postprocess_labels`), so the pooled Dice after the last
-    structure is the Dice of the final choice. One pass over the cases per structure.
+    structure is the Dice of the final choice. One pass over the cases per structure, and one
+    before them for the raw Dice and the structures' typical volumes.
 
     Returns:
         The content of ``postprocessing.json``: ``keep_largest`` and ``remove_small`` (the choice),
@@ -64,10 +67,10 @@ def choose_postprocessing(parent: Path, cfg: Config, folds: list[int]) -> dict[s
     """
     names = candidates(cfg)
     pairs = _case_pairs(parent, folds)
-    thresholds = {n: [f * v for f in SMALL_FRACTIONS] for n, v in _typical_volumes(pairs, names, cfg).items()}
+    volumes, base = _raw_pass(pairs, cfg, names)
+    thresholds = {n: [f * v for f in SMALL_FRACTIONS] for n, v in volumes.items()}
     keep: list[str] = []
     small: dict[str, float] = {}
-    base = _pooled(pairs, cfg, names, [(keep, small)])[0]
     before, evidence = dict(base), {}
     for name in sorted(names, key=lambda n: (n != FOREGROUND, n not in cfg.data.regions)):  # stable: coarse first
         steps = [("keep_largest", None)] + [("remove_small", t) for t in thresholds.get(name, [])]
@@ -143,16 +146,19 @@ def _load(pairs: list[tuple[Path, Path]], cfg: Config):
         yield pred.astype(np.int64, copy=False), load_labels(ref_path, cfg.data.label_values), float(np.prod(spacing))
 
 
-def _typical_volumes(pairs: list[tuple[Path, Path]], names: list[str], cfg: Config) -> dict[str, float]:
-    """Per structure, the median volume it has in the validation references that contain it."""
+def _raw_pass(pairs: list[tuple[Path, Path]], cfg: Config,
+              names: list[str]) -> tuple[dict[str, float], dict[str, float]]:
+    """One pass over the raw predictions: per structure, the median volume it has in the validation
+    references that contain it, and its pooled Dice before any post-processing."""
     volumes: dict[str, list[float]] = {n: [] for n in names}
-    for _, ref_path in pairs:
-        ref, spacing = load_labels_with_spacing(ref_path)
-        ref = remap_labels(ref, cfg.data.label_values) if cfg.data.label_values else ref
+    dice: dict[str, list[float]] = {n: [] for n in names}
+    for pred, ref, voxel in _load(pairs, cfg):  # predictions are written on the reference's grid
+        _add(dice, _dice(pred, ref, cfg))
         for name in names:
             count = int(np.isin(ref, structure_members(name, cfg.data.labels, cfg.data.regions)).sum())
-            volumes[name] += [count * float(np.prod(spacing))] if count else []
-    return {n: float(np.median(v)) for n, v in volumes.items() if v}
+            volumes[name] += [count * voxel] if count else []
+    return ({n: float(np.median(v)) for n, v in volumes.items() if v},
+            {n: nanmean(v) for n, v in dice.items()})
 
 
 def _dice(pred: np.ndarray, ref: np.ndarray, cfg: Config) -> dict[str, float]:
