@@ -157,3 +157,25 @@ def test_overrides_after_labels_are_not_taken_for_classes() -> None:
                   "data.regions={all: [1]}", "--device", "cpu", "train.epochs=3"])
     assert args.labels == [("interior", 255), ("membrane", 0)] and args.device == "cpu"
     assert sorted(args.overrides) == ["data.regions={all: [1]}", "data.split.folds=2", "train.epochs=3"]
+
+
+def test_short_budget_trades_batch_for_optimiser_steps() -> None:
+    from seg.data.plan_config import BATCH_FLOOR, MIN_STEPS, step_batch
+
+    # 800 patches of 256² (ISBI at 3 min): the memory's batch 8 would give 100 steps; 4 gives 200.
+    minutes = 801 * 256**2 / 2.9e5 / 60
+    assert step_batch(minutes, 2.9e5, [256, 256], 8) == 800 // MIN_STEPS == 4
+    assert step_batch(100 * minutes, 2.9e5, [256, 256], 8) == 8  # a long budget keeps the memory's batch
+    assert step_batch(minutes / 100, 2.9e5, [256, 256], 8) == BATCH_FLOOR  # never below the floor
+    assert step_batch(minutes / 100, 2.9e5, [256, 256], 1) == 1  # nor above what memory allows
+
+
+def test_planned_batch_gives_the_steps_and_says_why(tmp_path: Path) -> None:
+    root = write_nnunet_raw(tmp_path / "Dataset004", dims=2, cases=3)
+    planned = plan_config(root, device="cpu", time_budget=0.05)
+    train = planned.config["train"]
+    assert train["batch_size"] < 8
+    row = next(r for r in planned.rows if r[0] == "batch_size")
+    assert row[1] == str(train["batch_size"]) and "optimiser steps" in row[2]
+    long = plan_config(root, device="cpu", time_budget=60).config["train"]
+    assert long["batch_size"] >= 8
