@@ -8,7 +8,9 @@ rerun only tabulates.
   20 iterations x batch 4 of 256², 1,600 patches). ``seg auto`` gets the same 15 slices as a plain
   ``images/`` + ``labels/`` folder, 2 folds, and a per-fold time budget that the planner turns into
   the same total patch voxels. Both are scored on slices 15-19 (membrane Dice), the ensemble and
-  each fold alone.
+  each fold alone. The hand-written run validates on slices 15-19 too, so its ``best.pt`` was chosen
+  on the scored slices: the comparison uses its ``last.pt`` (as the CV folds do); the ``best.pt``
+  row is printed beside it, marked, to show what that selection is worth.
 - ``brats`` (3D, 4 cases): both arms run the same seeded 2-fold CV (``seg train --folds all``); the
   hand-written ``configs/brats_ag_unet.yaml`` at 15 epochs x 20 x batch 2 of 64³ per fold (600
   patches), ``seg auto`` with the per-fold budget the planner turns into 600 patches of 64³. Scored
@@ -16,7 +18,12 @@ rerun only tabulates.
   so the ensemble cannot be scored here without a leak.
 
     python tools/bench_auto.py isbi --out /tmp/bench --json isbi.json
+    python tools/bench_auto.py isbi --out /tmp/bench --seeds 0 1 2 --json isbi_seeds.json
     python tools/bench_auto.py brats --out /tmp/bench --json brats.json
+
+``--seeds`` repeats both arms with ``seed=N`` (initialisation, patch draws, augmentation; the CV split
+stays seed 0) in ``OUT/seed<N>/`` and adds a summary: each arm's mean and standard deviation over
+the seeds, and its seed-paired difference to the hand-written arm.
 
 Training time is read from each run's metrics.jsonl (seconds per epoch); a machine busy with another
 job inflates it, the scores are unaffected (budgets are iterations, not seconds).
@@ -27,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -44,6 +52,8 @@ ISBI_MINUTES, BRATS_MINUTES = 3.05, 17.5
 BRATS_LABELS = ["background=0", "necrosis=1", "edema=2", "non_enhancing=3", "enhancing=4"]
 BRATS_REGIONS = "data.regions={whole_tumour: [1, 2, 3, 4], tumour_core: [1, 3, 4], enhancing_tumour: [4]}"
 REGION_KEYS = ["dice_whole_tumour", "dice_tumour_core", "dice_enhancing_tumour"]
+HAND_ISBI = "hand-written isbi_ag_unet (last.pt)"
+HAND_ISBI_BEST = "hand-written isbi_ag_unet (best.pt, chosen on the scored slices)"
 
 
 def seg(*args: str) -> None:
@@ -83,16 +93,18 @@ def membrane_dice(pred: Path, ref: Path) -> float:
     return float(json.loads((pred / "evaluation.json").read_text())["mean"]["dice_membrane"])
 
 
-def bench_isbi(out: Path, shared: Path) -> dict:
+def bench_isbi(out: Path, shared: Path, seed: int) -> dict:
     source = shared / "isbi2012-membrane"
     train_dir, val_dir = link_slices(source, out / "isbi_train", ISBI_TRAIN), link_slices(source, out / "isbi_val", ISBI_VAL)
     hand = out / "hw_isbi" / "isbi_ag_unet"
     seg("train", str(REPO / "configs/isbi_ag_unet.yaml"), *(["--resume"] if (hand / "last.pt").is_file() else []),
-        "train.epochs=20", "train.iters_per_epoch=20", f"output_dir={out / 'hw_isbi'}", f"data.root={source}")
+        "train.epochs=20", "train.iters_per_epoch=20", f"output_dir={out / 'hw_isbi'}", f"data.root={source}",
+        f"seed={seed}")
     auto = out / "auto_isbi"
     seg("auto", str(train_dir), "-o", str(auto), "--device", "cpu", "--time-budget", str(ISBI_MINUTES),
-        "--labels", "interior=255", "membrane=0", "data.split.folds=2")
-    arms = {"hand-written isbi_ag_unet": (str(hand), [], [hand]),
+        "--labels", "interior=255", "membrane=0", "data.split.folds=2", f"seed={seed}")
+    arms = {HAND_ISBI: (str(hand / "last.pt"), [], [hand]),
+            HAND_ISBI_BEST: (str(hand / "best.pt"), [], [hand]),
             "seg auto, 2-fold ensemble": (str(auto / "cv"), [], [auto / "cv" / "fold_0", auto / "cv" / "fold_1"]),
             "seg auto, fold 0 alone": (str(auto / "cv"), ["--folds", "0"], [auto / "cv" / "fold_0"]),
             "seg auto, fold 1 alone": (str(auto / "cv"), ["--folds", "1"], [auto / "cv" / "fold_1"])}
@@ -104,19 +116,19 @@ def bench_isbi(out: Path, shared: Path) -> dict:
         rows.append({"model": name, "patches": sum(patches(r) for r in runs),
                      "train_min": round(sum(train_seconds(r) for r in runs) / 60, 1),
                      "dice_membrane": membrane_dice(pred, val_dir / "labels")})
-    return {"dataset": "isbi", "scored_on": "slices 15-19 (held out)", "rows": rows,
+    return {"dataset": "isbi", "seed": seed, "scored_on": "slices 15-19 (held out)", "rows": rows,
             "plan": (auto / "plan.txt").read_text()}
 
 
-def bench_brats(out: Path, shared: Path, tag: str = "") -> dict:
+def bench_brats(out: Path, shared: Path, seed: int, tag: str = "") -> dict:
     source = shared / "brats2013-deepmedic"
     hand = out / "hw_brats" / "brats_ag_unet"
     seg("train", str(REPO / "configs/brats_ag_unet.yaml"), "--folds", "all", "data.split.train=null",
         "data.split.val=null", "data.split.folds=2", "train.epochs=15", f"output_dir={out / 'hw_brats'}",
-        f"data.root={source}")
+        f"data.root={source}", f"seed={seed}")
     auto = out / f"auto_brats{tag}"
     seg("auto", str(source), "-o", str(auto), "--device", "cpu", "--time-budget", str(BRATS_MINUTES),
-        "--labels", *BRATS_LABELS, "data.split.folds=2", BRATS_REGIONS)
+        "--labels", *BRATS_LABELS, "data.split.folds=2", BRATS_REGIONS, f"seed={seed}")
     rows = []
     for name, parent in (("hand-written brats_ag_unet", hand), ("seg auto", auto / "cv")):
         table = json.loads((parent / "cv_results.json").read_text())
@@ -128,8 +140,31 @@ def bench_brats(out: Path, shared: Path, tag: str = "") -> dict:
         row.update({f"{k} (post-processed)": post["pooled_after"][k.removeprefix("dice_")] for k in REGION_KEYS})
         row["post-processing"] = {"keep_largest": post["keep_largest"], "remove_small": post.get("remove_small", {})}
         rows.append(row)
-    return {"dataset": "brats", "scored_on": "pooled 2-fold CV over the 4 cases (same seeded split)",
+    return {"dataset": "brats", "seed": seed, "scored_on": "pooled 2-fold CV over the 4 cases (same seeded split)",
             "rows": rows, "plan": (auto / "plan.txt").read_text()}
+
+
+def score_keys(rows: list[dict]) -> list[str]:
+    return [k for k in rows[0] if k.startswith("dice_") and (k.endswith("(post-processed)") or "(" not in k)]
+
+
+def summarize(results: list[dict], reference: str) -> list[dict]:
+    """Per arm and score: mean and sd over the seeds, and the seed-paired difference to ``reference``."""
+    keys = score_keys(results[0]["rows"])
+    by_arm: dict[str, dict[int, dict]] = {}
+    for result in results:
+        for row in result["rows"]:
+            by_arm.setdefault(row["model"], {})[result["seed"]] = row
+    summary = []
+    for arm, rows in by_arm.items():
+        for key in keys:
+            values = [rows[s][key] for s in sorted(rows)]
+            diffs = [rows[s][key] - by_arm[reference][s][key] for s in sorted(rows) if s in by_arm[reference]]
+            summary.append({"model": arm, "score": key, "seeds": len(values), "mean": statistics.fmean(values),
+                            "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+                            "vs_reference_mean": statistics.fmean(diffs),
+                            "vs_reference_sd": statistics.stdev(diffs) if len(diffs) > 1 else 0.0})
+    return summary
 
 
 def main() -> int:
@@ -138,22 +173,35 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True, help="working folder (runs, predictions)")
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="training seeds of both arms (each in OUT/seed<N>; seed 0 alone uses OUT itself)")
     parser.add_argument("--tag", default="", help="brats: suffix of the seg auto folder (OUT/auto_brats<TAG>), to "
                         "keep the runs of several planner versions apart")
     args = parser.parse_args()
     if not (args.shared / ("isbi2012-membrane" if args.dataset == "isbi" else "brats2013-deepmedic")).is_dir():
         print(f"bench_auto: no {args.dataset} data under {args.shared}", file=sys.stderr)
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    if args.dataset == "isbi":
-        result = bench_isbi(args.out.resolve(), args.shared.resolve())
-    else:
-        result = bench_brats(args.out.resolve(), args.shared.resolve(), args.tag)
-    keys = [k for k in result["rows"][0] if k != "post-processing"]
-    print(format_table(keys, [[r[k] for k in keys] for r in result["rows"]]))
-    print(f"scored on {result['scored_on']}")
+    results = []
+    for seed in args.seeds:
+        out = (args.out / f"seed{seed}" if len(args.seeds) > 1 or seed else args.out).resolve()
+        out.mkdir(parents=True, exist_ok=True)
+        if args.dataset == "isbi":
+            result = bench_isbi(out, args.shared.resolve(), seed)
+        else:
+            result = bench_brats(out, args.shared.resolve(), seed, args.tag)
+        keys = [k for k in result["rows"][0] if k != "post-processing"]
+        print(format_table(keys, [[r[k] for k in keys] for r in result["rows"]]))
+        print(f"seed {seed}, scored on {result['scored_on']}")
+        results.append(result)
+    output: dict = results[0] if len(results) == 1 else {"seeds": args.seeds, "runs": results}
+    if len(results) > 1:
+        reference = HAND_ISBI if args.dataset == "isbi" else "hand-written brats_ag_unet"
+        output["summary"] = summarize(results, reference)
+        keys = list(output["summary"][0])
+        print(format_table(keys, [[r[k] for k in keys] for r in output["summary"]]))
+        print(f"mean and sd over seeds {args.seeds}; vs_reference: seed-paired difference to '{reference}'")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        args.json.write_text(json.dumps(output, indent=2) + "\n")
         print(f"written: {args.json}")
     return 0
 
