@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from seg.config import Config, load_config
 
@@ -30,6 +31,14 @@ def tiny3d(tmp_path: Path) -> Config:
 @pytest.fixture
 def tiny2d(tmp_path: Path) -> Config:
     return tiny_config(tmp_path, 2)
+
+
+@pytest.fixture
+def cuda() -> torch.device:
+    """The CUDA device for tests marked ``gpu`` (``pytest -m gpu``); a skip where there is none."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    return torch.device("cuda")
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """Benchmarks: token-mixer scaling, and per-model params / FLOPs / forward and training-step time.
 
 (a) Token mixers at growing token counts (dim 32, 2 heads, batch 1, inference): GLA
-(``GatedLinearAttention``, torch chunked backend), full softmax attention
+(``GatedLinearAttention``, torch chunked backend; ``gla_fla``: the same module on fla's Triton
+kernels, CUDA only, not run by default), full softmax attention
 (``scaled_dot_product_attention`` over all tokens) and window attention (``RegionAttention``,
 8x8 windows on a 2D token grid). Each point runs in its own subprocess; its CPU peak is the
 process's RSS high-water mark (``VmHWM`` on Linux, reset after setup; ``getrusage`` elsewhere)
@@ -49,7 +50,7 @@ if str(REPO) not in sys.path:  # run as a script from a checkout
 
 log = logging.getLogger("bench_models")
 
-MIXER_MODULES = {"gla": "seg.layers.gla", "full": "torch.nn.functional",
+MIXER_MODULES = {"gla": "seg.layers.gla", "gla_fla": "fla.ops.gla", "full": "torch.nn.functional",
                  "window": "seg.layers.region_attention"}
 PEERS = {"ag_unet": "monai_attention_unet", "gla_unet": "monai_swin_unetr", "region_unet": "monai_swin_unetr",
          "timm_unet": "smp_unet"}
@@ -131,10 +132,11 @@ class FullAttention(nn.Module):
 
 def build_mixer(name: str, tokens: int, dim: int, heads: int) -> tuple[nn.Module, torch.Tensor]:
     """The mixer and its input: [1, N, dim] tokens, or a [1, h, w, dim] grid for windows."""
-    if name == "gla":
+    if name in ("gla", "gla_fla"):
         from seg.layers.gla import GatedLinearAttention
 
-        return GatedLinearAttention(dim, num_heads=heads, backend="torch"), torch.randn(1, tokens, dim)
+        backend = "fla" if name == "gla_fla" else "torch"
+        return GatedLinearAttention(dim, num_heads=heads, backend=backend), torch.randn(1, tokens, dim)
     if name == "full":
         return FullAttention(dim, heads), torch.randn(1, tokens, dim)
     if name == "window":
@@ -158,7 +160,8 @@ def mixer_worker(spec: dict[str, Any]) -> dict[str, Any]:
     # Without the reset, the CPU figure is a lower bound (peaks below the setup's are invisible).
     exact = device.type == "cuda" or reset_rss_peak()
     base_mb = torch.cuda.memory_allocated() / 2**20 if device.type == "cuda" else rss_peak_mb()
-    with torch.inference_mode():
+    amp = spec.get("amp", False) and device.type == "cuda"
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         seconds = median_time(lambda: module(x), spec["warmup"], spec["repeat"], device)
     peak_mb = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else rss_peak_mb()
     return {"time_ms": 1e3 * seconds, "peak_mb": peak_mb - base_mb, "peak_is_lower_bound": not exact}
@@ -200,7 +203,7 @@ def bench_mixers(args: argparse.Namespace) -> dict[str, Any]:
                          "status": missing[mixer]})
             continue
         spec = {"mixer": mixer, "tokens": tokens, "dim": args.dim, "heads": args.heads, "device": args.device,
-                "threads": args.threads, "warmup": args.warmup, "repeat": args.repeat}
+                "threads": args.threads, "warmup": args.warmup, "repeat": args.repeat, "amp": args.amp}
         rows.append(run_mixer_point(spec, args.point_timeout))
     by_key = {(r["mixer"], r["tokens"]): r for r in rows}
     for r in rows:  # the time ratio per 4x tokens (linear ~4, quadratic ~16)
@@ -254,8 +257,10 @@ def bench_model(name: str, dims: int, shape: tuple[int, ...], args: argparse.Nam
     row["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
     row["gflops"] = count_flops(model.eval(), x) / 1e9
 
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp and device.type == "cuda")
+
     def forward() -> None:
-        with torch.no_grad():
+        with torch.no_grad(), amp:
             model(x)
 
     row["fwd_ms"] = 1e3 * median_time(forward, args.warmup, args.repeat, device)
@@ -263,7 +268,9 @@ def bench_model(name: str, dims: int, shape: tuple[int, ...], args: argparse.Nam
 
     def train_step() -> None:
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), target).backward()
+        with amp:
+            loss = F.cross_entropy(model(x).float(), target)
+        loss.backward()
         opt.step()
 
     model.train()
@@ -345,7 +352,7 @@ def print_models(rows: list[dict[str, Any]]) -> None:
 def environment(args: argparse.Namespace) -> dict[str, Any]:
     return {"torch": torch.__version__, "python": platform.python_version(), "device": args.device,
             "cuda": torch.cuda.get_device_name() if args.device == "cuda" else None, "threads": args.threads,
-            "cpu_count": os.cpu_count(), "quick": args.quick, "warmup": args.warmup, "repeat": args.repeat,
+            "cpu_count": os.cpu_count(), "quick": args.quick, "amp": args.amp, "warmup": args.warmup, "repeat": args.repeat,
             "load_avg": os.getloadavg() if hasattr(os, "getloadavg") else None}
 
 
@@ -356,10 +363,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, few repeats, 3 models")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--amp", action="store_true", help="CUDA: bf16 autocast, as seg trains and predicts there")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's; quick 1)")
     p.add_argument("--warmup", type=int, help="untimed runs (default 2, quick 1)")
     p.add_argument("--repeat", type=int, help="timed runs, the median is reported (default 5, quick 1)")
-    p.add_argument("--mixers", nargs="+", default=list(MIXER_MODULES), choices=list(MIXER_MODULES))
+    p.add_argument("--mixers", nargs="+", default=["gla", "full", "window"], choices=list(MIXER_MODULES))
     p.add_argument("--tokens", nargs="+", type=int, help="token counts (default 4k..64k; quick 256, 1k)")
     p.add_argument("--dim", type=int, default=32)
     p.add_argument("--heads", type=int, default=2)

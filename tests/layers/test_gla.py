@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import seg.layers.gla as gla_layer
 from seg.layers.gla import GatedLinearAttention, VisionGLABlock, gated_linear_attention
 from seg.layers.ops.gla import gla_recurrent
 from tests.layers.helpers import EXPORTERS, assert_all_params_get_grad, randomize_
@@ -141,3 +142,32 @@ def test_vision_block_onnx_parity(
     assert exporter in EXPORTERS
     block = randomize_(VisionGLABlock(16, spatial_dims, num_heads=2))
     assert onnx_max_diff(block, [torch.randn(shape)], exporter) < 1e-4
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("spatial_dims", "shape"), [(2, (2, 32, 24, 40)), (3, (1, 32, 12, 16, 20))])
+def test_vision_block_fla_matches_torch_backend_on_cuda(spatial_dims: int, shape: tuple[int, ...], cuda) -> None:
+    """The whole block on fla's kernels against the pure-torch chunked form: outputs and every
+    parameter's gradient, in float32 and under the bf16 autocast training uses (a few thousand
+    tokens: many chunks, both scan directions)."""
+    if gla_layer._fla_chunk_gla() is None:
+        pytest.skip("flash-linear-attention is not installed")
+    fla = randomize_(VisionGLABlock(32, spatial_dims, num_heads=2, backend="fla")).to(cuda)
+    ref = VisionGLABlock(32, spatial_dims, num_heads=2, backend="torch").to(cuda)
+    ref.load_state_dict(fla.state_dict())
+    x = torch.randn(shape, device=cuda)
+    for dtype, tol in ((torch.float32, 2e-3), (torch.bfloat16, 3e-2)):
+        outs, grads = [], []
+        for block in (fla, ref):
+            block.zero_grad()
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+                y = block(x)
+            y.float().square().mean().backward()
+            outs.append(y.float())
+            grads.append({n: p.grad.float().clone() for n, p in block.named_parameters()})
+        errors = {name: float((grads[0][name] - want).abs().max() / want.abs().max().clamp_min(1e-8))
+                  for name, want in grads[1].items()}
+        errors["output"] = float((outs[0] - outs[1]).abs().max() / outs[1].abs().max())
+        worst = max(errors, key=errors.__getitem__)
+        print(f"fla vs torch {spatial_dims}D {dtype}: worst relative error {errors[worst]:.2e} ({worst})")
+        assert errors[worst] <= tol, f"{dtype}: {worst} off by {errors[worst]:.2e}"

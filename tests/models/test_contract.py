@@ -164,3 +164,45 @@ def test_onnx_parity(name: str, dims: int, record: Record, tmp_path: Path) -> No
     record(name, dims, "onnx", onnx_max_abs_diff=diff)
     print(f"{name} {dims}D onnx max abs diff {diff:.3g}")
     assert math.isfinite(diff) and diff < ONNX_TOLERANCE
+
+
+def _max_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """max |got - want| over max |want|: one number for every model's output scale."""
+    return float((got.float().cpu() - want).abs().max() / want.abs().max().clamp_min(1e-6))
+
+
+@pytest.fixture
+def no_tf32() -> Iterator[None]:
+    """TF32 convolutions and matmuls keep 10 mantissa bits: off for full-precision comparisons."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("name", "dims"), CASES)
+def test_cuda_fp32_matches_cpu_and_bf16_trains(name: str, dims: int, cuda: torch.device, no_tf32: None) -> None:
+    """On CUDA: full precision computes what the CPU computes (no tensor left on the CPU, no
+    device-only path that changes the maths); under bf16 autocast, as ``fit`` and ``Predictor`` run
+    there, the output stays close and a backward gives every parameter a finite gradient."""
+    # fla's Triton kernels, which GLA takes on CUDA, may still use TF32 dots: hence 5e-3, not 1e-5;
+    # a tensor on the wrong device or a CUDA-only path with other maths is off by O(1).
+    model = build(name, dims, deep_supervision=True).eval()
+    x = batch(SHAPES[dims])
+    with torch.no_grad():
+        want = as_list(model(x))[0]
+        model = model.to(cuda)
+        assert _max_error(as_list(model(x.to(cuda)))[0], want) < 5e-3
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            low = as_list(model(x.to(cuda)))[0]
+    assert torch.isfinite(low).all()
+    assert _max_error(low, want) < 0.1, "bf16 autocast drifted from the full-precision output"
+    model.train()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        outs = as_list(model(batch(ODD_SHAPES[dims]).to(cuda)))
+    sum(o.float().pow(2).mean() for o in outs).backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"parameters without a gradient: {missing[:10]}"
+    bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    assert not bad, f"non-finite gradients: {bad[:10]}"
