@@ -167,16 +167,19 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def _overrides_after_labels(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Take ``section.key=value`` overrides out of a ``--labels`` list, which would swallow them.
+    """Take config overrides out of a ``--labels`` list, which would swallow them.
 
-    ``seg auto DATA -o OUT --labels a=0 b=1 data.split.folds=2``: class names have no dots, config
-    keys always do, so a dotted token ends the labels and is an override.
+    ``seg auto DATA -o OUT --labels a=0 b=1 data.split.folds=2 seed=1``: a dotted key, or a top-level
+    config key (``seed``, ``name``, ``output_dir``, a section), is an override; any other name is a class.
     """
+    from seg.config import Config
+
     kept, overrides, in_labels = [], [], False
     for token in argv:
+        key = token.partition("=")[0]
         if token.startswith("-"):
             in_labels = token == "--labels"
-        elif in_labels and "." in token.partition("=")[0]:
+        elif in_labels and ("." in key or key in Config.model_fields):
             overrides.append(token)
             continue
         kept.append(token)

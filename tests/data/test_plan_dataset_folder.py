@@ -154,9 +154,12 @@ def test_overrides_after_labels_are_not_taken_for_classes() -> None:
     from seg.cli import parse
 
     args = parse(["auto", "DATA", "-o", "OUT", "--labels", "interior=255", "membrane=0", "data.split.folds=2",
-                  "data.regions={all: [1]}", "--device", "cpu", "train.epochs=3"])
+                  "seed=1", "data.regions={all: [1]}", "--device", "cpu", "train.epochs=3"])
     assert args.labels == [("interior", 255), ("membrane", 0)] and args.device == "cpu"
-    assert sorted(args.overrides) == ["data.regions={all: [1]}", "data.split.folds=2", "train.epochs=3"]
+    assert sorted(args.overrides) == ["data.regions={all: [1]}", "data.split.folds=2", "seed=1", "train.epochs=3"]
+    # top-level keys without a dot are overrides too; other names stay classes
+    args = parse(["auto", "DATA", "-o", "OUT", "--labels", "background=0", "tumour=1", "name=x", "output_dir=y"])
+    assert args.labels == [("background", 0), ("tumour", 1)] and sorted(args.overrides) == ["name=x", "output_dir=y"]
 
 
 def test_short_budget_trades_batch_for_optimiser_steps() -> None:
