@@ -113,7 +113,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from seg.inference.onnx_backend import use_backend
 
         use_backend(predictor, args.backend, args.threads)
-    manifest = predictor.predict_folder(args.input, args.output, **engine, tta=args.tta or None,
+    manifest = predictor.predict_folder(args.input, args.output, **engine, tta=args.tta,
                                         overwrite=args.overwrite,
                                         shard=args.shard, save_probabilities=args.save_probabilities,
                                         preview=args.preview, dicom_seg=args.dicom_seg,

@@ -159,8 +159,9 @@ def predict_folder(
         warn_uncoded_labels(bundle)
     max_bytes = max_memory_bytes(max_memory_gb)
     output = ensure_output_dir(output_dir)
+    model_info = dict(model_info or {}, tta=bool(tta))  # how the outputs were made, beside what made them
     if ray is not None:
-        model_info = dict(model_info or {}, **ray.describe())
+        model_info.update(ray.describe())
     manifest = RunManifest(output / manifest_name(shard), tool=tool, version=version, model=model_info)
     mirror_axes = tuple(range(bundle.spatial_dims)) if tta else None
     settings = _Settings(

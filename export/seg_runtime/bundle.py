@@ -46,6 +46,8 @@ class Bundle:
             the written label maps (see :mod:`seg_runtime.postprocess`); empty: none.
         remove_small: Class or region name -> smallest component volume kept (mm³; pixels for
             images without spacing), applied after ``keep_largest``; empty: none.
+        tta: Mirroring test-time augmentation by default (the setting the model was validated
+            with; ``--tta`` / ``--no-tta`` override it); False in bundles that predate it.
         outputs: ``"classes"`` (softmax over ``num_classes`` channels) or ``"regions"`` (one
             sigmoid channel per region, painted into labels; see :mod:`seg_runtime.outputs`).
         input_name: ONNX input name. Shape: [B, C, *P].
@@ -68,6 +70,7 @@ class Bundle:
     preprocess: PreprocessSpec
     keep_largest: list[str] = field(default_factory=list)
     remove_small: dict[str, float] = field(default_factory=dict)
+    tta: bool = False
     outputs: str = "classes"
     input_name: str = "image"
     output_name: str = "logits"
@@ -209,6 +212,7 @@ class Bundle:
             keep_largest=_get(data, "keep_largest", _is_str_list, "a list of strings", default=[]),
             remove_small={k: float(v) for k, v in _get(data, "remove_small", _is_str_number_dict,
                                                         "an object of name: number", default={}).items()},
+            tta=_get(data, "tta", lambda v: isinstance(v, bool), "true or false", default=False),
             outputs=_get(data, "outputs", _is_str, "a string", default="classes"),
             input_name=_get(data, "input_name", _is_str, "a string", default="image"),
             output_name=_get(data, "output_name", _is_str, "a string", default="logits"),

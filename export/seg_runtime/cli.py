@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.input,
                 args.output,
                 **engine,
-                tta=args.tta,
+                tta=predictor.bundle.tta if args.tta is None else args.tta,
                 overwrite=args.overwrite,
                 shard=args.shard,
                 save_probabilities=args.save_probabilities,

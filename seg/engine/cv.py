@@ -7,7 +7,8 @@ Layout of the parent folder (``output_dir/name``)::
     postprocessing.json     keep-largest per structure chosen on the pooled CV Dice (all folds scored)
     config.yaml             the resolved config with that choice as infer.keep_largest
     fold_<i>/               an ordinary run folder (last.pt, best.pt, metrics.jsonl, ...)
-        validation/         the fold's validation cases predicted with fold_<i>/last.pt,
+        validation/         the fold's validation cases predicted with fold_<i>/last.pt (mirrored
+                            when infer.tta, as the ensemble will deploy),
                             evaluation.csv/json, and validation.json (which checkpoint made them)
         validation_input/   links to the validation images (what ``seg predict`` reads)
         validation_ref/     links to their reference label maps
@@ -181,7 +182,7 @@ def predict_fold(cfg: Config, run_dir: Path, val: list[Case], device: str = "aut
     pred_dir, stamp_path = run_dir / "validation", run_dir / "validation" / VALIDATION_STAMP
     sha = _sha256(checkpoint)
     stamp = {"checkpoint": str(checkpoint), "checkpoint_sha256": sha, "cases": [c["id"] for c in val],
-             "postprocessing": "none"}
+             "postprocessing": "none", "tta": cfg.infer.tta}
     if not (stamp_path.is_file() and json.loads(stamp_path.read_text()) == stamp):
         # Another checkpoint (or split) made what is there: clear it first, so that a kill mid-way
         # leaves only predictions of this checkpoint, which the next run may keep.
@@ -193,7 +194,8 @@ def predict_fold(cfg: Config, run_dir: Path, val: list[Case], device: str = "aut
     # Raw predictions: post-processing is what the CV chooses on them (a config's own keep_largest
     # is a candidate like any other, not applied first).
     predictor.bundle = dataclasses.replace(predictor.bundle, keep_largest=[], remove_small={})
-    manifest = predictor.predict_folder(input_dir, pred_dir, progress=False)
+    # Mirroring as this config deploys it (infer.tta; the checkpoint's own setting may be older).
+    manifest = predictor.predict_folder(input_dir, pred_dir, tta=cfg.infer.tta, progress=False)
     failed = [c["id"] for c in manifest.cases if c["status"] == "failed"]
     if failed:
         raise TrainingError(f"fold {cfg.data.split.fold}: validation prediction failed for {failed}; see "

@@ -61,6 +61,8 @@ def choose_postprocessing(parent: Path, cfg: Config, folds: list[int]) -> dict[s
 
     Returns:
         The content of ``postprocessing.json``: ``keep_largest`` and ``remove_small`` (the choice),
+        ``tta`` (whether the validation predictions it was chosen on were mirrored, which the ensemble
+        then deploys),
         ``evidence`` per structure (pooled Dice before its steps, with keep-largest and at each
         remove-small volume, the step chosen and what a rejected step lowered), ``pooled_before`` /
         ``pooled_after``.
@@ -100,7 +102,7 @@ def choose_postprocessing(parent: Path, cfg: Config, folds: list[int]) -> dict[s
                     "remove its components smaller than a share of its typical volume, on top of the steps chosen "
                     "so far, where that raises its pooled CV Dice and lowers no other structure's (nnU-Net); "
                     "volumes in mm³ (pixels for images without spacing)",
-            "folds": folds, "cases": len(pairs), "keep_largest": keep, "remove_small": small,
+            "folds": folds, "cases": len(pairs), "tta": cfg.infer.tta, "keep_largest": keep, "remove_small": small,
             "evidence": evidence, "pooled_before": before, "pooled_after": base}
 
 

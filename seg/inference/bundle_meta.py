@@ -27,6 +27,7 @@ def bundle_from_config(cfg: Config, provenance: dict[str, Any] | None = None) ->
         patch_size=list(cfg.patch_size), overlap=cfg.infer.overlap, preprocess=preprocess_spec(data),
         keep_largest=list(cfg.infer.keep_largest),
         remove_small=dict(cfg.infer.remove_small),
+        tta=cfg.infer.tta,
         outputs=cfg.model.outputs,
         provenance=prov,
         label_codes={name: code.model_dump(exclude_none=True) for name, code in data.label_codes.items()},

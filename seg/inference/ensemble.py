@@ -104,14 +104,14 @@ class FoldEnsemble(nn.Module):
 
 def _inference_view(bundle: Any) -> Any:
     """What must agree between folds for their probabilities to be averaged voxel by voxel."""
-    return dataclasses.replace(bundle, provenance={}, keep_largest=[], remove_small={})
+    return dataclasses.replace(bundle, provenance={}, keep_largest=[], remove_small={}, tta=False)
 
 
 def load_fold_ensemble(cv_dir: str | Path, folds: Sequence[int] | None = None, device: str = "auto"):
     """A :class:`seg.inference.Predictor` running the folds of ``cv_dir`` as one model.
 
     Its config is the first fold's, with ``infer.keep_largest`` / ``remove_small`` set to the CV folder's chosen
-    post-processing when there is one; the bundle's provenance lists the folds and their hashes.
+    post-processing when there is one, and ``infer.tta`` to the mirroring it was chosen with; the bundle's provenance lists the folds and their hashes.
 
     Raises:
         EnsembleError: see :func:`fold_checkpoints`; or folds whose inputs, labels, patch or
@@ -134,6 +134,7 @@ def load_fold_ensemble(cv_dir: str | Path, folds: Sequence[int] | None = None, d
         choice = _read_json(chosen)
         cfg.infer.keep_largest = list(choice.get("keep_largest", []))
         cfg.infer.remove_small = dict(choice.get("remove_small", {}))
+        cfg.infer.tta = bool(choice.get("tta", cfg.infer.tta))  # as validated: the choice was made on it
     model = FoldEnsemble([m.model for m in loaded], cfg.model.outputs)
     ensemble = Predictor(model, cfg, first.device, str(cv_dir))
     ensemble.config_hash = first.config_hash

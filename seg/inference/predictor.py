@@ -103,7 +103,7 @@ class Predictor:
             device = "cuda" if options.gpus_per_worker > 0 else "cpu"
             kwargs["ray"] = RayJob(TorchModelFactory(self.source, device, self.folds), options)
         return predict_folder(input_path, output_dir, bundle=self.bundle, predict_batch=self.predict_batch,
-                              tta=self.cfg.infer.tta if tta is None else tta, tool="seg predict",
+                              tta=self.bundle.tta if tta is None else tta, tool="seg predict",
                               model_info=info, batch_size=self.cfg.infer.batch_size, **kwargs)
 
 

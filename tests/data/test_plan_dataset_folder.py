@@ -29,6 +29,7 @@ def test_3d_nnunet_raw_folder_gives_a_3d_config_from_dataset_json(tmp_path: Path
     assert cfg.data.channel_names == ["T2", "ADC"] and cfg.data.labels == {"background": 0, "lesion": 1}
     assert len(cfg.train.patch_size) == 3 and len(cfg.data.preprocess.normalization) == 2
     assert cfg.data.preprocess.target_spacing == [1.5, 1.5, 1.5] and cfg.data.split.folds == 4
+    assert cfg.infer.tta and "8 passes per patch" in table  # mirroring, nnU-Net's default, says its cost
 
 
 def test_2d_nnunet_raw_folder_gives_a_2d_config(tmp_path: Path) -> None:

@@ -29,6 +29,8 @@ def test_auto_plans_cross_validates_and_deploys_an_ensemble(tmp_path: Path, dims
     bundle = json.loads((out / "bundle" / "model.json").read_text())
     assert bundle["spatial_dims"] == dims and bundle["provenance"]["ensemble_folds"] == [0, 1]
     assert bundle["labels"] == {"background": 0, "lesion": 1}  # from dataset.json
+    # Mirroring is planned on: the CV chose post-processing on mirrored predictions, the bundle deploys them.
+    assert bundle["tta"] is True and json.loads((out / "cv" / "postprocessing.json").read_text())["tta"] is True
     report = (out / "report.md").read_text()
     assert "pooled" in report and "seg-run" in report
 

@@ -67,6 +67,16 @@ def test_3d_cv_resumes_a_killed_fold_and_a_rerun_retrains_and_repredicts_nothing
     assert {c["status"] for c in statuses} == {"skipped"}
     assert _csv_rows(parent / "cv_results.csv") == rows
 
+    # Mirroring (planned on) switched off: the validation is predicted again, as the ensemble would
+    # now deploy, and post-processing chosen on it; no fold is retrained.
+    assert post["tta"] is True
+    assert main(["train", str(config), "--folds", "all", *overrides, "infer.tta=false"]) == 0
+    capsys.readouterr()
+    assert all(p.stat().st_mtime_ns == stamps[p] for p in parent.glob("fold_*/last.pt"))
+    assert all(p.stat().st_mtime_ns != stamps[p] for p in parent.glob("fold_*/validation/*.nii.gz"))
+    assert json.loads((parent / "postprocessing.json").read_text())["tta"] is False
+    assert load_config(parent / "config.yaml").infer.tta is False
+
     # A fold folder trained with another split or model is refused, not silently reused.
     with pytest.raises(TrainingError, match=r"another config \(data.split.seed: 0 -> 1\)"):
         cross_validate(load_config(config, [*overrides, "data.split.seed=1"]), [0], progress=False)

@@ -231,3 +231,21 @@ def test_float16_probabilities_above_the_budget(
     (labels32, probs32), (labels16, probs16) = runs.values()
     assert np.mean(labels32 == labels16) > 0.999
     np.testing.assert_allclose(probs16, probs32, atol=1 / 255 + 1e-6)  # stored as uint8 steps
+
+
+def test_mirroring_defaults_to_the_bundle_and_the_flags_override_it(
+    tmp_path: Path, bundle_factory: Callable[..., Path]
+) -> None:
+    """A bundle validated with TTA (``"tta": true``) deploys with it; ``--no-tta`` / ``--tta`` override,
+    and the run record says which was used."""
+    bundle = bundle_factory()
+    meta = json.loads((bundle / "model.json").read_text())
+    (bundle / "model.json").write_text(json.dumps({**meta, "tta": True}))
+    (tmp_path / "in").mkdir()
+    save_nifti(tmp_path / "in" / "a.nii.gz", _ramp((9, 8, 7)), AFFINES["oblique"])
+    used = {}
+    for flags in ([], ["--no-tta"], ["--tta"]):
+        out = tmp_path / ("out" + "".join(flags))
+        assert main([str(bundle), "-i", str(tmp_path / "in"), "-o", str(out), *flags]) == 0
+        used[" ".join(flags)] = json.loads((out / "predictions.json").read_text())["model"]["tta"]
+    assert used == {"": True, "--no-tta": False, "--tta": True}

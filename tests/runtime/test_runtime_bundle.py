@@ -34,7 +34,7 @@ def _bundle(**overrides: object) -> Bundle:
 
 
 def test_round_trip_through_disk(tmp_path: Path) -> None:
-    bundle = _bundle(keep_largest=["whole", "tumour"], remove_small={"foreground": 12.5})
+    bundle = _bundle(keep_largest=["whole", "tumour"], remove_small={"foreground": 12.5}, tta=True)
     path = save_bundle_json(bundle, tmp_path)
     assert path.name == "model.json"
     assert json.loads(path.read_text())["schema_version"] == SCHEMA_VERSION
@@ -62,6 +62,7 @@ def test_round_trip_through_disk(tmp_path: Path) -> None:
         ({"remove_small": {"whole": -1}}, "remove_small"),
         ({"remove_small": ["whole"]}, "remove_small"),
         ({"outputs": "probabilities"}, "outputs"),
+        ({"tta": "yes"}, "tta"),
         ({"outputs": "regions", "regions": {}}, "outputs"),
     ],
 )
@@ -74,9 +75,10 @@ def test_invalid_values_name_the_key(change: dict[str, object], key: str) -> Non
 
 def test_bundles_without_keep_largest_or_outputs_still_load() -> None:
     data = _bundle().to_dict()
-    del data["keep_largest"], data["outputs"], data["remove_small"]  # model.json from before the keys existed
+    del data["keep_largest"], data["outputs"], data["remove_small"], data["tta"]  # from before the keys existed
     bundle = Bundle.from_dict(data)
     assert (bundle.keep_largest, bundle.remove_small, bundle.outputs, bundle.output_channels) == ([], {}, "classes", 3)
+    assert bundle.tta is False
     assert bundle.paint_labels is None
 
 
