@@ -10,7 +10,8 @@ rerun only tabulates.
   the same total patch voxels. Both are scored on slices 15-19 (membrane Dice), the ensemble and
   each fold alone. The hand-written run validates on slices 15-19 too, so its ``best.pt`` was chosen
   on the scored slices: the comparison uses its ``last.pt`` (as the CV folds do); the ``best.pt``
-  row is printed beside it, marked, to show what that selection is worth.
+  row is printed beside it, marked, to show what that selection is worth, and a row with mirroring
+  TTA (which ``seg auto`` plans on and the shipped config leaves off) compares equal inference.
 - ``brats`` (3D, 4 cases): both arms run the same seeded 2-fold CV (``seg train --folds all``); the
   hand-written ``configs/brats_ag_unet.yaml`` at 15 epochs x 20 x batch 2 of 64³ per fold (600
   patches), ``seg auto`` with the per-fold budget the planner turns into 600 patches of 64³. Scored
@@ -54,6 +55,7 @@ BRATS_REGIONS = "data.regions={whole_tumour: [1, 2, 3, 4], tumour_core: [1, 3, 4
 REGION_KEYS = ["dice_whole_tumour", "dice_tumour_core", "dice_enhancing_tumour"]
 HAND_ISBI = "hand-written isbi_ag_unet (last.pt)"
 HAND_ISBI_BEST = "hand-written isbi_ag_unet (best.pt, chosen on the scored slices)"
+HAND_ISBI_TTA = "hand-written isbi_ag_unet (last.pt) + mirroring TTA"
 
 
 def seg(*args: str) -> None:
@@ -105,6 +107,7 @@ def bench_isbi(out: Path, shared: Path, seed: int) -> dict:
         "--labels", "interior=255", "membrane=0", "data.split.folds=2", f"seed={seed}")
     arms = {HAND_ISBI: (str(hand / "last.pt"), [], [hand]),
             HAND_ISBI_BEST: (str(hand / "best.pt"), [], [hand]),
+            HAND_ISBI_TTA: (str(hand / "last.pt"), ["--tta"], [hand]),
             "seg auto, 2-fold ensemble": (str(auto / "cv"), [], [auto / "cv" / "fold_0", auto / "cv" / "fold_1"]),
             "seg auto, fold 0 alone": (str(auto / "cv"), ["--folds", "0"], [auto / "cv" / "fold_0"]),
             "seg auto, fold 1 alone": (str(auto / "cv"), ["--folds", "1"], [auto / "cv" / "fold_1"])}
