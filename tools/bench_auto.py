@@ -15,7 +15,8 @@ rerun only tabulates.
 - ``brats`` (3D, 4 cases): both arms run the same seeded 2-fold CV (``seg train --folds all``); the
   hand-written ``configs/brats_ag_unet.yaml`` at 15 epochs x 20 x batch 2 of 64³ per fold (600
   patches), ``seg auto`` with the per-fold budget the planner turns into 600 patches of 64³. Scored
-  by each fold's CV table, pooled over the 4 cases (WT / TC / ET Dice). Every case trains one fold,
+  by each fold's CV table, pooled over the 4 cases (WT / TC / ET Dice); the hand-written folds are
+  scored twice, as shipped and validated with mirroring TTA (as seg auto plans). Every case trains one fold,
   so the ensemble cannot be scored here without a leak.
 
     python tools/bench_auto.py isbi --out /tmp/bench --json isbi.json
@@ -123,26 +124,35 @@ def bench_isbi(out: Path, shared: Path, seed: int) -> dict:
             "plan": (auto / "plan.txt").read_text()}
 
 
+def brats_row(name: str, parent: Path) -> dict:
+    """One arm's pooled CV scores (raw and after the post-processing chosen on them) from its CV folder."""
+    table = json.loads((parent / "cv_results.json").read_text())
+    post = json.loads((parent / "postprocessing.json").read_text())
+    runs = [parent / f"fold_{i}" for i in (0, 1)]
+    row = {"model": name, "patches": sum(patches(r) for r in runs),
+           "train_min": round(sum(train_seconds(r) for r in runs) / 60, 1)}
+    row.update({f"{k} (raw)": table["pooled"][k] for k in REGION_KEYS})
+    row.update({f"{k} (post-processed)": post["pooled_after"][k.removeprefix("dice_")] for k in REGION_KEYS})
+    row["post-processing"] = {"tta": post.get("tta", False), "keep_largest": post["keep_largest"],
+                              "remove_small": post.get("remove_small", {})}
+    return row
+
+
 def bench_brats(out: Path, shared: Path, seed: int, tag: str = "") -> dict:
     source = shared / "brats2013-deepmedic"
     hand = out / "hw_brats" / "brats_ag_unet"
-    seg("train", str(REPO / "configs/brats_ag_unet.yaml"), "--folds", "all", "data.split.train=null",
-        "data.split.val=null", "data.split.folds=2", "train.epochs=15", f"output_dir={out / 'hw_brats'}",
-        f"data.root={source}", f"seed={seed}")
+    rows = []
+    # The shipped config as is (no mirroring), then the same folds validated with mirroring, as seg auto
+    # plans it (nothing retrained: only the validation is predicted again).
+    for tta in ("false", "true"):
+        seg("train", str(REPO / "configs/brats_ag_unet.yaml"), "--folds", "all", "data.split.train=null",
+            "data.split.val=null", "data.split.folds=2", "train.epochs=15", f"output_dir={out / 'hw_brats'}",
+            f"data.root={source}", f"seed={seed}", f"infer.tta={tta}")
+        rows.append(brats_row("hand-written brats_ag_unet" + (" + mirroring TTA" if tta == "true" else ""), hand))
     auto = out / f"auto_brats{tag}"
     seg("auto", str(source), "-o", str(auto), "--device", "cpu", "--time-budget", str(BRATS_MINUTES),
         "--labels", *BRATS_LABELS, "data.split.folds=2", BRATS_REGIONS, f"seed={seed}")
-    rows = []
-    for name, parent in (("hand-written brats_ag_unet", hand), ("seg auto", auto / "cv")):
-        table = json.loads((parent / "cv_results.json").read_text())
-        post = json.loads((parent / "postprocessing.json").read_text())
-        runs = [parent / f"fold_{i}" for i in (0, 1)]
-        row = {"model": name, "patches": sum(patches(r) for r in runs),
-               "train_min": round(sum(train_seconds(r) for r in runs) / 60, 1)}
-        row.update({f"{k} (raw)": table["pooled"][k] for k in REGION_KEYS})
-        row.update({f"{k} (post-processed)": post["pooled_after"][k.removeprefix("dice_")] for k in REGION_KEYS})
-        row["post-processing"] = {"keep_largest": post["keep_largest"], "remove_small": post.get("remove_small", {})}
-        rows.append(row)
+    rows.append(brats_row("seg auto", auto / "cv"))
     return {"dataset": "brats", "seed": seed, "scored_on": "pooled 2-fold CV over the 4 cases (same seeded split)",
             "rows": rows, "plan": (auto / "plan.txt").read_text()}
 
