@@ -10,10 +10,14 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Iterator
+import shutil
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 TEMP_PREFIX = ".tmp-"
+# A leftover younger than this may be another process's write in progress (a shard, a rank).
+STALE_AFTER_S = 3600.0
 
 
 def _suffixes(name: str) -> str:
@@ -74,3 +78,33 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def temp_entries(folder: str | os.PathLike[str]) -> list[Path]:
+    """The ``.tmp-*`` entries directly in ``folder`` (none when it does not exist)."""
+    try:
+        with os.scandir(folder) as entries:
+            return [Path(e.path) for e in entries if e.name.startswith(TEMP_PREFIX)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def remove_stale(paths: Iterable[Path], age_s: float = STALE_AFTER_S) -> int:
+    """Remove what killed writers left (temp files or folders) once older than ``age_s``.
+
+    Returns:
+        How many were removed.
+    """
+    now, removed = time.time(), 0
+    for path in paths:
+        try:
+            if now - path.lstat().st_mtime <= age_s:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink()
+            removed += 1
+        except OSError:
+            pass  # another process removed it first
+    return removed

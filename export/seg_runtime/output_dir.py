@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
-from .atomic import TEMP_PREFIX
+from .atomic import TEMP_PREFIX, remove_stale, temp_entries
 from .errors import SegError
+
+logger = logging.getLogger(__name__)
 
 
 class OutputDirError(SegError, ValueError):
@@ -14,7 +17,8 @@ class OutputDirError(SegError, ValueError):
 
 
 def ensure_output_dir(path: str | os.PathLike[str]) -> Path:
-    """Create ``path`` (with parents) and check that files can be written in it.
+    """Create ``path`` (with parents), check that files can be written in it, and remove the temp
+    files that killed runs left there (in it and in ``preview/``) once an hour old.
 
     Raises:
         OutputDirError: ``path`` (or a parent) is a file, or the folder cannot be created or
@@ -34,4 +38,7 @@ def ensure_output_dir(path: str | os.PathLike[str]) -> Path:
         probe.unlink()
     except OSError as exc:
         raise OutputDirError(f"{folder}: output folder is not writable ({exc.strerror or exc})") from None
+    removed = remove_stale([*temp_entries(folder), *temp_entries(folder / "preview")])
+    if removed:
+        logger.info("%s: removed %d temp file(s) that killed runs left", folder, removed)
     return folder

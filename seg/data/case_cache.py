@@ -30,7 +30,6 @@ import re
 import secrets
 import shutil
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ from seg.config import Config, DataConfig
 from seg.data.datalist import Case, DataError
 from seg.data.patches import FG_KEY, MAX_FG_LOCATIONS, ForegroundLocationsd
 from seg.data.transforms import LoadPreprocessd, preprocess_spec
-from seg_runtime.atomic import atomic_write_text
+from seg_runtime.atomic import STALE_AFTER_S, atomic_write_text, remove_stale
 
 log = logging.getLogger(__name__)
 
@@ -241,16 +240,10 @@ class CaseCache:
                 job.result()  # a case that cannot be read stops the build with its own error
         return len(todo)
 
-    def _sweep(self, age_s: float = 3600.0) -> None:
+    def _sweep(self, age_s: float = STALE_AFTER_S) -> None:
         """Remove what killed builds left (temporary and trash folders), once old enough not to be
         another rank's entry in the making."""
-        now = time.time()
-        for leftover in [*self.root.glob(".tmp-*"), *self.root.glob(".trash-*")]:
-            try:
-                if now - leftover.stat().st_mtime > age_s:
-                    shutil.rmtree(leftover, ignore_errors=True)
-            except OSError:
-                pass  # another process removed it first
+        remove_stale([*self.root.glob(".tmp-*"), *self.root.glob(".trash-*")], age_s)
 
     def load(self, item: Case, mmap: bool = True) -> dict[str, Any]:
         """The cached case: ``image``, ``label`` (memory-mapped read-only when ``mmap``), locations, id."""

@@ -249,3 +249,27 @@ def test_mirroring_defaults_to_the_bundle_and_the_flags_override_it(
         assert main([str(bundle), "-i", str(tmp_path / "in"), "-o", str(out), *flags]) == 0
         used[" ".join(flags)] = json.loads((out / "predictions.json").read_text())["model"]["tta"]
     assert used == {"": True, "--no-tta": False, "--tta": True}
+
+
+def test_temp_files_of_killed_runs_are_swept_once_an_hour_old(
+    tmp_path: Path, bundle_factory: Callable[..., Path]
+) -> None:
+    """A run killed mid-write leaves a ``.tmp-*`` file; the next run removes it once it is old enough
+    not to be another shard's write in progress, and leaves younger ones and everything else alone."""
+    import os
+    import time
+
+    (tmp_path / "in").mkdir()
+    save_nifti(tmp_path / "in" / "a.nii.gz", _ramp((9, 8, 7)), AFFINES["ras"])
+    out = tmp_path / "out"
+    (out / "preview").mkdir(parents=True)
+    old, old_preview = out / f"{TEMP_PREFIX}b.nii.gz.1a2b.nii.gz", out / "preview" / f"{TEMP_PREFIX}b.png.9f.png"
+    young, other = out / f"{TEMP_PREFIX}c.nii.gz.3c4d.nii.gz", out / "notes.txt"
+    for path in (old, old_preview, young, other):
+        path.write_bytes(b"partial")
+    two_hours_ago = time.time() - 7200
+    for path in (old, old_preview, other):
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    assert main([str(bundle_factory()), "-i", str(tmp_path / "in"), "-o", str(out)]) == 0
+    assert not old.exists() and not old_preview.exists()
+    assert young.exists() and other.exists() and (out / "a.nii.gz").is_file()
