@@ -172,6 +172,8 @@ def _overrides_after_labels(argv: list[str]) -> tuple[list[str], list[str]]:
     ``seg auto DATA -o OUT --labels a=0 b=1 data.split.folds=2 seed=1``: a dotted key, or a top-level
     config key (``seed``, ``name``, ``output_dir``, a section), is an override; any other name is a class.
     """
+    if "--labels" not in argv:
+        return argv, []
     from seg.config import Config
 
     kept, overrides, in_labels = [], [], False

@@ -111,7 +111,8 @@ def load_fold_ensemble(cv_dir: str | Path, folds: Sequence[int] | None = None, d
     """A :class:`seg.inference.Predictor` running the folds of ``cv_dir`` as one model.
 
     Its config is the first fold's, with ``infer.keep_largest`` / ``remove_small`` set to the CV folder's chosen
-    post-processing when there is one, and ``infer.tta`` to the mirroring it was chosen with; the bundle's provenance lists the folds and their hashes.
+    post-processing when there is one, and ``infer.tta`` to the mirroring it was chosen with; the bundle's
+    provenance lists the folds and their hashes.
 
     Raises:
         EnsembleError: see :func:`fold_checkpoints`; or folds whose inputs, labels, patch or
