@@ -122,7 +122,7 @@ def _add_plan(sub) -> None:
                        "CONFIG file: print YAML with spacing, patch, batch and normalisation to paste into it.")
     p.add_argument("config", type=Path, metavar="DATASET|CONFIG", help="a dataset folder, or a config file "
                    "whose data section names the dataset")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides (CONFIG only)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.epochs=10 data.split.folds=3 (written into the planned config)")
     p.add_argument("-o", "--output", type=Path, help="write the config (DATASET) or the YAML (CONFIG) here")
     _add_plan_budget(p)
 

@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from seg.errors import ConfigError, SegError
+from seg.errors import SegError
 from seg.table import format_table
 
 log = logging.getLogger(__name__)
@@ -213,10 +213,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def _plan_dataset(args: argparse.Namespace) -> int:
     from seg.data.plan_config import plan_config
 
-    if args.overrides:
-        raise ConfigError(f"seg plan DATASET takes no overrides (got {args.overrides}); edit the written config")
     planned = plan_config(args.config, device=args.device, gpu_memory=args.gpu_memory,
                           time_budget=args.time_budget, labels=dict(args.labels) if args.labels else None)
+    if args.overrides:
+        planned = planned.with_overrides(args.overrides)
     print(format_table(["setting", "value", "based on"], planned.rows))
     text = planned.to_yaml()
     if args.output:

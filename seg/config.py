@@ -280,7 +280,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _resolve_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+def resolve_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Make the relative paths a file names absolute against that file's folder."""
     section = data.get("data")
     if isinstance(section, dict) and section.get("root") not in (None, ""):
@@ -293,7 +293,7 @@ def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: circular base: chain {' -> '.join(str(p) for p in seen)}")
-    data = _resolve_paths(_read_yaml(path), path.parent)
+    data = resolve_paths(_read_yaml(path), path.parent)
     base = data.pop("base", None)
     if base is None:
         return data
@@ -362,7 +362,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """
     path = Path(path)
     data = apply_overrides(_load_chain(path), list(overrides or []))
-    data = _resolve_paths(data, Path.cwd())  # a root given as an override is relative to the shell
+    data = resolve_paths(data, Path.cwd())  # a root given as an override is relative to the shell
     return config_from_dict(data, str(path))
 
 

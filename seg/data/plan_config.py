@@ -7,6 +7,7 @@ table of statistics behind every choice.
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from seg.config import config_from_dict
+from seg.config import apply_overrides, config_from_dict, parse_override, resolve_paths
 from seg.data.datalist import build_datalist
 from seg.data.detect import detect_data_config
 from seg.data.plan import LOWRES_COVERAGE, fingerprint, propose_settings, voxel_budget
@@ -52,6 +53,19 @@ class PlannedConfig:
     config: dict[str, Any]
     rows: list[list[str]] = field(default_factory=list)
     fingerprint: dict[str, Any] = field(default_factory=dict)
+
+    def with_overrides(self, overrides: list[str]) -> PlannedConfig:
+        """The plan with dotted ``KEY=VALUE`` overrides applied (as ``seg train`` applies them),
+        validated, each one a row of the table ("set on the command line").
+
+        Raises:
+            ConfigError: an unknown key or a wrong type (the message names the key).
+        """
+        config = resolve_paths(apply_overrides(copy.deepcopy(self.config), list(overrides)), Path.cwd())
+        config_from_dict(copy.deepcopy(config), "seg plan overrides")
+        rows = [*self.rows, *([".".join(parse_override(o)[0]), str(parse_override(o)[1]),
+                               "set on the command line"] for o in overrides)]
+        return PlannedConfig(config, rows, self.fingerprint)
 
     def to_yaml(self) -> str:
         """The config as YAML, the table as a comment header."""

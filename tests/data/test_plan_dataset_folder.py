@@ -41,6 +41,25 @@ def test_2d_nnunet_raw_folder_gives_a_2d_config(tmp_path: Path) -> None:
     assert yaml.safe_load(planned.to_yaml()) == cfg
 
 
+def test_plan_overrides_are_written_into_the_config_and_checked(tmp_path: Path, capsys) -> None:
+    """`seg plan DATASET -o c.yaml k=v` writes the plan with the user's values (as `seg auto` trains it)."""
+    root = write_nnunet_raw(tmp_path / "Dataset002_Slices", dims=2)
+    out = tmp_path / "cfg.yaml"
+    assert main(["plan", str(root), "-o", str(out), "--time-budget", "1", "train.epochs=3", "data.split.folds=2",
+                 "seed=7"]) == 0
+    assert "set on the command line" in capsys.readouterr().out
+    cfg = load_config(out)
+    assert (cfg.train.epochs, cfg.data.split.folds, cfg.seed, cfg.data.spatial_dims) == (3, 2, 7, 2)
+    assert "train.epochs: 3  (set on the command line)" in out.read_text()
+    # an unknown key or a wrong type is a one-line error naming the key; nothing is written
+    bad = tmp_path / "bad.yaml"
+    assert main(["plan", str(root), "-o", str(bad), "--time-budget", "1", "train.epoch=3"]) == 2
+    err = capsys.readouterr().err
+    assert "train.epoch: unknown key" in err and not bad.exists()
+    assert main(["plan", str(root), "-o", str(bad), "--time-budget", "1", "train.epochs=many"]) == 2
+    assert "train.epochs" in capsys.readouterr().err and not bad.exists()
+
+
 def test_2d_data_under_a_3d_config_is_one_line_error_not_indexerror(tmp_path: Path, capsys) -> None:
     root = write_nnunet_raw(tmp_path / "Dataset002_Slices", dims=2)
     config = tmp_path / "three_d.yaml"
