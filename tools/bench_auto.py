@@ -158,7 +158,7 @@ def bench_brats(out: Path, shared: Path, seed: int, tag: str = "") -> dict:
 
 
 def score_keys(rows: list[dict]) -> list[str]:
-    return [k for k in rows[0] if k.startswith("dice_") and (k.endswith("(post-processed)") or "(" not in k)]
+    return [k for k in rows[0] if k.startswith("dice_")]
 
 
 def summarize(results: list[dict], reference: str) -> list[dict]:
@@ -178,6 +178,18 @@ def summarize(results: list[dict], reference: str) -> list[dict]:
                             "vs_reference_mean": statistics.fmean(diffs),
                             "vs_reference_sd": statistics.stdev(diffs) if len(diffs) > 1 else 0.0})
     return summary
+
+
+def report(results: list[dict], dataset: str, seeds: list[int]) -> dict:
+    """The JSON document: one seed's result as is, several with the summary over them (also printed)."""
+    if len(results) == 1:
+        return results[0]
+    reference = HAND_ISBI if dataset == "isbi" else "hand-written brats_ag_unet"
+    output = {"seeds": seeds, "runs": results, "summary": summarize(results, reference)}
+    keys = list(output["summary"][0])
+    print(format_table(keys, [[r[k] for k in keys] for r in output["summary"]]))
+    print(f"mean and sd over seeds {seeds}; vs_reference: seed-paired difference to '{reference}'")
+    return output
 
 
 def main() -> int:
@@ -206,16 +218,13 @@ def main() -> int:
         print(format_table(keys, [[r[k] for k in keys] for r in result["rows"]]))
         print(f"seed {seed}, scored on {result['scored_on']}")
         results.append(result)
-    output: dict = results[0] if len(results) == 1 else {"seeds": args.seeds, "runs": results}
-    if len(results) > 1:
-        reference = HAND_ISBI if args.dataset == "isbi" else "hand-written brats_ag_unet"
-        output["summary"] = summarize(results, reference)
-        keys = list(output["summary"][0])
-        print(format_table(keys, [[r[k] for k in keys] for r in output["summary"]]))
-        print(f"mean and sd over seeds {args.seeds}; vs_reference: seed-paired difference to '{reference}'")
-    if args.json:
-        args.json.write_text(json.dumps(output, indent=2) + "\n")
-        print(f"written: {args.json}")
+        # after every seed, so a long run stopped part-way still leaves the seeds it finished
+        output = report(results, args.dataset, args.seeds[: len(results)])
+        if args.json:
+            tmp = args.json.with_name(args.json.name + ".tmp")
+            tmp.write_text(json.dumps(output, indent=2) + "\n")
+            tmp.replace(args.json)
+            print(f"written: {args.json} ({len(results)} of {len(args.seeds)} seeds)")
     return 0
 
 
