@@ -44,8 +44,13 @@ class AutoResult:
 
 
 def plan_once(dataset: str | Path, out: Path, *, device: str, gpu_memory: float | None,
-              time_budget: float | None, labels: dict[str, int] | None = None) -> Path:
-    """Write ``OUT/config.yaml`` (and ``plan.txt``) unless a config is already there."""
+              time_budget: float | None, labels: dict[str, int] | None = None,
+              overrides: Sequence[str] = ()) -> Path:
+    """Write ``OUT/config.yaml`` (and ``plan.txt``), with the overrides in it, unless a config is already there.
+
+    The overrides of the first call are part of the written config, so a rerun without them (or a
+    later ``seg train OUT/config.yaml --folds all``) trains the same thing.
+    """
     from seg.data.plan_config import plan_config
 
     config_path = out / CONFIG_NAME
@@ -55,6 +60,8 @@ def plan_once(dataset: str | Path, out: Path, *, device: str, gpu_memory: float 
     planned = plan_config(Path(dataset).resolve(), device=device, gpu_memory=gpu_memory,
                           time_budget=time_budget, output_dir=out.resolve(), labels=labels)
     planned.config["name"] = "cv"
+    if overrides:
+        planned = planned.with_overrides(list(overrides))
     atomic_write_text(out / PLAN_NAME, format_table(["setting", "value", "based on"], planned.rows) + "\n")
     atomic_write_text(config_path, planned.to_yaml())
     return config_path
@@ -74,7 +81,7 @@ def run_auto(dataset: str | Path, out: str | Path, *, device: str = "cpu", gpu_m
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config_path = plan_once(dataset, out, device=device, gpu_memory=gpu_memory, time_budget=time_budget,
-                            labels=labels)
+                            labels=labels, overrides=overrides)
     cfg = load_config(config_path, list(overrides))
     cv = cross_validate(cfg, list(range(cfg.data.split.folds)), out / "cv", progress=progress)
     if cv.interrupted:
