@@ -22,6 +22,7 @@ rerun only tabulates.
     python tools/bench_auto.py isbi --out /tmp/bench --json isbi.json
     python tools/bench_auto.py isbi --out /tmp/bench --seeds 0 1 2 --json isbi_seeds.json
     python tools/bench_auto.py brats --out /tmp/bench --json brats.json
+    python tools/bench_auto.py brats --merge seed0.json seed1.json --json brats_seeds.json
 
 ``--seeds`` repeats both arms with ``seed=N`` (initialisation, patch draws, augmentation; the CV split
 stays seed 0) in ``OUT/seed<N>/`` and adds a summary: each arm's mean and standard deviation over
@@ -192,17 +193,38 @@ def report(results: list[dict], dataset: str, seeds: list[int]) -> dict:
     return output
 
 
+def merge(paths: list[Path], dataset: str, target: Path | None) -> int:
+    """Summarise the seeds of several earlier ``--json`` files as if they had been one ``--seeds`` run."""
+    results = []
+    for path in paths:
+        doc = json.loads(path.read_text())
+        results.extend(doc["runs"] if "runs" in doc else [doc])
+    results.sort(key=lambda r: r["seed"])
+    output = report(results, dataset, [r["seed"] for r in results])
+    if target:
+        target.write_text(json.dumps(output, indent=2) + "\n")
+        print(f"written: {target}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", choices=["isbi", "brats"])
-    parser.add_argument("--out", type=Path, required=True, help="working folder (runs, predictions)")
+    parser.add_argument("--out", type=Path, help="working folder (runs, predictions); required unless --merge")
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="training seeds of both arms (each in OUT/seed<N>; seed 0 alone uses OUT itself)")
     parser.add_argument("--tag", default="", help="brats: suffix of the seg auto folder (OUT/auto_brats<TAG>), to "
                         "keep the runs of several planner versions apart")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                        help="run nothing: merge the results of earlier runs (e.g. one seed per run) into one "
+                        "summary, written to --json")
     args = parser.parse_args()
+    if args.merge:
+        return merge(args.merge, args.dataset, args.json)
+    if args.out is None:
+        parser.error("--out is required (unless --merge)")
     if not (args.shared / ("isbi2012-membrane" if args.dataset == "isbi" else "brats2013-deepmedic")).is_dir():
         print(f"bench_auto: no {args.dataset} data under {args.shared}", file=sys.stderr)
         return 2
