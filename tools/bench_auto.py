@@ -22,6 +22,7 @@ rerun only tabulates.
     python tools/bench_auto.py isbi --out /tmp/bench --json isbi.json
     python tools/bench_auto.py isbi --out /tmp/bench --seeds 0 1 2 --json isbi_seeds.json
     python tools/bench_auto.py brats --out /tmp/bench --json brats.json
+    python tools/bench_auto.py brats --out /tmp/bench --seeds 1 --json seed1.json   # one seed per process
     python tools/bench_auto.py brats --merge seed0.json seed1.json --json brats_seeds.json
 
 ``--seeds`` repeats both arms with ``seed=N`` (initialisation, patch draws, augmentation; the CV split
@@ -213,8 +214,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="working folder (runs, predictions); required unless --merge")
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
-                        help="training seeds of both arms (each in OUT/seed<N>; seed 0 alone uses OUT itself)")
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="training seeds of both arms, each in OUT/seed<N> (without --seeds: seed 0 in OUT)")
     parser.add_argument("--tag", default="", help="brats: suffix of the seg auto folder (OUT/auto_brats<TAG>), to "
                         "keep the runs of several planner versions apart")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
@@ -229,8 +230,9 @@ def main() -> int:
         print(f"bench_auto: no {args.dataset} data under {args.shared}", file=sys.stderr)
         return 2
     results = []
-    for seed in args.seeds:
-        out = (args.out / f"seed{seed}" if len(args.seeds) > 1 or seed else args.out).resolve()
+    seeds = args.seeds or [0]
+    for seed in seeds:
+        out = (args.out / f"seed{seed}" if args.seeds else args.out).resolve()
         out.mkdir(parents=True, exist_ok=True)
         if args.dataset == "isbi":
             result = bench_isbi(out, args.shared.resolve(), seed)
@@ -241,12 +243,12 @@ def main() -> int:
         print(f"seed {seed}, scored on {result['scored_on']}")
         results.append(result)
         # after every seed, so a long run stopped part-way still leaves the seeds it finished
-        output = report(results, args.dataset, args.seeds[: len(results)])
+        output = report(results, args.dataset, seeds[: len(results)])
         if args.json:
             tmp = args.json.with_name(args.json.name + ".tmp")
             tmp.write_text(json.dumps(output, indent=2) + "\n")
             tmp.replace(args.json)
-            print(f"written: {args.json} ({len(results)} of {len(args.seeds)} seeds)")
+            print(f"written: {args.json} ({len(results)} of {len(seeds)} seeds)")
     return 0
 
 
