@@ -159,9 +159,12 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     argv, after_labels = _overrides_after_labels(list(sys.argv[1:] if argv is None else argv))
     args, extra = parser.parse_known_args(argv)
     extra = [*extra, *after_labels]
-    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
-        args.overrides = [*args.overrides, *extra]
-    elif extra:
+    if hasattr(args, "overrides"):
+        unknown = [e for e in extra if "=" not in e or e.startswith("-")]
+        if not unknown:
+            args.overrides = [*args.overrides, *extra]
+        extra = unknown  # name only what is wrong, not the overrides beside it
+    if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args
 

@@ -126,3 +126,14 @@ def test_missing_checkpoint_is_one_line(tmp_path: Path, capsys: pytest.CaptureFi
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         main(["--debug", "train", str(tmp_path / "missing.yaml")])
+
+
+def test_unknown_option_beside_overrides_names_only_the_option(capsys: pytest.CaptureFixture[str]) -> None:
+    from seg.cli import parse
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse(["auto", "DATA", "-o", "OUT", "--no-such-flag", "seed=1", "train.epochs=2"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --no-such-flag" in err and "seed=1" not in err
+    assert parse(["auto", "DATA", "-o", "OUT", "seed=1"]).overrides == ["seed=1"]
