@@ -202,3 +202,21 @@ def test_planned_batch_gives_the_steps_and_says_why(tmp_path: Path) -> None:
     assert row[1] == str(train["batch_size"]) and "optimiser steps" in row[2]
     long = plan_config(root, device="cpu", time_budget=60).config["train"]
     assert long["batch_size"] >= 8
+
+
+def test_warm_up_is_planned_where_one_epoch_is_a_small_share_of_the_schedule(tmp_path: Path) -> None:
+    from seg.engine.optim import lr_factor
+
+    root = write_nnunet_raw(tmp_path / "Dataset005", dims=2, cases=3)
+    short = plan_config(root, device="cpu", time_budget=0.05)
+    assert short.config["train"]["epochs"] < 5 and "warmup_epochs" not in short.config["train"]
+    row = next(r for r in short.rows if r[0] == "warmup_epochs")
+    assert row[1] == "0" and "of the schedule" in row[2]
+    planned = plan_config(root, device="cpu", time_budget=30)
+    train = load_config_dict(planned.config, "plan").train
+    assert train.epochs >= 5 and train.warmup_epochs == 1
+    steps, warm = train.epochs * train.iters_per_epoch, train.iters_per_epoch
+    # the first step runs at 1/warm of the rate, the full rate is reached at the end of the first epoch
+    assert lr_factor(0, steps, warm, train.scheduler) == pytest.approx(1 / warm)
+    assert lr_factor(warm, steps, warm, train.scheduler) == pytest.approx(1.0)
+    assert next(r for r in planned.rows if r[0] == "warmup_epochs")[2].startswith(f"linear LR ramp over the first {warm}")
