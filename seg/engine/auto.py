@@ -82,7 +82,8 @@ def run_auto(dataset: str | Path, out: str | Path, *, device: str = "cpu", gpu_m
     out.mkdir(parents=True, exist_ok=True)
     config_path = plan_once(dataset, out, device=device, gpu_memory=gpu_memory, time_budget=time_budget,
                             labels=labels, overrides=overrides)
-    cfg = load_config(config_path, list(overrides))
+    # OUT, wherever it is now: config.yaml names the folder it was planned in, which may have moved.
+    cfg = load_config(config_path, [*overrides, f"output_dir={out.resolve()}"])
     cv = cross_validate(cfg, list(range(cfg.data.split.folds)), out / "cv", progress=progress)
     if cv.interrupted:
         return AutoResult(out, cv, None, None)

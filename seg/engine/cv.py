@@ -181,9 +181,12 @@ def predict_fold(cfg: Config, run_dir: Path, val: list[Case], device: str = "aut
     checkpoint = run_dir / "last.pt"
     pred_dir, stamp_path = run_dir / "validation", run_dir / "validation" / VALIDATION_STAMP
     sha = _sha256(checkpoint)
-    stamp = {"checkpoint": str(checkpoint), "checkpoint_sha256": sha, "cases": [c["id"] for c in val],
+    # The checkpoint by its name in the run folder and its hash, not by an absolute path: a moved
+    # parent folder keeps its validation (stamps of older versions held the path, hence the pop).
+    stamp = {"checkpoint": checkpoint.name, "checkpoint_sha256": sha, "cases": [c["id"] for c in val],
              "postprocessing": "none", "tta": cfg.infer.tta}
-    if not (stamp_path.is_file() and json.loads(stamp_path.read_text()) == stamp):
+    old = json.loads(stamp_path.read_text()) if stamp_path.is_file() else None
+    if not (isinstance(old, dict) and {**old, "checkpoint": checkpoint.name} == stamp):
         # Another checkpoint (or split) made what is there: clear it first, so that a kill mid-way
         # leaves only predictions of this checkpoint, which the next run may keep.
         shutil.rmtree(pred_dir, ignore_errors=True)

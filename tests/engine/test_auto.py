@@ -45,14 +45,18 @@ def test_auto_plans_cross_validates_and_deploys_an_ensemble(tmp_path: Path, dims
     agree = [np.mean(read_image(tmp_path / "torch" / n)[0] == read_image(tmp_path / "onnx" / n)[0]) for n in written]
     assert min(agree) >= 0.999
 
-    # A rerun trains nothing again (both folds "done") and re-exports the same ensemble; the first
-    # call's overrides are in OUT/config.yaml, so the rerun needs none of them.
+    # A rerun, from where the folder was moved to, trains and predicts nothing again (both folds "done",
+    # their validation made by the same checkpoints) and re-exports the same ensemble; the first call's
+    # overrides are in OUT/config.yaml, so the rerun needs none of them.
     assert "train.epochs: 1  (set on the command line)" in (out / "config.yaml").read_text()
-    stamps = {f: (out / "cv" / f"fold_{f}" / "last.pt").stat().st_mtime_ns for f in (0, 1)}
+    made = sorted(out.glob("cv/fold_*/last.pt")) + sorted(out.glob(f"cv/fold_*/validation/*{ending}"))
+    stamps = {p.relative_to(out): p.stat().st_mtime_ns for p in made}
+    out = out.rename(tmp_path / "moved")
     capsys.readouterr()
     assert seg(["auto", str(raw), "-o", str(out)]) == 0
-    assert {f: (out / "cv" / f"fold_{f}" / "last.pt").stat().st_mtime_ns for f in (0, 1)} == stamps
+    assert {p: (out / p).stat().st_mtime_ns for p in stamps} == stamps
     assert "deploy bundle" in capsys.readouterr().out
+    assert not (tmp_path / "auto").exists()  # nothing (a cache, a run) written where the folder was
 
 
 def test_auto_on_a_folder_that_is_no_dataset_is_one_line(tmp_path: Path, capsys) -> None:

@@ -97,6 +97,17 @@ def test_2d_cv_on_a_subset_of_folds(tmp_path: Path, capsys) -> None:
     assert main(["train", str(config), *overrides, "name=single"]) == 0
     assert (tmp_path / "runs" / "single" / "last.pt").is_file()
     assert sorted(p.name for p in (parent / "fold_1" / "validation").glob("*.png")) == ["case1.png", "case3.png"]
+    # The parent folder moved (another disk, a colleague's copy): the rerun from there finds the fold
+    # finished and its validation made by the same checkpoint, so nothing is trained or predicted again.
+    stamps = {p.relative_to(parent): p.stat().st_mtime_ns for p in parent.glob("fold_1/validation/*.png")}
+    moved = tmp_path / "moved"
+    (tmp_path / "runs").rename(moved)
+    capsys.readouterr()
+    assert main(["train", str(config), "--folds", "1", *overrides[:-1], f"output_dir={moved}"]) == 0
+    assert "done" in capsys.readouterr().out
+    parent = moved / load_config(config).name
+    assert {p.relative_to(parent): p.stat().st_mtime_ns for p in parent.glob("fold_1/validation/*.png")} == stamps
+    assert _csv_rows(parent / "cv_results.csv") == rows
     capsys.readouterr()
     assert main(["train", str(config), "--folds", "2", *overrides]) == 2
     assert "folds run from 0 to 1" in capsys.readouterr().err
