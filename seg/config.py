@@ -169,6 +169,9 @@ class TrainConfig(_Section):
     amp: bool = True
     ema: float | None = None
     foreground_oversample: float = Field(0.5, ge=0, le=1)
+    # How a foreground-centred patch picks its centre: a random foreground voxel ("voxels": classes
+    # in proportion to their volume) or first a random class present in the case ("classes": nnU-Net).
+    foreground_sampling: Literal["voxels", "classes"] = "voxels"
     augment: bool = True
     val_every: int = Field(1, ge=1)
     val_cases: int | None = None

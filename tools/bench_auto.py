@@ -140,13 +140,13 @@ def brats_row(name: str, parent: Path) -> dict:
     return row
 
 
-def bench_brats(out: Path, shared: Path, seed: int, tag: str = "") -> dict:
+def bench_brats(out: Path, shared: Path, seed: int, tag: str = "", hand_arm: bool = True) -> dict:
     source = shared / "brats2013-deepmedic"
     hand = out / "hw_brats" / "brats_ag_unet"
     rows = []
     # The shipped config as is (no mirroring), then the same folds validated with mirroring, as seg auto
     # plans it (nothing retrained: only the validation is predicted again).
-    for tta in ("false", "true"):
+    for tta in ("false", "true") if hand_arm else ():
         seg("train", str(REPO / "configs/brats_ag_unet.yaml"), "--folds", "all", "data.split.train=null",
             "data.split.val=null", "data.split.folds=2", "train.epochs=15", f"output_dir={out / 'hw_brats'}",
             f"data.root={source}", f"seed={seed}", f"infer.tta={tta}")
@@ -154,7 +154,7 @@ def bench_brats(out: Path, shared: Path, seed: int, tag: str = "") -> dict:
     auto = out / f"auto_brats{tag}"
     seg("auto", str(source), "-o", str(auto), "--device", "cpu", "--time-budget", str(BRATS_MINUTES),
         "--labels", *BRATS_LABELS, "data.split.folds=2", BRATS_REGIONS, f"seed={seed}")
-    rows.append(brats_row("seg auto", auto / "cv"))
+    rows.append(brats_row(f"seg auto ({tag.strip('_')})" if tag else "seg auto", auto / "cv"))
     return {"dataset": "brats", "seed": seed, "scored_on": "pooled 2-fold CV over the 4 cases (same seeded split)",
             "rows": rows, "plan": (auto / "plan.txt").read_text()}
 
@@ -196,11 +196,18 @@ def report(results: list[dict], dataset: str, seeds: list[int]) -> dict:
 
 def merge(paths: list[Path], dataset: str, target: Path | None) -> int:
     """Summarise the seeds of several earlier ``--json`` files as if they had been one ``--seeds`` run."""
-    results = []
+    by_seed: dict[int, dict] = {}
     for path in paths:
         doc = json.loads(path.read_text())
-        results.extend(doc["runs"] if "runs" in doc else [doc])
-    results.sort(key=lambda r: r["seed"])
+        for run in doc["runs"] if "runs" in doc else [doc]:
+            if run["seed"] not in by_seed:
+                by_seed[run["seed"]] = run
+                continue
+            # Another file's arms for the same seed (e.g. --auto-only beside an earlier run): added
+            # beside them; an arm both files have keeps the first file's row.
+            have = {row["model"] for row in by_seed[run["seed"]]["rows"]}
+            by_seed[run["seed"]]["rows"] += [row for row in run["rows"] if row["model"] not in have]
+    results = [by_seed[seed] for seed in sorted(by_seed)]
     output = report(results, dataset, [r["seed"] for r in results])
     if target:
         target.write_text(json.dumps(output, indent=2) + "\n")
@@ -218,6 +225,9 @@ def main() -> int:
                         help="training seeds of both arms, each in OUT/seed<N> (without --seeds: seed 0 in OUT)")
     parser.add_argument("--tag", default="", help="brats: suffix of the seg auto folder (OUT/auto_brats<TAG>), to "
                         "keep the runs of several planner versions apart")
+    parser.add_argument("--auto-only", action="store_true",
+                        help="brats: train and score only seg auto (a new planner version, --tag), to be merged "
+                        "with an earlier run's hand-written arm (--merge); runs are deterministic per seed")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
                         help="run nothing: merge the results of earlier runs (e.g. one seed per run) into one "
                         "summary, written to --json")
@@ -237,7 +247,7 @@ def main() -> int:
         if args.dataset == "isbi":
             result = bench_isbi(out, args.shared.resolve(), seed)
         else:
-            result = bench_brats(out, args.shared.resolve(), seed, args.tag)
+            result = bench_brats(out, args.shared.resolve(), seed, args.tag, hand_arm=not args.auto_only)
         keys = [k for k in result["rows"][0] if k != "post-processing"]
         print(format_table(keys, [[r[k] for k in keys] for r in result["rows"]]))
         print(f"seed {seed}, scored on {result['scored_on']}")

@@ -8,8 +8,14 @@ read. Both cache modes run this same transform, which is what makes their patche
 for a seed.
 
 Sampling (nnU-Net style): with probability ``foreground_ratio`` the patch is centred on a random
-stored foreground voxel (label > 0), otherwise it is placed uniformly at random. A case smaller
-than the patch is zero-padded symmetrically (image and label), as ``SpatialPadd`` did.
+stored foreground voxel (label > 0), otherwise it is placed uniformly at random. With
+``class_balanced`` the foreground draw first picks one of the classes among the case's stored
+locations uniformly, then a voxel of that class (nnU-Net's rule), so a class with a tenth of another's
+volume is still centred as often; without it, classes are drawn in proportion to their volume. The
+class of a location is read from the label at draw time (K values, K <= 10,000), so the cached
+locations serve both modes; a class under about 1/10,000 of a case's foreground may be absent from
+the subsample and is then not drawn on its own. A case smaller than the patch is zero-padded
+symmetrically (image and label), as ``SpatialPadd`` did.
 """
 
 from __future__ import annotations
@@ -74,20 +80,30 @@ class RandPatchCropd(mt.Randomizable, mt.MapTransform):
     of the source), ``fg_locations`` dropped.
     """
 
-    def __init__(self, patch_size: Sequence[int], foreground_ratio: float) -> None:
+    def __init__(self, patch_size: Sequence[int], foreground_ratio: float, class_balanced: bool = False) -> None:
         mt.MapTransform.__init__(self, keys=["image", "label"])
         self.patch = [int(p) for p in patch_size]
         self.foreground_ratio = float(foreground_ratio)
+        self.class_balanced = bool(class_balanced)
 
     def randomize(self, data: Any = None) -> None:  # noqa: D102 - the draws happen in patch_start
         pass
 
-    def patch_start(self, spatial: Sequence[int], locations: np.ndarray) -> list[int]:
-        """The patch's first voxel in the case's own coordinates (negative = inside the padding)."""
+    def patch_start(self, spatial: Sequence[int], locations: np.ndarray,
+                    classes: np.ndarray | None = None) -> list[int]:
+        """The patch's first voxel in the case's own coordinates (negative = inside the padding).
+
+        ``classes``: the label value at each location (class-balanced draws), or None.
+        """
         pad = [max(p - s, 0) // 2 for p, s in zip(self.patch, spatial)]
         room = [max(s, p) - p for p, s in zip(self.patch, spatial)]  # start range in the padded frame
         if len(locations) and self.R.rand() < self.foreground_ratio:
-            centre = locations[self.R.randint(len(locations))]
+            if classes is not None:
+                present = np.unique(classes)
+                of_class = np.flatnonzero(classes == present[self.R.randint(len(present))])
+                centre = locations[of_class[self.R.randint(len(of_class))]]
+            else:
+                centre = locations[self.R.randint(len(locations))]
             start = [int(np.clip(c + o - p // 2, 0, r)) for c, o, p, r in zip(centre, pad, self.patch, room)]
         else:
             start = [int(self.R.randint(r + 1)) for r in room]
@@ -96,7 +112,11 @@ class RandPatchCropd(mt.Randomizable, mt.MapTransform):
     def __call__(self, d: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         out = {k: v for k, v in d.items() if k != FG_KEY}
         image, label = out["image"], out["label"]
-        start = self.patch_start(image.shape[1:], np.asarray(d.get(FG_KEY, np.zeros((0, 0)))))
+        locations = np.asarray(d.get(FG_KEY, np.zeros((0, 0))))
+        classes = None
+        if self.class_balanced and len(locations):  # K point reads, from memory or the memory map
+            classes = np.asarray(label[0][tuple(locations.T)])
+        start = self.patch_start(image.shape[1:], locations, classes)
         out["image"] = crop_padded(image, start, self.patch).astype(np.float32, copy=False)
         out["label"] = crop_padded(label, start, self.patch).astype(np.int16, copy=False)
         return out

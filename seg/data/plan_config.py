@@ -135,6 +135,8 @@ def plan_config(root: str | Path, *, device: str = "cpu", gpu_memory: float | No
     }
     if share is not None and share < RARE_FOREGROUND:
         config["train"]["foreground_oversample"] = RARE_OVERSAMPLE
+    if len(fp["label_counts"]) > 2:  # several foreground classes: each centres as many patches
+        config["train"]["foreground_sampling"] = "classes"
     if 1 / epochs <= MAX_WARMUP_SHARE:
         config["train"]["warmup_epochs"] = 1
     config_from_dict(config, f"plan of {root}")  # never write a config that does not load
@@ -205,6 +207,7 @@ def _rows(data: Any, fp: dict[str, Any], proposal: dict[str, Any], device: str, 
     rows += [
         ["model", f"ag_unet {size}", f"{device}{memory}"],
         _oversample_row(foreground_share(fp), train_section.get("foreground_oversample")),
+        _sampling_row(fp["label_counts"], train_section.get("foreground_sampling")),
         ["epochs x iters", f"{epochs} x {iters}",
          f"{minutes:g} min per fold at an assumed {THROUGHPUT[device][data.spatial_dims]:.2g} patch voxels/s "
          f"({epochs * iters * train_section['batch_size']} patches)"],
@@ -222,6 +225,18 @@ def _warmup_row(train_section: dict[str, Any]) -> list[str]:
         return ["warmup_epochs", "1", f"linear LR ramp over the first {iters} of {epochs * iters} steps"]
     return ["warmup_epochs", "0", f"one epoch would be {100 / epochs:.0f}% of the schedule "
             f"(over {100 * MAX_WARMUP_SHARE:.0f}%)"]
+
+
+def _sampling_row(counts: dict[str, int], planned: str | None) -> list[str]:
+    """Why foreground-centred patches pick a class first (several foreground classes) or a voxel."""
+    foreground = {name: n for name, n in list(counts.items())[1:]}  # class order: background first
+    if planned != "classes":
+        return ["foreground_sampling", "voxels (default)", f"{len(foreground)} foreground class"]
+    rare, common = min(foreground, key=foreground.get), max(foreground, key=foreground.get)
+    spread = (f"{common} has {foreground[common] / foreground[rare]:.3g}x the voxels of {rare}" if foreground[rare]
+              else f"{rare} has no voxels")
+    return ["foreground_sampling", "classes", f"{len(foreground)} foreground classes, {spread}: a class is drawn "
+            "first, then a voxel of it (nnU-Net), so each centres as many patches"]
 
 
 def _oversample_row(share: float | None, planned: float | None) -> list[str]:

@@ -129,7 +129,8 @@ def train_random_transforms(cfg: Config) -> mt.Compose:
     Input: a preprocessed case with ``fg_locations`` (in memory, or memory-mapped from the disk cache).
     """
     keys = ["image", "label"]
-    steps: list[mt.Transform] = [RandPatchCropd(cfg.train.patch_size, cfg.train.foreground_oversample)]
+    steps: list[mt.Transform] = [RandPatchCropd(cfg.train.patch_size, cfg.train.foreground_oversample,
+                                                  class_balanced=cfg.train.foreground_sampling == "classes")]
     if cfg.train.augment:
         steps += _augment_3d() if cfg.data.spatial_dims == 3 else [Albumentations2Dd()]
     steps.append(mt.EnsureTyped(keys, track_meta=False))

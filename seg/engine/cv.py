@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from seg.config import Config
+from seg.config import Config, config_from_dict
 from seg.data.datalist import Case, build_datalist, split_datalist
 from seg.engine.checkpoint import load_checkpoint
 from seg.engine.fit import TrainingError, default_run_dir, fit
@@ -145,7 +145,15 @@ IGNORED_PREFIXES = ("infer.", "export.")
 
 
 def config_changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """``key: old -> new`` for every training setting that differs (dotted keys)."""
+    """``key: old -> new`` for every training setting that differs (dotted keys).
+
+    A setting the stored config predates (a key added to seg since) counts as its default, which is
+    what that run trained with.
+    """
+    try:
+        stored = config_from_dict(stored, "stored config").to_dict()
+    except ConfigError:  # a key since removed: compare as stored, the difference is then named
+        pass
     old, new = _flatten(stored), _flatten(current)
     keys = sorted(k for k in set(old) | set(new) if k not in IGNORED_KEYS and not k.startswith(IGNORED_PREFIXES)
                   and old.get(k) != new.get(k))
