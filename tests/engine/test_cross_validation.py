@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from seg.cli import main
-from seg.config import load_config
-from seg.engine.cv import cross_validate, fold_config, parse_folds
+from seg.config import Config, load_config
+from seg.engine.cv import config_changes, cross_validate, fold_config, parse_folds
 from seg.engine.fit import TrainingError, fit
 from tests.raw_datasets import write_nnunet_raw
 
@@ -117,3 +117,13 @@ def test_parse_folds() -> None:
     assert parse_folds(["all"], 3) == [0, 1, 2] and parse_folds(["2", "0"], 3) == [0, 2]
     with pytest.raises(ValueError, match="'all' or fold numbers"):
         parse_folds(["first"], 3)
+
+
+def test_a_fold_trained_before_a_setting_existed_is_not_another_config() -> None:
+    """A checkpoint's config from before ``train.foreground_sampling`` existed trained with its default."""
+    current = Config().to_dict()
+    older = json.loads(json.dumps(current))
+    del older["train"]["foreground_sampling"]
+    assert config_changes(older, current) == []
+    current["train"]["foreground_sampling"] = "classes"
+    assert config_changes(older, current) == ["train.foreground_sampling: 'voxels' -> 'classes'"]
