@@ -24,6 +24,10 @@ rerun only tabulates.
     python tools/bench_auto.py brats --out /tmp/bench --json brats.json
     python tools/bench_auto.py brats --out /tmp/bench --seeds 1 --json seed1.json   # one seed per process
     python tools/bench_auto.py brats --merge seed0.json seed1.json --json brats_seeds.json
+    # a planner variant, seg auto only, beside an earlier run's arms (same seeds: runs are deterministic)
+    python tools/bench_auto.py brats --out /tmp/bench --seeds 0 --auto-only --tag _classes \
+        --set train.foreground_sampling=classes --json classes0.json
+    python tools/bench_auto.py brats --merge brats_seeds.json classes0.json --json both.json
 
 ``--seeds`` repeats both arms with ``seed=N`` (initialisation, patch draws, augmentation; the CV split
 stays seed 0) in ``OUT/seed<N>/`` and adds a summary: each arm's mean and standard deviation over
@@ -140,7 +144,8 @@ def brats_row(name: str, parent: Path) -> dict:
     return row
 
 
-def bench_brats(out: Path, shared: Path, seed: int, tag: str = "", hand_arm: bool = True) -> dict:
+def bench_brats(out: Path, shared: Path, seed: int, tag: str = "", hand_arm: bool = True,
+                extra: tuple[str, ...] = ()) -> dict:
     source = shared / "brats2013-deepmedic"
     hand = out / "hw_brats" / "brats_ag_unet"
     rows = []
@@ -153,7 +158,7 @@ def bench_brats(out: Path, shared: Path, seed: int, tag: str = "", hand_arm: boo
         rows.append(brats_row("hand-written brats_ag_unet" + (" + mirroring TTA" if tta == "true" else ""), hand))
     auto = out / f"auto_brats{tag}"
     seg("auto", str(source), "-o", str(auto), "--device", "cpu", "--time-budget", str(BRATS_MINUTES),
-        "--labels", *BRATS_LABELS, "data.split.folds=2", BRATS_REGIONS, f"seed={seed}")
+        "--labels", *BRATS_LABELS, "data.split.folds=2", BRATS_REGIONS, f"seed={seed}", *extra)
     rows.append(brats_row(f"seg auto ({tag.strip('_')})" if tag else "seg auto", auto / "cv"))
     return {"dataset": "brats", "seed": seed, "scored_on": "pooled 2-fold CV over the 4 cases (same seeded split)",
             "rows": rows, "plan": (auto / "plan.txt").read_text()}
@@ -228,6 +233,8 @@ def main() -> int:
     parser.add_argument("--auto-only", action="store_true",
                         help="brats: train and score only seg auto (a new planner version, --tag), to be merged "
                         "with an earlier run's hand-written arm (--merge); runs are deterministic per seed")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="brats: overrides of seg auto's planned config (with --tag, a variant's own folder)")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
                         help="run nothing: merge the results of earlier runs (e.g. one seed per run) into one "
                         "summary, written to --json")
@@ -247,7 +254,8 @@ def main() -> int:
         if args.dataset == "isbi":
             result = bench_isbi(out, args.shared.resolve(), seed)
         else:
-            result = bench_brats(out, args.shared.resolve(), seed, args.tag, hand_arm=not args.auto_only)
+            result = bench_brats(out, args.shared.resolve(), seed, args.tag, hand_arm=not args.auto_only,
+                                 extra=tuple(args.set))
         keys = [k for k in result["rows"][0] if k != "post-processing"]
         print(format_table(keys, [[r[k] for k in keys] for r in result["rows"]]))
         print(f"seed {seed}, scored on {result['scored_on']}")

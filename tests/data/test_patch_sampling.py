@@ -47,7 +47,8 @@ def test_class_draws_read_the_label_from_a_memory_map_like_from_memory(tmp_path:
     assert starts[0] == starts[1]
 
 
-def test_plan_samples_classes_first_only_where_there_are_several_foreground_classes(tmp_path: Path) -> None:
+def test_plan_draws_voxels_and_says_why_where_there_are_several_foreground_classes(tmp_path: Path) -> None:
+    """Class-first draws did not pay on BraTS (docs/benchmarks/2026-12-05): the plan names the spread."""
     one = write_nnunet_raw(tmp_path / "Dataset001_One", dims=2, cases=4)
     planned = plan_config(one, time_budget=1)
     assert "foreground_sampling" not in planned.config["train"]
@@ -62,6 +63,10 @@ def test_plan_samples_classes_first_only_where_there_are_several_foreground_clas
         label[ys[: len(ys) // 8], xs[: len(xs) // 8]] = 2  # a small core inside each lesion
         Image.fromarray(label).save(path)
     planned = plan_config(two, time_budget=1)
-    assert planned.config["train"]["foreground_sampling"] == "classes"
+    assert "foreground_sampling" not in planned.config["train"]
     why = {name: reason for name, _, reason in planned.rows}["foreground_sampling"]
     assert why.startswith("2 foreground classes, lesion has") and "the voxels of core" in why
+    assert "did not pay on BraTS" in why
+    # The option stays for a hand edit of the planned config.
+    edited = {**planned.config, "train": {**planned.config["train"], "foreground_sampling": "classes"}}
+    assert config_from_dict(edited).train.foreground_sampling == "classes"

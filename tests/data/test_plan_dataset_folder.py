@@ -133,7 +133,8 @@ def test_shared_brats_folder_is_planned_as_already_normalised(tmp_path: Path) ->
     assert all(1.9 < v < 2.3 for v in data["preprocess"]["target_spacing"])
     rows = {name: why for name, _, why in planned.rows}
     assert "under 5%" in rows["foreground_oversample"] and "3d_lowres" in rows["target_spacing"]
-    assert planned.config["train"]["foreground_sampling"] == "classes"  # 4 tumour classes, 0.21-0.95%
+    assert "foreground_sampling" not in planned.config["train"]  # class-first measured: did not pay
+    assert rows["foreground_sampling"].startswith("4 foreground classes")
 
 
 def test_common_foreground_keeps_the_default_oversampling(tmp_path: Path) -> None:
