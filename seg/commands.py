@@ -211,6 +211,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _plan_dataset(args: argparse.Namespace) -> int:
+    import copy
+
+    from seg.config import resolve_paths
     from seg.data.plan_config import plan_config
 
     planned = plan_config(args.config, device=args.device, gpu_memory=args.gpu_memory,
@@ -221,7 +224,9 @@ def _plan_dataset(args: argparse.Namespace) -> int:
     text = planned.to_yaml()
     if args.output:
         _write_text(args.output, text)
-        print(f"config written: {args.output} (train it with: seg train {args.output} --folds all)")
+        runs = resolve_paths(copy.deepcopy(planned.config), args.output.resolve().parent)["output_dir"]
+        print(f"config written: {args.output} (train it with: seg train {args.output} --folds all; "
+              f"the runs go to {Path(runs) / planned.config['name']})")
     else:
         print(text)
     return 0

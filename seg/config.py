@@ -5,8 +5,10 @@ A config is plain data. ``load_config(path, overrides)`` reads the YAML, merges 
 overrides, and validates the result against the pydantic schema below. Unknown keys and wrong
 types are errors that name the key and the file.
 
-Relative paths inside a config (``data.root``, ``base:``) resolve against the folder of the file
-that names them, so a config works from any working directory.
+Relative paths inside a config (``output_dir``, ``data.root``, ``data.cache_dir``, ``base:``) resolve
+against the folder of the file that names them, so a config works from any working directory and a
+folder that holds its config (``seg auto``'s) may be moved; in an override they are relative to the
+shell. An ``output_dir`` that no file names is ``runs`` in the working directory.
 """
 
 from __future__ import annotations
@@ -283,12 +285,21 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _absolute(value: Any, folder: Path) -> str:
+    path = Path(str(value)).expanduser()
+    return str(path if path.is_absolute() else (folder / path).resolve())
+
+
 def resolve_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """Make the relative paths a file names absolute against that file's folder."""
+    """Make the relative paths a file names (``output_dir``, ``data.root``, ``data.cache_dir``)
+    absolute against that file's folder."""
+    if data.get("output_dir") not in (None, ""):
+        data["output_dir"] = _absolute(data["output_dir"], folder)
     section = data.get("data")
-    if isinstance(section, dict) and section.get("root") not in (None, ""):
-        root = Path(str(section["root"])).expanduser()
-        section["root"] = str(root if root.is_absolute() else (folder / root).resolve())
+    if isinstance(section, dict):
+        for key in ("root", "cache_dir"):
+            if section.get(key) not in (None, ""):
+                section[key] = _absolute(section[key], folder)
     return data
 
 

@@ -28,6 +28,25 @@ def test_base_merge_and_relative_paths(tmp_path: Path) -> None:
     assert cfg.data.root == (tmp_path / "data").resolve()  # relative to the file that names it
 
 
+def test_output_and_cache_dirs_are_relative_to_their_file_and_overrides_to_the_shell(tmp_path: Path,
+                                                                                      monkeypatch) -> None:
+    write(tmp_path / "base.yaml", "output_dir: ../runs\ndata: {root: data, cache_dir: cache}\n")
+    sub = tmp_path / "a" / "sub"
+    sub.mkdir(parents=True)
+    write(sub / "child.yaml", "base: ../../base.yaml\nname: child\n")
+    write(sub / "own.yaml", "output_dir: out\n")
+    shell = tmp_path / "shell"
+    shell.mkdir()
+    monkeypatch.chdir(shell)  # where the command runs changes none of the file's paths
+    cfg = load_config(sub / "child.yaml")
+    assert cfg.output_dir == (tmp_path.parent / "runs").resolve()  # the base's ../runs, from the base's folder
+    assert cfg.data.cache_dir == (tmp_path / "cache").resolve()
+    assert load_config(sub / "own.yaml").output_dir == (sub / "out").resolve()
+    cfg = load_config(sub / "own.yaml", ["output_dir=mine", "data.cache_dir=c2"])
+    assert cfg.output_dir == shell / "mine" and cfg.data.cache_dir == shell / "c2"
+    assert load_config(write(sub / "bare.yaml", "name: x\n")).output_dir == Path("runs")  # the working directory's
+
+
 def test_dotted_overrides_are_typed(tmp_path: Path) -> None:
     path = write(tmp_path / "c.yaml", "train: {epochs: 3}\n")
     cfg = load_config(path, ["train.epochs=9", "train.lr=1e-4", "model.size=base", "train.patch_size=[16,16,16]"])

@@ -67,7 +67,14 @@ class PlannedConfig:
         Raises:
             ConfigError: an unknown key or a wrong type (the message names the key).
         """
-        config = resolve_paths(apply_overrides(copy.deepcopy(self.config), list(overrides)), Path.cwd())
+        # A path typed on the command line is relative to the shell; the plan's own (``output_dir: .``
+        # in seg auto's OUT) stays relative to the file it is written to.
+        config = apply_overrides(copy.deepcopy(self.config), list(overrides))
+        given = resolve_paths(apply_overrides({}, list(overrides)), Path.cwd())
+        if "output_dir" in given:
+            config["output_dir"] = given["output_dir"]
+        if isinstance(given.get("data"), dict) and isinstance(config.get("data"), dict):
+            config["data"].update({k: v for k, v in given["data"].items() if k in ("root", "cache_dir")})
         config_from_dict(copy.deepcopy(config), "seg plan overrides")
         rows = [*self.rows, *([".".join(parse_override(o)[0]), str(parse_override(o)[1]),
                                "set on the command line"] for o in overrides)]

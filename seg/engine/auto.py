@@ -58,7 +58,7 @@ def plan_once(dataset: str | Path, out: Path, *, device: str, gpu_memory: float 
         log.info("reusing %s (delete it to plan again)", config_path)
         return config_path
     planned = plan_config(Path(dataset).resolve(), device=device, gpu_memory=gpu_memory,
-                          time_budget=time_budget, output_dir=out.resolve(), labels=labels)
+                          time_budget=time_budget, output_dir=".", labels=labels)
     planned.config["name"] = "cv"
     if overrides:
         planned = planned.with_overrides(list(overrides))
@@ -82,7 +82,8 @@ def run_auto(dataset: str | Path, out: str | Path, *, device: str = "cpu", gpu_m
     out.mkdir(parents=True, exist_ok=True)
     config_path = plan_once(dataset, out, device=device, gpu_memory=gpu_memory, time_budget=time_budget,
                             labels=labels, overrides=overrides)
-    # OUT, wherever it is now: config.yaml names the folder it was planned in, which may have moved.
+    # OUT, wherever it is now: config.yaml says `output_dir: .` (itself), but one planned before
+    # that was relative named the absolute folder it was planned in, which may have moved.
     cfg = load_config(config_path, [*overrides, f"output_dir={out.resolve()}"])
     cv = cross_validate(cfg, list(range(cfg.data.split.folds)), out / "cv", progress=progress)
     if cv.interrupted:

@@ -30,6 +30,8 @@ def test_3d_nnunet_raw_folder_gives_a_3d_config_from_dataset_json(tmp_path: Path
     assert len(cfg.train.patch_size) == 3 and len(cfg.data.preprocess.normalization) == 2
     assert cfg.data.preprocess.target_spacing == [1.5, 1.5, 1.5] and cfg.data.split.folds == 4
     assert cfg.infer.tta and "8 passes per patch" in table  # mirroring, nnU-Net's default, says its cost
+    # The runs go next to the config (its `output_dir: runs` is relative to the file), and it says where.
+    assert cfg.output_dir == tmp_path / "runs" and f"the runs go to {tmp_path / 'runs' / cfg.name}" in table
 
 
 def test_2d_nnunet_raw_folder_gives_a_2d_config(tmp_path: Path) -> None:
@@ -41,7 +43,7 @@ def test_2d_nnunet_raw_folder_gives_a_2d_config(tmp_path: Path) -> None:
     assert yaml.safe_load(planned.to_yaml()) == cfg
 
 
-def test_plan_overrides_are_written_into_the_config_and_checked(tmp_path: Path, capsys) -> None:
+def test_plan_overrides_are_written_into_the_config_and_checked(tmp_path: Path, capsys, monkeypatch) -> None:
     """`seg plan DATASET -o c.yaml k=v` writes the plan with the user's values (as `seg auto` trains it)."""
     root = write_nnunet_raw(tmp_path / "Dataset002_Slices", dims=2)
     out = tmp_path / "cfg.yaml"
@@ -51,6 +53,12 @@ def test_plan_overrides_are_written_into_the_config_and_checked(tmp_path: Path, 
     cfg = load_config(out)
     assert (cfg.train.epochs, cfg.data.split.folds, cfg.seed, cfg.data.spatial_dims) == (3, 2, 7, 2)
     assert "train.epochs: 3  (set on the command line)" in out.read_text()
+    # a path typed on the command line is relative to the shell, as in seg train
+    shell = tmp_path / "shell"
+    shell.mkdir()
+    monkeypatch.chdir(shell)
+    assert main(["plan", str(root), "-o", str(tmp_path / "c2.yaml"), "--time-budget", "1", "output_dir=mine"]) == 0
+    assert load_config(tmp_path / "c2.yaml").output_dir == shell / "mine"
     # an unknown key or a wrong type is a one-line error naming the key; nothing is written
     bad = tmp_path / "bad.yaml"
     assert main(["plan", str(root), "-o", str(bad), "--time-budget", "1", "train.epoch=3"]) == 2

@@ -18,7 +18,8 @@ TINY = ["data.split.folds=2", "train.epochs=1", "train.iters_per_epoch=2", "trai
 
 
 @pytest.mark.parametrize("dims", [3, 2])
-def test_auto_plans_cross_validates_and_deploys_an_ensemble(tmp_path: Path, dims: int, capsys) -> None:
+def test_auto_plans_cross_validates_and_deploys_an_ensemble(tmp_path: Path, dims: int, capsys,
+                                                             monkeypatch) -> None:
     raw = write_nnunet_raw(tmp_path / "Dataset001", dims=dims, cases=4)
     patch = "train.patch_size=[16,16,16]" if dims == 3 else "train.patch_size=[32,32]"
     out = tmp_path / "auto"
@@ -57,6 +58,13 @@ def test_auto_plans_cross_validates_and_deploys_an_ensemble(tmp_path: Path, dims
     assert {p: (out / p).stat().st_mtime_ns for p in stamps} == stamps
     assert "deploy bundle" in capsys.readouterr().out
     assert not (tmp_path / "auto").exists()  # nothing (a cache, a run) written where the folder was
+    # OUT/config.yaml names OUT as `output_dir: .`, so seg train on it, from any working directory,
+    # finds the moved folds too (before, it trained them again at the old place).
+    assert "output_dir: ." in (out / "config.yaml").read_text()
+    monkeypatch.chdir(raw)
+    assert seg(["train", str(out / "config.yaml"), "--folds", "all"]) == 0
+    assert {p: (out / p).stat().st_mtime_ns for p in stamps} == stamps
+    assert not (tmp_path / "auto").exists() and not (raw / "cv").exists()
 
 
 def test_auto_on_a_folder_that_is_no_dataset_is_one_line(tmp_path: Path, capsys) -> None:
