@@ -211,9 +211,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _plan_dataset(args: argparse.Namespace) -> int:
-    import copy
-
-    from seg.config import resolve_paths
+    from seg.config import load_config
     from seg.data.plan_config import plan_config
 
     planned = plan_config(args.config, device=args.device, gpu_memory=args.gpu_memory,
@@ -224,9 +222,9 @@ def _plan_dataset(args: argparse.Namespace) -> int:
     text = planned.to_yaml()
     if args.output:
         _write_text(args.output, text)
-        runs = resolve_paths(copy.deepcopy(planned.config), args.output.resolve().parent)["output_dir"]
+        written = load_config(args.output)  # where seg train will put the runs, read as it reads them
         print(f"config written: {args.output} (train it with: seg train {args.output} --folds all; "
-              f"the runs go to {Path(runs) / planned.config['name']})")
+              f"the runs go to {written.output_dir / written.name})")
     else:
         print(text)
     return 0

@@ -345,6 +345,14 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def apply_shell_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply dotted overrides as typed in a shell: a path one names (``output_dir``, ``data.root``,
+    ``data.cache_dir``) is relative to the working directory, whatever the paths already in ``data``
+    are relative to (their file's folder, or the file a plan is written to)."""
+    typed = resolve_paths(apply_overrides({}, list(overrides)), Path.cwd())
+    return _deep_merge(apply_overrides(data, list(overrides)), typed)
+
+
 def _format_errors(err: ValidationError, source: str) -> str:
     lines = []
     for e in err.errors():
@@ -375,9 +383,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         ConfigError: missing file, bad YAML, unknown key or wrong type (message names file and key).
     """
     path = Path(path)
-    data = apply_overrides(_load_chain(path), list(overrides or []))
-    data = resolve_paths(data, Path.cwd())  # a root given as an override is relative to the shell
-    return config_from_dict(data, str(path))
+    return config_from_dict(apply_shell_overrides(_load_chain(path), list(overrides or [])), str(path))
 
 
 def save_config(cfg: Config, path: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from seg.config import apply_overrides, config_from_dict, parse_override, resolve_paths
+from seg.config import apply_shell_overrides, config_from_dict, parse_override
 from seg.data.datalist import build_datalist
 from seg.data.detect import detect_data_config
 from seg.data.plan import LOWRES_COVERAGE, fingerprint, propose_settings, voxel_budget
@@ -69,12 +69,7 @@ class PlannedConfig:
         """
         # A path typed on the command line is relative to the shell; the plan's own (``output_dir: .``
         # in seg auto's OUT) stays relative to the file it is written to.
-        config = apply_overrides(copy.deepcopy(self.config), list(overrides))
-        given = resolve_paths(apply_overrides({}, list(overrides)), Path.cwd())
-        if "output_dir" in given:
-            config["output_dir"] = given["output_dir"]
-        if isinstance(given.get("data"), dict) and isinstance(config.get("data"), dict):
-            config["data"].update({k: v for k, v in given["data"].items() if k in ("root", "cache_dir")})
+        config = apply_shell_overrides(copy.deepcopy(self.config), list(overrides))
         config_from_dict(copy.deepcopy(config), "seg plan overrides")
         rows = [*self.rows, *([".".join(parse_override(o)[0]), str(parse_override(o)[1]),
                                "set on the command line"] for o in overrides)]
