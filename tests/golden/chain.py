@@ -132,10 +132,6 @@ class Chain:
                 "stdout (scores)" if scores else "stdout": self.norm.lines(step.stdout),
                 "stderr": self.norm.lines(stderr)}
 
-    def timings(self) -> str:
-        """Seconds per step, for the report of a slow run."""
-        return ", ".join(f"{s.name} {s.seconds:.1f}s" for s in self.steps.values())
-
 
 def write_nnunet_subset(source: Path, target: Path, cases: int) -> Path:
     """Copy the first ``cases`` training cases of a dataset into a plain nnU-Net raw folder."""

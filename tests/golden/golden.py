@@ -9,9 +9,11 @@ went through :func:`normalise`. Comparison (:func:`compare`) is structural:
   equal, plus their numbers;
 * numbers: integers exactly (an ``int`` must stay an ``int``); decimals within ``EXACT_REL`` (settings,
   plans, geometry: deterministic, up to the last printed digit), except *scores*, whose values come from
-  a training run and may differ in the last bits between CPUs: within ``FLOAT_ABS`` or ``FLOAT_REL``. A
-  value is a score when a key on its path names one (``SCORE_KEY``: dice, hd95, loss, evaluation.csv,
-  a printed ``stdout (scores)``, ...);
+  a training run and move when the weights differ in the last bits (another CPU, another thread
+  count): within ``SCORE`` (absolute 0.02 or 2 %), surface scores within ``METRIC_TOLERANCES`` (HD95
+  in mm moves in voxel steps, NSD with the boundary). A value is a score when a key on its path names
+  one (``SCORE_KEY``: dice, hd95, loss, evaluation.csv, a printed ``stdout (scores)``, ...); in a
+  printed table the row's first cell and the column's header name the metric;
 * booleans and ``None`` exactly;
 * a label-map summary (``{"kind": "labels", ...}``) by shape and dtype exactly and per-label voxel
   counts within ``LABEL_SHARE`` of the case's voxels.
@@ -34,8 +36,14 @@ import pytest
 
 DATA = Path(__file__).resolve().parent / "data"
 ENV = "SEG_UPDATE_GOLDEN"
-FLOAT_ABS = 0.02  # scores come from a training run: CPUs may differ in the last bits
-FLOAT_REL = 0.02  # distances in mm (HD95) and other large values: 2 % of the golden value
+Tolerance = tuple[float, float]  # (absolute, relative to the golden value): the larger one applies
+SCORE: Tolerance = (0.02, 0.02)  # Dice, losses, ...: a training run's numbers
+# Measured: the same chain with 2 torch threads instead of 1 moves HD95 by up to 3 % (0.15 mm) and
+# NSD by 0.02 on 3 test cases, Dice and label maps well within SCORE and LABEL_SHARE.
+METRIC_TOLERANCES: tuple[tuple[re.Pattern[str], Tolerance], ...] = (
+    (re.compile(r"hd95", re.IGNORECASE), (1.0, 0.1)),
+    (re.compile(r"nsd", re.IGNORECASE), (0.06, 0.0)),
+)
 EXACT_REL = 1e-3  # everything else: equal up to rounding in the last printed digit
 SCORE_KEY = re.compile(r"dice|hd95|nsd|loss|metric|pooled|evidence|parity|agreement|evaluation|cv_results|"
                        r"scores|report\.md", re.IGNORECASE)
@@ -60,6 +68,7 @@ _SECONDS = re.compile(r"(?<![\w.])\d+(?:\.\d+)?s\b")
 _NUMBER = re.compile(r"(?<![A-Za-z_\d])(?<!\d\.)\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w])")
 _BLANKS = re.compile(r"[ \t]+")
 _DASHES = re.compile(r"-{2,}")
+_RULE = re.compile(r"[- ]*--[- ]*")  # the dashes under a table's header
 
 
 class Normaliser:
@@ -125,38 +134,85 @@ def numbers(text: str) -> list[int | float]:
     return out
 
 
-def close(golden: int | float, actual: int | float, score: bool = False) -> bool:
-    """Ints exactly; floats within ``EXACT_REL``, or for a ``score`` ``FLOAT_ABS`` / ``FLOAT_REL``."""
+def tolerance(name: str, current: Tolerance | None) -> Tolerance | None:
+    """The tolerance inside ``name`` (a key, or a table row and column) given the one around it."""
+    for pattern, metric in METRIC_TOLERANCES:
+        if pattern.search(name):
+            return metric
+    if current is None and SCORE_KEY.search(name):
+        return SCORE
+    return current
+
+
+def close(golden: int | float, actual: int | float, tol: Tolerance | None = None) -> bool:
+    """Ints exactly; floats within ``EXACT_REL``, or within ``tol`` for a score.
+
+    An int and a float never match, except as scores (a printed ``{:.2g}`` of 0.0 is ``0``).
+    """
     if isinstance(golden, bool) or isinstance(actual, bool):
         return golden is actual
     if isinstance(golden, int) and isinstance(actual, int):
         return golden == actual
+    if tol is not None:
+        return abs(golden - actual) <= max(tol[0], tol[1] * abs(golden))
     if isinstance(golden, int) != isinstance(actual, int):
         return False
-    if score:
-        return abs(golden - actual) <= max(FLOAT_ABS, FLOAT_REL * abs(golden))
     return abs(golden - actual) <= max(1e-12, EXACT_REL * abs(golden))
 
 
-def compare_text(golden: str, actual: str, where: str, score: bool = False) -> list[str]:
-    """Problems between two normalised strings (skeleton exactly, numbers with tolerance)."""
+def number_contexts(lines: list[str]) -> list[list[str]]:
+    """For each number of each line, the text naming what it measures: the line itself and, inside a
+    table (a header over a rule of dashes), the header of the number's column."""
+    out: list[list[str]] = []
+    header, columns = "", []
+    for i, line in enumerate(lines):
+        if i and _RULE.fullmatch(line):
+            header, columns = lines[i - 1], [m.start() for m in re.finditer(r"-+", line)]
+        elif not line.strip():
+            header, columns = "", []
+        contexts = []
+        for match in _NUMBER.finditer(line):
+            starts = [c for c in columns if c <= match.start()]
+            if starts:
+                nxt = [c for c in columns if c > starts[-1]]
+                cell = header[starts[-1]: nxt[0] if nxt else None]
+                contexts.append(f"{cell} | {line}")
+            else:
+                contexts.append(line)
+        out.append(contexts)
+    return out
+
+
+def compare_text(golden: str, actual: str, where: str, tol: Tolerance | None = None,
+                 contexts: list[str] | None = None) -> list[str]:
+    """Problems between two normalised strings (skeleton exactly, numbers with tolerance).
+
+    Args:
+        golden: the golden string.
+        actual: the string now.
+        where: the path, for messages.
+        tol: the tolerance for decimals (None: exact up to ``EXACT_REL``).
+        contexts: per number, the text naming it (refines a score's tolerance: HD95, NSD).
+    """
     if skeleton(golden) != skeleton(actual):
         return [f"{where}: text differs\n    golden: {golden!r}\n    actual: {actual!r}"]
-    bad = [(g, a) for g, a in zip(numbers(golden), numbers(actual)) if not close(g, a, score)]
+    pairs = zip(numbers(golden), numbers(actual), contexts or [golden] * len(numbers(golden)))
+    bad = [(g, a) for g, a, ctx in pairs if not close(g, a, tol and tolerance(ctx, tol))]
     if bad:
         return [f"{where}: numbers differ {bad} (golden, actual)\n    golden: {golden!r}\n"
                 f"    actual: {actual!r}"]
     return []
 
 
-def compare_lines(golden: list[str], actual: list[str], where: str, score: bool = False) -> list[str]:
+def compare_lines(golden: list[str], actual: list[str], where: str,
+                  tol: Tolerance | None = None) -> list[str]:
     """Problems between two lists of lines; a skeleton mismatch comes with a unified diff."""
     if [skeleton(g) for g in golden] != [skeleton(a) for a in actual]:
         diff = "\n".join(difflib.unified_diff(golden, actual, "golden", "actual", lineterm="", n=2))
         return [f"{where}: printed or written text differs (beyond numbers):\n{diff}"]
     problems = []
-    for i, (g, a) in enumerate(zip(golden, actual)):
-        problems += compare_text(g, a, f"{where}[line {i + 1}]", score)
+    for i, (g, a, ctx) in enumerate(zip(golden, actual, number_contexts(golden))):
+        problems += compare_text(g, a, f"{where}[line {i + 1}]", tol, ctx)
     return problems
 
 
@@ -172,14 +228,14 @@ def compare_labels(golden: dict[str, Any], actual: dict[str, Any], where: str) -
     return problems
 
 
-def compare(golden: Any, actual: Any, where: str = "", score: bool = False) -> list[str]:
+def compare(golden: Any, actual: Any, where: str = "", tol: Tolerance | None = None) -> list[str]:
     """Every difference between a golden value and a normalised actual one (empty: they match).
 
     Args:
         golden: the value from the golden file.
         actual: the value now, normalised and through :func:`to_plain`.
         where: the path to the value, for the messages.
-        score: the value is (inside) a score: decimals get the loose tolerance.
+        tol: the value is (inside) a score: its decimals' tolerance (None: exact up to ``EXACT_REL``).
     """
     if isinstance(golden, dict) and golden.get("kind") == "labels" and isinstance(actual, dict):
         return compare_labels(golden, actual, where)
@@ -191,22 +247,22 @@ def compare(golden: Any, actual: Any, where: str = "", score: bool = False) -> l
         for key in golden:
             if key in actual:
                 problems += compare(golden[key], actual[key], f"{where}.{key}" if where else key,
-                                    score or bool(SCORE_KEY.search(key)))
+                                    tolerance(key, tol))
         return problems
     if isinstance(golden, list) and isinstance(actual, list):
         if golden and all(isinstance(v, str) for v in golden) and all(isinstance(v, str) for v in actual):
-            return compare_lines(golden, actual, where, score)
+            return compare_lines(golden, actual, where, tol)
         if len(golden) != len(actual):
             return [f"{where}: {len(actual)} items, golden {len(golden)}\n    golden: {golden!r}\n"
                     f"    actual: {actual!r}"]
         problems = []
         for i, (g, a) in enumerate(zip(golden, actual)):
-            problems += compare(g, a, f"{where}[{i}]", score)
+            problems += compare(g, a, f"{where}[{i}]", tol)
         return problems
     if isinstance(golden, str) and isinstance(actual, str):
-        return compare_text(golden, actual, where, score)
+        return compare_text(golden, actual, where, tol)
     if isinstance(golden, (int, float)) and isinstance(actual, (int, float)):
-        return [] if close(golden, actual, score) else [f"{where}: {actual!r}, golden {golden!r}"]
+        return [] if close(golden, actual, tol) else [f"{where}: {actual!r}, golden {golden!r}"]
     if golden is None or isinstance(golden, bool) or type(golden) is not type(actual):
         same = golden == actual and type(golden) is type(actual)
         return [] if same else [f"{where}: {actual!r}, golden {golden!r}"]

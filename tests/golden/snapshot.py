@@ -93,10 +93,11 @@ def summarise(path: Path, norm: Normaliser, labels: bool = True) -> Any:
 
 
 def read_csv(path: Path, norm: Normaliser) -> dict[str, Any]:
-    """Header and rows, numbers parsed (ints stay ints)."""
+    """The header (column order) and the rows by column name, numbers parsed (ints stay ints)."""
     with open(path, newline="") as handle:
         rows = list(csv.reader(handle))
-    return {"header": rows[0] if rows else [], "rows": [[_cell(c, norm) for c in row] for row in rows[1:]]}
+    header = rows[0] if rows else []
+    return {"header": header, "rows": [{k: _cell(c, norm) for k, c in zip(header, row)} for row in rows[1:]]}
 
 
 def _cell(text: str, norm: Normaliser) -> Any:
