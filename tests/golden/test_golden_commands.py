@@ -8,9 +8,10 @@ on tiny synthetic data: ``seg train`` (3D), ``seg predict`` (+ rerun, ``--summar
 ``seg demo``, ``seg models``, and a 2D train -> export -> seg-run / seg predict. Each test compares
 one golden entry, ``tests/golden/data/<entry>.json``; the rules (skeletons of printed text, numbers
 with tolerance, masked clocks, hashes and paths, label maps by shape, dtype and class histogram) are
-in :mod:`tests.golden.golden`. Three tests check properties instead of goldens: every label map keeps
-its input's grid and affine, ``seg predict`` and ``seg-run`` agree on >= 99.9 % of the voxels, and
-saved probabilities sum to one with the written labels as their argmax.
+in :mod:`tests.golden.golden`. Four tests check properties instead of goldens: every label map keeps
+its input's grid and affine, ``seg predict`` and ``seg-run`` agree on >= 99.9 % of the voxels, saved
+probabilities sum to one with the written labels as their argmax, and no command leaves a temporary
+file behind.
 
 The end-of-run summaries that ``seg predict`` and ``seg-run`` print (and ``--summary``) are kept apart,
 in the entries ``seg-predict-summary`` and ``seg-run-summary``, so a deliberate change of that format
@@ -254,6 +255,13 @@ def test_saved_probabilities_match_the_labels(chain: Chain) -> None:
         probabilities = read_labels(out / f"{case}_probabilities.nii.gz")[0]
         labels = read_labels(path)[0]
         assert float(np.mean(np.argmax(probabilities, axis=-1) == labels)) >= 0.99
+
+
+def test_no_temporary_files_left_behind(chain: Chain) -> None:
+    """Atomic writes (checkpoints, bundles, label maps, configs) leave no hidden temporary file or folder."""
+    leftovers = [p for p in chain.root.rglob("*") if ".cache" not in p.relative_to(chain.root).parts
+                 and (p.name.startswith(".") or p.name.endswith((".tmp", ".part")))]
+    assert not leftovers
 
 
 def test_golden_files_are_the_known_entries(chain: Chain) -> None:
