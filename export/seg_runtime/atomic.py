@@ -8,12 +8,14 @@ file; the temp file carries the destination's suffixes so format-sniffing writer
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import IO, Any
 
 TEMP_PREFIX = ".tmp-"
 # A leftover younger than this may be another process's write in progress (a shard, a rank).
@@ -67,17 +69,58 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (flushed and fsynced before the rename)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        handle.write(data)
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: str = "wb", newline: str | None = None) -> Iterator[IO[Any]]:
+    """Open a temp file next to ``path`` for writing; on success flush, fsync and rename it onto ``path``.
+
+    Args:
+        path: Final destination.
+        mode: ``"wb"`` or ``"w"`` (text is UTF-8).
+        newline: As :func:`open`'s, for text (``""`` for the csv module).
+
+    Yields:
+        The open file.
+    """
+    encoding = None if "b" in mode else "utf-8"
+    with atomic_path(path) as tmp, open(tmp, mode, encoding=encoding, newline=newline) as handle:
+        yield handle
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (flushed and fsynced before the rename)."""
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike[str], payload: Any, indent: int | None = 2) -> None:
+    """Write ``payload`` as JSON (a trailing newline) to ``path`` atomically."""
+    atomic_write_text(path, json.dumps(payload, indent=indent, default=str) + "\n")
+
+
+def stage_dir(target: str | os.PathLike[str], suffix: str = "") -> Path:
+    """A fresh hidden temp folder next to ``target`` (same file system: renaming it onto ``target``
+    is atomic); a killed writer's leftover is swept by :func:`remove_stale` like a temp file.
+
+    Unlike ``tempfile.mkdtemp`` (mode 0700) the folder gets the usual 0777 & ~umask mode, which the
+    final folder keeps after the rename: a bundle or cache entry is as readable as any other folder.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        folder = target.parent / f"{TEMP_PREFIX}{target.name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            os.mkdir(folder, 0o777)
+        except FileExistsError:
+            continue
+        return folder
+    raise FileExistsError(f"cannot create a temp folder next to {target}")
 
 
 def temp_entries(folder: str | os.PathLike[str]) -> list[Path]:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import SegError
 from .formats import image_format, image_suffix, output_suffix, strip_image_suffix
+from .naming import split_channel_stem
 from .readers.dicom import is_dicom_file
-
-_CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
 class NoCasesError(SegError, ValueError):
@@ -117,8 +115,8 @@ def discover_cases(
 
 
 def _single_file_case(path: Path, spatial_dims: int) -> Case:
-    match = _CHANNEL_SUFFIX.match(_stem(path))
-    case_id = match["case"] if match and match["channel"] == "0000" else _stem(path)
+    split = split_channel_stem(_stem(path))
+    case_id = split[0] if split and split[1] == 0 else _stem(path)
     return Case(case_id, [path], "file", _output_ext(path, spatial_dims))
 
 
@@ -163,9 +161,9 @@ def _file_cases(
     for path in files:
         if image_suffix(path) is None:
             continue
-        match = _CHANNEL_SUFFIX.match(_stem(path))
-        if match:
-            groups.setdefault(match["case"], {})[int(match["channel"])] = path
+        split = split_channel_stem(_stem(path))
+        if split:
+            groups.setdefault(split[0], {})[split[1]] = path
         else:
             singles.append(path)
     cases = [Case(_stem(p), [p], "file", _output_ext(p, spatial_dims)) for p in singles]

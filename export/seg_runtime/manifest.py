@@ -19,15 +19,8 @@ from typing import Any
 from ._version import __version__
 from .atomic import atomic_path, atomic_write_text
 from .errors import SegError
-from .records import (
-    RECORD_SUFFIX,
-    RecordWriter,
-    file_digest,
-    iter_records,
-    latest_states,
-    now,
-    record_files,
-)
+from .hashing import file_digest
+from .records import RECORD_SUFFIX, RecordWriter, iter_records, latest_states, now, record_files
 
 MANIFEST_NAME = "predictions.json"
 SUMMARY_NAME = "summary.json"

@@ -14,7 +14,6 @@ truncated, corrupted or written by something else is predicted again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,27 +23,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .hashing import file_digest
+
 logger = logging.getLogger(__name__)
 
 RECORD_SUFFIX = ".jsonl"
 RECORD_GLOB = "predictions*.jsonl"
-_CHUNK = 1 << 20
 
 
 def now() -> str:
     """UTC time stamp with microseconds (orders records across files)."""
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
-def file_digest(path: str | os.PathLike[str]) -> tuple[int, str]:
-    """Size in bytes and BLAKE2b-128 hex digest of a file."""
-    digest = hashlib.blake2b(digest_size=16)
-    size = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
 
 
 class RecordWriter:
