@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import seg
+from seg import commands
 from seg.errors import is_user_error
-from seg.table import format_table  # noqa: F401  (kept importable as seg.cli.format_table)
 
 EPILOG = "Docs and examples: README.md. Every command has its own --help."
 
@@ -47,10 +47,11 @@ def _add_train(sub) -> None:
     p.add_argument("--folds", nargs="+", metavar="FOLD", help="cross-validation: 'all' (data.split.folds, default "
                    "5) or fold numbers (0 2); trains each fold into fold_<i>/, predicts its validation cases and "
                    "writes cv_results.csv/json. A rerun continues where it stopped")
+    p.set_defaults(func=commands.cmd_train)
 
 
 def _add_predict(sub) -> None:
-    from seg_runtime.options import EXIT_CODES, add_predict_options
+    from seg_runtime.cli_options import EXIT_CODES, add_predict_options
 
     p = sub.add_parser("predict", help="predict label maps for a folder of scans",
                        epilog=f"{EXIT_CODES} {EPILOG}",
@@ -68,6 +69,7 @@ def _add_predict(sub) -> None:
                    "torch; several times faster), torch on a GPU; torch/onnx force one. With --engine ray "
                    "the actors run torch")
     add_predict_options(p)
+    p.set_defaults(func=commands.cmd_predict)
 
 
 def _add_evaluate(sub) -> None:
@@ -82,6 +84,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("-o", "--output", type=Path, help="where to write evaluation.csv/json (default: --pred)")
     p.add_argument("--no-surface", action="store_true", help="Dice only: skip HD95 and NSD (faster)")
     p.add_argument("--tolerance", type=float, default=1.0, help="NSD tolerance in mm (default 1.0)")
+    p.set_defaults(func=commands.cmd_evaluate)
 
 
 def _add_export(sub) -> None:
@@ -94,6 +97,7 @@ def _add_export(sub) -> None:
     p.add_argument("--opset", type=int, help="ONNX opset (default from the config, 17)")
     p.add_argument("--folds", type=int, nargs="+", metavar="K",
                    help="for a CV folder: export the ensemble of these folds only (default: all)")
+    p.set_defaults(func=commands.cmd_export)
 
 
 def _add_demo(sub) -> None:
@@ -103,6 +107,7 @@ def _add_demo(sub) -> None:
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="working folder (default demo_out)")
     p.add_argument("--dims", type=int, choices=(2, 3), default=3, help="2D or 3D demo (default 3)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=2")
+    p.set_defaults(func=commands.cmd_demo)
 
 
 def _add_plan_budget(p) -> None:
@@ -125,6 +130,7 @@ def _add_plan(sub) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.epochs=10 data.split.folds=3 (written into the planned config)")
     p.add_argument("-o", "--output", type=Path, help="write the config (DATASET) or the YAML (CONFIG) here")
     _add_plan_budget(p)
+    p.set_defaults(func=commands.cmd_plan)
 
 
 def _add_auto(sub) -> None:
@@ -138,6 +144,7 @@ def _add_auto(sub) -> None:
                    help="overrides of the planned config, e.g. data.split.folds=3 train.epochs=10")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     _add_plan_budget(p)
+    p.set_defaults(func=commands.cmd_auto)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_train, _add_predict, _add_evaluate, _add_export, _add_demo, _add_plan, _add_auto):
         add(sub)
-    sub.add_parser("models", help="list the registered models", description="List the registered models.")
+    sub.add_parser("models", help="list the registered models",
+                   description="List the registered models.").set_defaults(func=commands.cmd_models)
     return parser
 
 
@@ -196,10 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("seg").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    from seg import commands
-
     try:
-        return int(getattr(commands, f"cmd_{args.command}")(args) or 0)
+        return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"seg {args.command}: interrupted", file=sys.stderr)
         return 130

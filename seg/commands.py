@@ -8,6 +8,7 @@ from pathlib import Path
 
 from seg.errors import SegError
 from seg.table import format_table
+from seg_runtime.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_folds(cfg, args: argparse.Namespace) -> int:
-    from seg.engine.cv import cross_validate, parse_folds
+    from seg.workflows.cv import cross_validate, parse_folds
 
     folds = parse_folds(args.folds, cfg.data.split.folds)
     result = cross_validate(cfg, folds, args.run_dir)
@@ -43,7 +44,7 @@ def _train_folds(cfg, args: argparse.Namespace) -> int:
 
 
 def _print_cv(result) -> None:
-    from seg.engine.auto import cv_rows, postprocessing_rows
+    from seg.workflows.auto import cv_rows, postprocessing_rows
 
     print(format_table(*cv_rows(result.table)))
     print(f"written: {result.parent / 'cv_results.csv'}, {result.parent / 'cv_results.json'}")
@@ -56,7 +57,7 @@ def _print_cv(result) -> None:
 
 
 def cmd_auto(args: argparse.Namespace) -> int:
-    from seg.engine.auto import run_auto
+    from seg.workflows.auto import run_auto
 
     result = run_auto(args.dataset, args.output, device=args.device, gpu_memory=args.gpu_memory,
                       time_budget=args.time_budget, overrides=args.overrides,
@@ -70,56 +71,31 @@ def cmd_auto(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_manifest(manifest, output: Path) -> None:
-    s = manifest.summary
-    print(format_table(["ok", "skipped", "failed", "output"], [[s["ok"], s["skipped"], s["failed"], str(output)]]))
-    for case in manifest.failures()[:10]:
-        print(f"FAILED {case['id']}: {case['error']}")
-    if s["failed"] > 10:
-        print(f"... and {s['failed'] - 10} more failures (see the manifest)")
-    print(f"manifest: {manifest.path}")
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
-    from seg.inference import Predictor
+    """``seg predict``: the shared pre-flight, the model as a backend, the shared run and summary."""
+    import time
+
     from seg_runtime.cli import print_folder_summary
-    from seg_runtime.options import ray_options
+    from seg_runtime.cli_options import predict_options, preflight, runner_from_args
+    from seg_runtime.predict import predict_folder
+    from seg_runtime.summary import run_summary
 
     if args.summary:
         return print_folder_summary(args.output, "seg predict")
-    if args.model is None or args.input is None:
-        raise SegError("--model and -i/--input are required (unless --summary)")
-    engine = {"engine": "ray", "ray_options": ray_options(args)} if args.engine == "ray" else {}
-    if engine:  # fail before loading the model, not after the first case
-        from seg_runtime.ray_engine import require_ray
-
-        require_ray()
-
-    if args.dicom_seg:  # fail before loading the model, not after the first case
-        from seg_runtime.dicom_seg import require_highdicom
-
-        require_highdicom("seg")
-    from seg_runtime.options import show_progress, with_keep_largest
+    preflight(args, args.model, "--model", "seg")
+    from seg.inference import load_backend
+    from seg.inference.onnx_backend import choose_backend
 
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    predictor = Predictor.from_checkpoint(args.model, device=args.device, folds=args.folds)
-    if args.batch_size:
-        predictor.cfg.infer.batch_size = args.batch_size
-    predictor.bundle = with_keep_largest(predictor.bundle, args.keep_largest)
-    if not engine:  # Ray actors load their own (torch) model
-        from seg.inference.onnx_backend import use_backend
-
-        use_backend(predictor, args.backend, args.threads)
-    manifest = predictor.predict_folder(args.input, args.output, **engine, tta=args.tta,
-                                        overwrite=args.overwrite,
-                                        shard=args.shard, save_probabilities=args.save_probabilities,
-                                        preview=args.preview, dicom_seg=args.dicom_seg,
-                                        progress=show_progress(args), output_format=args.output_format,
-                                        max_memory_gb=args.max_memory)
-    print_manifest(manifest, args.output)
+    backend = load_backend(args.model, device=args.device, folds=args.folds)
+    if args.engine != "ray":  # Ray actors load their own (torch) model
+        backend = choose_backend(backend, args.backend, args.threads)
+    start = time.perf_counter()
+    manifest = predict_folder(args.input, args.output, backend, predict_options(args), runner_from_args(args))
+    print(run_summary(manifest, args.output, time.perf_counter() - start))
     return 1 if manifest.summary["failed"] else 0
 
 
@@ -129,11 +105,9 @@ def _label_source(args: argparse.Namespace):
     if args.config:
         cfg = load_config(args.config)
     elif args.model:
-        from seg.config import config_from_dict
         from seg.engine.checkpoint import load_checkpoint, resolve_checkpoint
 
-        path = resolve_checkpoint(args.model)
-        cfg = config_from_dict(load_checkpoint(path)["config"], str(path))
+        cfg = load_checkpoint(resolve_checkpoint(args.model)).config
     else:
         return None
     return cfg.data.labels, cfg.data.regions, cfg.data.label_values
@@ -183,7 +157,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from seg.demo import run_demo
+    from seg.workflows.demo import run_demo
 
     result = run_demo(args.out, dims=args.dims, overrides=args.overrides)
     print(result.table())
@@ -206,7 +180,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                                          gpu_memory=args.gpu_memory))
     print(text)
     if args.output:
-        _write_text(args.output, text)
+        atomic_write_text(args.output, text)
     return 0
 
 
@@ -221,21 +195,13 @@ def _plan_dataset(args: argparse.Namespace) -> int:
     print(format_table(["setting", "value", "based on"], planned.rows))
     text = planned.to_yaml()
     if args.output:
-        _write_text(args.output, text)
+        atomic_write_text(args.output, text)
         written = load_config(args.output)  # where seg train will put the runs, read as it reads them
         print(f"config written: {args.output} (train it with: seg train {args.output} --folds all; "
               f"the runs go to {written.output_dir / written.name})")
     else:
         print(text)
     return 0
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write atomically (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def cmd_models(args: argparse.Namespace) -> int:

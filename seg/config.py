@@ -22,9 +22,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from seg.errors import ConfigError
-from seg_runtime.label_codes import check_label_codes
-from seg_runtime.outputs import output_channels, region_paint_labels
-from seg_runtime.postprocess import structure_members
+from seg_runtime.atomic import atomic_write_text
+from seg_runtime.consistency import description_problems
+from seg_runtime.outputs import output_channels
+
+# The model.json keys of seg_runtime.consistency's checks, as a config names them.
+DESCRIPTION_KEYS = {"preprocess.normalization": "data.preprocess.normalization", "keep_largest": "infer.keep_largest",
+                    "remove_small": "infer.remove_small", "outputs": "model.outputs", "label_codes": "data.label_codes"}
 
 
 class _Section(BaseModel):
@@ -125,11 +129,6 @@ class DataConfig(_Section):
             raise ValueError(f"label values must be 0..K-1 without gaps, got {values}")
         return v
 
-    @model_validator(mode="after")
-    def _check_label_codes(self) -> DataConfig:
-        check_label_codes({k: v.model_dump() for k, v in self.label_codes.items()}, self.labels)
-        return self
-
     @property
     def num_classes(self) -> int:
         return len(self.labels)
@@ -223,25 +222,13 @@ class Config(_Section):
         for key, size in (("train.patch_size", self.train.patch_size), ("infer.patch_size", self.infer.patch_size)):
             if size is not None and len(size) != d:
                 raise ValueError(f"{key} has {len(size)} entries but data.spatial_dims is {d}")
-        norms = self.data.preprocess.normalization
-        if len(norms) not in (1, self.data.in_channels):
-            raise ValueError(
-                f"data.preprocess.normalization needs 1 or {self.data.in_channels} entries, got {len(norms)}"
-            )
-        for key, names in (("keep_largest", self.infer.keep_largest), ("remove_small", self.infer.remove_small)):
-            for name in names:
-                try:
-                    structure_members(name, self.data.labels, self.data.regions)
-                except ValueError as err:
-                    raise ValueError(f"infer.{key}: {err}") from err
-        negative = {k: v for k, v in self.infer.remove_small.items() if v < 0}
-        if negative:
-            raise ValueError(f"infer.remove_small: minimum volumes must be >= 0, got {negative}")
-        if self.model.outputs == "regions":
-            try:
-                region_paint_labels(self.data.regions)
-            except ValueError as err:
-                raise ValueError(f"model.outputs: regions: {err}") from err
+        problems = description_problems(
+            in_channels=self.data.in_channels, normalization_entries=len(self.data.preprocess.normalization),
+            labels=self.data.labels, regions=self.data.regions, keep_largest=self.infer.keep_largest,
+            remove_small=self.infer.remove_small, outputs=self.model.outputs,
+            label_codes={k: v.model_dump() for k, v in self.data.label_codes.items()})
+        if problems:
+            raise ValueError("; ".join(f"{DESCRIPTION_KEYS[key]}: {message}" for key, message in problems))
         return self
 
     @property
@@ -388,7 +375,4 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 
 def save_config(cfg: Config, path: Path) -> None:
     """Write the resolved config as YAML (atomically)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    tmp.replace(path)
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

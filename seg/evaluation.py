@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -12,8 +11,9 @@ import numpy as np
 
 from seg.errors import SegError
 from seg.metrics import dice_scores, nanmean, surface_scores
-from seg_runtime.formats import RASTER_SUFFIXES, image_suffix, strip_image_suffix
-from seg_runtime.io import read_image
+from seg_runtime.atomic import atomic_open, atomic_write_json
+from seg_runtime.formats import image_suffix, strip_image_suffix
+from seg_runtime.labelmaps import read_label_map, remap_values
 
 log = logging.getLogger(__name__)
 
@@ -31,19 +31,12 @@ def label_files(folder: Path) -> dict[str, Path]:
 def load_labels(path: Path, label_values: Mapping[int, int] | None = None) -> np.ndarray:
     """A label map as class indices (raw values remapped through ``label_values`` when given)."""
     arr = load_labels_with_spacing(path)[0]
-    if label_values:
-        from seg.data.transforms import remap_labels
-
-        arr = remap_labels(arr, label_values)
-    return arr
+    return remap_values(arr, label_values) if label_values else arr
 
 
 def load_labels_with_spacing(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
     """A label map and its voxel spacing (mm) as stored."""
-    arr, geometry = read_image(path)
-    arr = np.asarray(arr)
-    if arr.ndim == 3 and image_suffix(path) in RASTER_SUFFIXES:
-        arr = arr[..., 0]
+    arr, geometry = read_label_map(path)
     return arr, tuple(geometry.spacing)
 
 
@@ -69,9 +62,7 @@ def evaluate_folders(pred_dir: Path, ref_dir: Path, labels: Mapping[str, int],
         if extra:
             unknown[cid] = extra
         if label_values:
-            from seg.data.transforms import remap_labels
-
-            ref = remap_labels(ref, label_values)
+            ref = remap_values(ref, label_values)
         pred = load_labels(preds[cid])
         if pred.shape != ref.shape:
             raise SegError(f"{preds[cid]}: prediction shape {pred.shape} differs from the reference "
@@ -104,9 +95,9 @@ def write_evaluation(result: dict, out_dir: Path) -> tuple[Path, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = out_dir / "evaluation.json", out_dir / "evaluation.csv"
-    json_path.write_text(json.dumps(result, indent=2))
+    atomic_write_json(json_path, result)
     keys = ["id", *result["mean"].keys()]
-    with open(csv_path, "w", newline="") as fh:
+    with atomic_open(csv_path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
         writer.writerows(result["cases"])

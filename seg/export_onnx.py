@@ -1,11 +1,7 @@
 """Checkpoint -> deploy bundle: ``model.onnx`` + ``model.json``, checked and parity-tested.
 
-The graph takes patches of the training patch size with a dynamic batch axis; the runtime tiles
-every image into such patches, so any image size works. (Spatial axes are fixed because the
-models pad inputs to a multiple of their reduction with shape arithmetic that the TorchScript
-exporter would freeze anyway; a fixed patch also lets TensorRT build one engine.)
-
-The export is atomic: the bundle is built and checked in a hidden sibling folder, then renamed
+The graph is :func:`seg.inference.onnx_graph.export_graph`'s (patches of the training patch size,
+dynamic batch). The export is atomic: the bundle is built and checked in a hidden sibling folder, then renamed
 into place, so a failed (re-)export leaves the previous bundle as it was and no stray files.
 """
 
@@ -15,16 +11,16 @@ import dataclasses
 import logging
 import os
 import shutil
-import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from seg.errors import SegError
-from seg.inference.predictor import Predictor
+from seg.inference.backend import TorchBackend
+from seg.inference.loading import load_backend
+from seg.inference.onnx_graph import export_graph, parity
+from seg_runtime.atomic import atomic_path, stage_dir
 from seg_runtime.bundle import BUNDLE_JSON, save_bundle_json
 
 log = logging.getLogger(__name__)
@@ -58,30 +54,20 @@ def _realistic_input(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     return ((img - img.mean()) / (img.std() + 1e-6)).astype(np.float32)
 
 
-def _onnx_export(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), str(tmp), dynamo=False, opset_version=opset,
-                          input_names=["image"], output_names=["logits"],
-                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
-    os.replace(tmp, path)
-
-
 def _to_fp16(path: Path) -> None:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
-    onnx.save(model, str(path))
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
 
 
-def _parity(predictor: Predictor, session, x: np.ndarray) -> float:
-    ref = predictor.predict_batch(x)
-    got = session.run(None, {"image": x})[0]
-    if got.shape != ref.shape:
-        raise ExportError(f"onnx output shape {got.shape} differs from torch {ref.shape}")
-    return float(np.abs(got.astype(np.float32) - ref).max())
+def _parity(backend: TorchBackend, session, x: np.ndarray) -> float:
+    try:
+        return parity(backend.predict_batch, session, x)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
 
 
 BUNDLE_FILES = ("model.onnx", BUNDLE_JSON)
@@ -94,8 +80,7 @@ def _stage_dir(out: Path) -> Path:
     if out.is_dir() and any(out.iterdir()) and not (out / BUNDLE_JSON).is_file():
         raise ExportError(f"{out}: folder is not empty and holds no {BUNDLE_JSON} (not a bundle); "
                           "choose a new or empty folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".export", dir=out.parent))
+    return stage_dir(out, suffix=".export")
 
 
 def _swap_into_place(stage: Path, out: Path) -> None:
@@ -129,15 +114,15 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path, *, fp16: bool | N
         CheckpointError: the checkpoint is unreadable or its weights do not fit its config.
         ExportError: a check failed (``out_dir`` is left as it was).
     """
-    predictor = Predictor.from_checkpoint(checkpoint, device="cpu", folds=folds)
-    cfg = predictor.cfg
+    backend = load_backend(checkpoint, device="cpu", folds=folds)
+    cfg = backend.cfg
     fp16 = cfg.export.fp16 if fp16 is None else fp16
     opset = opset or cfg.export.opset
     tol = tolerance if tolerance is not None else (max(cfg.export.tolerance, 5e-2) if fp16 else cfg.export.tolerance)
     out = Path(out_dir)
     stage = _stage_dir(out)
     try:
-        diff_random, diff_real = _write_checked(predictor, stage, fp16, opset, tol, out)
+        diff_random, diff_real = _write_checked(backend, stage, fp16, opset, tol, out)
         _swap_into_place(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -145,29 +130,30 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path, *, fp16: bool | N
     return ExportReport(out, diff_random, diff_real, tol)
 
 
-def _write_checked(predictor: Predictor, stage: Path, fp16: bool, opset: int, tol: float,
+def _write_checked(backend: TorchBackend, stage: Path, fp16: bool, opset: int, tol: float,
                    out: Path) -> tuple[float, float]:
     """Write model.onnx + model.json into ``stage`` and run the checks; the two parity diffs."""
     import onnx
     import onnxruntime as ort
 
-    cfg = predictor.cfg
+    cfg = backend.cfg
     shape = (1, cfg.data.in_channels, *cfg.patch_size)
     onnx_path = stage / "model.onnx"
-    _onnx_export(predictor.model, torch.zeros(shape), onnx_path, opset)
+    with atomic_path(onnx_path) as tmp:
+        export_graph(backend.model, shape, str(tmp), opset)
     if fp16:
         _to_fp16(onnx_path)
     onnx.checker.check_model(str(onnx_path))
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
-    diff_random = _parity(predictor, session, rng.standard_normal(shape).astype(np.float32))
-    diff_real = _parity(predictor, session, _realistic_input(shape))
+    diff_random = _parity(backend, session, rng.standard_normal(shape).astype(np.float32))
+    diff_real = _parity(backend, session, _realistic_input(shape))
     log.info("parity: max abs diff %.3g (random), %.3g (realistic), tolerance %.3g", diff_random, diff_real, tol)
     worst = max(diff_random, diff_real) if np.isfinite([diff_random, diff_real]).all() else float("nan")
     if not worst <= tol:  # NaN (non-finite logits) fails too
         raise ExportError(f"{out}: onnxruntime differs from torch by {worst:.3g} (tolerance {tol:.3g}); "
                           "nothing was written (a previous bundle there is unchanged)")
-    bundle = dataclasses.replace(predictor.bundle, provenance=dict(predictor.bundle.provenance))
+    bundle = dataclasses.replace(backend.bundle, provenance=dict(backend.bundle.provenance))
     bundle.provenance.update({"opset": opset, "fp16": fp16, "parity_max_abs_diff": worst})
     save_bundle_json(bundle, stage)
     return diff_random, diff_real

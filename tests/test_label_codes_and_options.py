@@ -11,7 +11,7 @@ from seg.cli import build_parser as seg_parser
 from seg.config import ConfigError, config_from_dict
 from seg.inference.bundle_meta import bundle_from_config
 from seg_runtime.bundle import Bundle, load_bundle, save_bundle_json
-from seg_runtime.cli import build_parser as run_parser
+from seg_runtime.cli import build_parser as seg_run_parser
 
 from .conftest import tiny_config
 
@@ -58,9 +58,17 @@ def _options(parser: argparse.ArgumentParser) -> set[str]:
     return {flag for action in parser._actions for flag in action.option_strings}
 
 
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[name]
+
+
 def _predict_parser() -> argparse.ArgumentParser:
-    sub = next(a for a in seg_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return sub.choices["predict"]
+    return _subparser(seg_parser(), "predict")
+
+
+def run_parser() -> argparse.ArgumentParser:
+    return _subparser(seg_run_parser(), "predict")
 
 
 def test_seg_predict_and_seg_run_share_their_options() -> None:
@@ -78,7 +86,7 @@ def test_seg_predict_and_seg_run_share_their_options() -> None:
 def test_progress_bars_are_off_when_stderr_is_not_a_terminal() -> None:
     import sys
 
-    from seg_runtime.options import show_progress
+    from seg_runtime.cli_options import show_progress
 
     assert not sys.stderr.isatty()  # pytest captures stderr
     assert show_progress(argparse.Namespace(no_progress=False)) is False

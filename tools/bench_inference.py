@@ -5,8 +5,8 @@ For each model: build it small and untrained (seeded), write a checkpoint, expor
 BraTS case when ../shared/data exists, else a synthetic one) three ways, each in a fresh
 process whose peak RSS is read with ``getrusage(RUSAGE_CHILDREN)`` by a probe parent:
 
-    torch   ``Predictor.predict_folder`` (seg_runtime tiling, torch network)
-    onnx    ``OnnxPredictor.predict_folder`` (seg_runtime tiling, onnxruntime CPU; no torch)
+    torch   ``predict_folder`` with the torch backend (seg_runtime tiling, torch network)
+    onnx    ``predict_folder`` with the ONNX backend (seg_runtime tiling, onnxruntime CPU; no torch)
     monai   the same read/preprocess/restore/write around ``monai.inferers.sliding_window_inference``
             (same patch, overlap, Gaussian sigma; TTA by flipping the whole volume)
 
@@ -14,6 +14,8 @@ process whose peak RSS is read with ``getrusage(RUSAGE_CHILDREN)`` by a probe pa
     python tools/bench_inference.py --models ag_unet --tta # adds the 8-fold mirroring TTA runs
     python tools/bench_inference.py --quick                # tiny volume, one model: a smoke run
     python tools/bench_inference.py --large                # 512 x 512 x 400 CT volume, peak RSS
+    python tools/bench_inference.py --models ag_unet --compare-checkout ../old   # this tree vs another
+                                                           # checkout, alternating, in one run
 
 Seconds cover the whole case (read, preprocess, tiles, restore, write), not the model load;
 with ``--repeat N`` the fastest of N runs in the same worker counts.
@@ -62,6 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--synthetic", action="store_true", help="synthetic case even when ../shared/data exists")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--workdir", type=Path, help="keep bundles and outputs here (default: a temp folder)")
+    parser.add_argument("--compare-checkout", type=Path, metavar="DIR",
+                        help="also time the torch and onnx methods with the seg of another checkout (its own "
+                        "export and worker), alternating with this one, and report this / other")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -76,18 +81,21 @@ def _rss_mb() -> float:
 
 def worker(job: dict[str, Any]) -> dict[str, Any]:
     """Run one timed prediction in this process (imports only what its method needs)."""
-    if job["method"] == "onnx":
-        from seg_runtime.session import OnnxPredictor
+    from seg_runtime.options import PredictOptions
+    from seg_runtime.predict import predict_folder
 
-        predictor: Any = OnnxPredictor(job["bundle"], provider="cpu", threads=job.get("threads"))
+    if job["method"] == "onnx":
+        from seg_runtime.session import OnnxBackend
+
+        backend: Any = OnnxBackend(job["bundle"], provider="cpu", threads=job.get("threads"))
     else:
         import torch
 
-        from seg.inference import Predictor
+        from seg.inference import load_backend
 
         if job.get("threads"):
             torch.set_num_threads(job["threads"])
-        predictor = Predictor.from_checkpoint(job["checkpoint"], device="cpu")
+        backend = load_backend(job["checkpoint"], device="cpu")
         if job["method"] == "monai":
             import monai.inferers  # noqa: F401  (imported before the clock starts)
     loaded_mb = _rss_mb()
@@ -95,10 +103,10 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
     for _ in range(max(1, job.get("repeat", 1))):
         start = time.perf_counter()
         if job["method"] == "monai":
-            _monai_folder(predictor, job)
+            _monai_folder(backend, job)
         else:
-            manifest = predictor.predict_folder(job["input"], job["output"], tta=job["tta"], overwrite=True,
-                                                progress=False)
+            options = PredictOptions(tta=job["tta"], overwrite=True, progress=False)
+            manifest = predict_folder(job["input"], job["output"], backend, options)
             if manifest.summary["ok"] != 1:
                 raise RuntimeError(f"prediction failed: {manifest.failures()}")
         runs.append(time.perf_counter() - start)
@@ -116,7 +124,7 @@ def _threads(job: dict[str, Any]) -> int:
     return torch.get_num_threads()
 
 
-def _monai_folder(predictor: Any, job: dict[str, Any]) -> None:
+def _monai_folder(backend: Any, job: dict[str, Any]) -> None:
     """The seg_runtime pipeline with MONAI's sliding window in place of ours."""
     import torch
     from monai.inferers import sliding_window_inference
@@ -124,38 +132,49 @@ def _monai_folder(predictor: Any, job: dict[str, Any]) -> None:
     from seg_runtime.cases import discover_cases
     from seg_runtime.io import read_case, write_labels
     from seg_runtime.outputs import labels_on_input_grid
-    from seg_runtime.preprocess import preprocess_image
 
-    bundle = predictor.bundle
+    bundle = backend.bundle
     cases, _ = discover_cases(job["input"], spatial_dims=3, in_channels=bundle.in_channels,
                               channel_files=bundle.channel_files)
     flips = [()] + ([(2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)] if job["tta"] else [])
     for case in cases:
         image, geometry = read_case(case, 3, bundle.in_channels)
-        prepared, state = preprocess_image(image, geometry, bundle.preprocess)
+        prepared, state = bundle.preprocessor.prepare(image, geometry)
         x = torch.from_numpy(prepared)[None]
         total = None
         with torch.inference_mode():
             for flip in flips:
                 logits = sliding_window_inference(
                     torch.flip(x, flip) if flip else x, roi_size=bundle.patch_size,
-                    sw_batch_size=predictor.cfg.infer.batch_size, predictor=predictor.model,
+                    sw_batch_size=backend.cfg.infer.batch_size, predictor=backend.model,
                     overlap=bundle.overlap, mode="gaussian", sigma_scale=0.125)
                 probs = torch.softmax(logits, dim=1)
                 probs = torch.flip(probs, flip) if flip else probs
                 total = probs if total is None else total + probs
-        labels, _ = labels_on_input_grid((total / len(flips))[0].numpy(), state)
+        restore = lambda channels, state=state: bundle.preprocessor.restore(channels, state)  # noqa: E731
+        labels, _ = labels_on_input_grid((total / len(flips))[0].numpy(), restore)
         write_labels(Path(job["output"]) / f"{case.id}.nii.gz", labels, geometry)
 
 
 # ----------------------------------------------------------------------------- parent side
 
 
-def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Run ``job`` in a fresh worker under the probe; its result plus the peak RSS (MB)."""
-    command = [sys.executable, "-c", _PROBE, sys.executable, str(Path(__file__).resolve()), "--worker",
-               json.dumps(job)]
-    probe = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+def _checkout_env(checkout: Path | None) -> dict[str, str] | None:
+    """The environment that makes ``checkout``'s seg and seg_runtime the imported ones (None: this tree's)."""
+    if checkout is None:
+        return None
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(checkout), str(checkout / "export")])}
+
+
+def run_job(job: dict[str, Any], checkout: Path | None = None) -> dict[str, Any]:
+    """Run ``job`` in a fresh worker under the probe; its result plus the peak RSS (MB).
+
+    With ``checkout``, the worker is that checkout's own ``tools/bench_inference.py`` on its own seg.
+    """
+    script = (checkout / "tools" / "bench_inference.py") if checkout else Path(__file__).resolve()
+    command = [sys.executable, "-c", _PROBE, sys.executable, str(script), "--worker", json.dumps(job)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True, env=_checkout_env(checkout))
+    probe = json.loads(done.stdout)
     lines = [line for line in probe["out"].splitlines() if line.startswith(RESULT_TAG)]
     if probe["rc"] != 0 or not lines:
         raise RuntimeError(f"{job['method']} worker failed (rc {probe['rc']}):\n{probe['err']}")
@@ -178,7 +197,7 @@ def export_model(name: str, args: argparse.Namespace, work: Path) -> tuple[Path,
     import torch
 
     from seg.config import load_config
-    from seg.engine.checkpoint import save_checkpoint
+    from seg.engine.checkpoint import Checkpoint, save_checkpoint
     from seg.export_onnx import export_bundle
     from seg.models import create_model
 
@@ -193,7 +212,7 @@ def export_model(name: str, args: argparse.Namespace, work: Path) -> tuple[Path,
     torch.manual_seed(0)
     model = create_model(cfg)
     checkpoint = work / name / "model.pt"
-    save_checkpoint(checkpoint, {"state_dict": model.state_dict(), "config": cfg.to_dict(), "epoch": 0})
+    save_checkpoint(Checkpoint(checkpoint, cfg.to_dict(), model.state_dict(), provenance={"epoch": 0}))
     report = export_bundle(checkpoint, work / name / "bundle")
     log.info("%s: exported (parity %.2g)", name, max(report.max_abs_diff_random, report.max_abs_diff_realistic))
     return checkpoint, report.bundle_dir
@@ -226,12 +245,22 @@ def _write_synthetic_brats(folder: Path, shape: tuple[int, ...]) -> None:
         nib.save(nib.Nifti1Image(image, np.diag([-1.0, -1.0, 1.0, 1.0])), folder / name)
 
 
+def export_in_checkout(checkpoint: Path, bundle: Path, checkout: Path) -> Path:
+    """The same checkpoint exported by another checkout's seg (its bundle schema, its runtime)."""
+    code = "import sys; from seg.export_onnx import export_bundle; export_bundle(sys.argv[1], sys.argv[2])"
+    subprocess.run([sys.executable, "-c", code, str(checkpoint), str(bundle)], check=True,
+                   env=_checkout_env(checkout), capture_output=True, text=True)
+    return bundle
+
+
 def bench_models(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """Every (model, method, tta) combination on one case."""
+    """Every (model, method, tta) combination on one case (and the other checkout's, alternating)."""
     case, source = brats_case(args, work)
-    rows = []
+    rows, other_rows = [], []
     for name in model_names(args.models, args.quick):
         checkpoint, bundle = export_model(name, args, work)
+        other = args.compare_checkout and export_in_checkout(checkpoint, work / name / "bundle_other",
+                                                            args.compare_checkout.resolve())
         for tta in (False, True) if args.tta else (False,):
             for method in ("torch", "onnx", "monai"):
                 job = {"method": method, "tta": tta, "checkpoint": str(checkpoint), "bundle": str(bundle),
@@ -240,7 +269,20 @@ def bench_models(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 result = run_job(job)
                 log.info("%s %s tta=%s: %.2fs, %.0f MB", name, method, tta, result["seconds"], result["peak_rss_mb"])
                 rows.append({"model": name, "method": method, "tta": tta, **result})
-    return {"case": source, "rows": rows, "ratios": ratios(rows)}
+                if other and method != "monai":
+                    job = {**job, "bundle": str(other), "output": job["output"] + "_other"}
+                    result = run_job(job, args.compare_checkout.resolve())
+                    log.info("  other checkout: %.2fs, %.0f MB", result["seconds"], result["peak_rss_mb"])
+                    other_rows.append({"model": name, "method": method, "tta": tta, **result})
+    result = {"case": source, "rows": rows, "ratios": ratios(rows)}
+    if other_rows:
+        result.update(other_checkout=str(args.compare_checkout), other_rows=other_rows,
+                      this_over_other=[{"model": a["model"], "method": a["method"], "tta": a["tta"],
+                                        "seconds": a["seconds"] / b["seconds"],
+                                        "peak_rss": a["peak_rss_mb"] / b["peak_rss_mb"]}
+                                       for a in rows for b in other_rows
+                                       if (a["model"], a["method"], a["tta"]) == (b["model"], b["method"], b["tta"])])
+    return result
 
 
 def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -265,6 +307,11 @@ def print_tables(result: dict[str, Any]) -> None:
     print()
     print(format_table(["model", "tta", "onnx / torch", "ours / MONAI"],
                        [[r["model"], r["tta"], r["onnx_over_torch"], r["ours_over_monai"]] for r in result["ratios"]]))
+    if result.get("this_over_other"):
+        print(f"\nthis checkout / {result['other_checkout']} (same run, alternating):")
+        print(format_table(["model", "method", "tta", "s/case other", "seconds ratio", "peak RSS ratio"],
+                           [[r["model"], r["method"], r["tta"], o["seconds"], r["seconds"], r["peak_rss"]]
+                            for r, o in zip(result["this_over_other"], result["other_rows"], strict=True)]))
 
 
 # ----------------------------------------------------------------------------- --large

@@ -153,20 +153,22 @@ def _tiny_cases(folder: Path, count: int) -> None:
 
 
 def bench_predict(quick: bool) -> dict[str, Any]:
-    from seg_runtime.ray_engine import RayOptions
-    from seg_runtime.session import OnnxPredictor
+    from seg_runtime.options import PredictOptions
+    from seg_runtime.predict import predict_folder
+    from seg_runtime.runners.ray_data import RayOptions, RayRunner
+    from seg_runtime.session import OnnxBackend
 
     count = 500 if quick else 2000
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         bundle = _tiny_bundle(Path(tmp) / "bundle")
         _tiny_cases(Path(tmp) / "in", count)
-        predictor = OnnxPredictor(bundle, provider="cpu", threads=1)
+        backend = OnnxBackend(bundle, provider="cpu", threads=1)
         for engine, workers in (("local", 1), ("ray", 1), ("ray", 2)):
-            kwargs = {} if engine == "local" else {"engine": "ray", "ray_options": RayOptions(num_workers=workers)}
+            runner = None if engine == "local" else RayRunner(RayOptions(num_workers=workers), progress=False)
             start, start_wall = time.perf_counter(), time.time()
-            manifest = predictor.predict_folder(Path(tmp) / "in", Path(tmp) / f"out_{engine}{workers}",
-                                                progress=False, **kwargs)
+            manifest = predict_folder(Path(tmp) / "in", Path(tmp) / f"out_{engine}{workers}", backend,
+                                      PredictOptions(progress=False), runner)
             seconds = time.perf_counter() - start
             if manifest.summary["ok"] != count:
                 raise RuntimeError(f"{engine}: {manifest.summary}")

@@ -21,7 +21,6 @@ a run folder trained with other settings is refused, not scored as this experime
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import time
@@ -32,8 +31,10 @@ from seg.data.datalist import build_datalist, split_datalist
 from seg.engine.checkpoint import load_checkpoint
 from seg.engine.fit import fit
 from seg.evaluation import evaluate_folders
-from seg.inference import Predictor
+from seg.inference import load_backend
 from seg.table import format_table
+from seg_runtime.options import PredictOptions
+from seg_runtime.predict import predict_folder
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = {"brats": ["dice_whole_tumour", "dice_tumour_core", "dice_enhancing_tumour", "hd95_whole_tumour"],
@@ -92,7 +93,7 @@ def settings_differ(stored: dict, wanted: dict, prefix: str = "") -> list[str]:
 def check_reusable(cfg, last: Path) -> None:
     """An existing run is only resumed for the same experiment: a run trained with other
     settings (another split, seed or recipe under the same name) would be scored as this one."""
-    differ = settings_differ(load_checkpoint(last)["config"], cfg.to_dict())
+    differ = settings_differ(load_checkpoint(last).config_dict, cfg.to_dict())
     if differ:
         raise SystemExit(f"{last.parent} holds a run with other settings ({', '.join(differ[:6])}); "
                          "give this experiment a name of its own (--override name=...) or another --out")
@@ -118,10 +119,9 @@ def run_one(dataset: str, model: str, args: argparse.Namespace, seed: int | None
     inputs, refs = link_validation(cfg, args.out / "val" / cfg.name)
     pred_dir = args.out / "pred" / cfg.name
     t0 = time.perf_counter()
-    predictor = Predictor.from_checkpoint(run_dir)
     # Post-processing as the current config says (a finished run may predate the setting).
-    predictor.bundle = dataclasses.replace(predictor.bundle, keep_largest=list(cfg.infer.keep_largest))
-    predictor.predict_folder(inputs, pred_dir, overwrite=True, progress=False)
+    options = PredictOptions(keep_largest=tuple(cfg.infer.keep_largest), overwrite=True, progress=False)
+    predict_folder(inputs, pred_dir, load_backend(run_dir), options)
     predict_s = time.perf_counter() - t0
     result = evaluate_folders(pred_dir, refs, cfg.data.labels, cfg.data.regions, label_values=cfg.data.label_values)
     return {"dataset": dataset, "model": model, "name": cfg.name, "seed": cfg.seed, "epochs": cfg.train.epochs,

@@ -1,9 +1,10 @@
 """seg_runtime: the torch-free deploy runtime for seg bundles (model.onnx + model.json).
 
-Case discovery, image I/O with geometry, preprocessing, Gaussian sliding-window inference,
-TTA and the folder loop live here once; ``seg predict`` reuses them with a torch
-``predict_batch``. This package never imports torch, MONAI or seg. onnxruntime is imported
-only when a session is created (``create_session`` / ``OnnxPredictor``).
+Case discovery, image I/O with geometry, the pipeline parts (preprocessing, blending,
+post-processing), Gaussian sliding-window inference and TTA, the per-case stages and the runners
+that drive them live here once; ``seg predict`` reuses them with a torch backend. This package
+never imports torch, MONAI or seg. onnxruntime is imported only when a session is created
+(``OnnxBackend`` / ``create_session``).
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 from ._version import __version__
-from .batch import predict_folder, select_shard
 from .bundle import SCHEMA_VERSION, Bundle, BundleError, load_bundle, save_bundle_json
 from .cases import Case, discover_cases
 from .geometry import CaseError, Geometry
 from .io import read_case, read_image, write_labels, write_probabilities
 from .manifest import RunManifest
+from .options import PredictOptions
 from .outputs import labels_on_input_grid, paint_regions, region_paint_labels
+from .planning import select_shard
+from .predict import predict_folder
 from .preprocess import PreprocessSpec, PreprocessState, preprocess_image, preprocess_label, restore_to_input
 from .preview import render_preview, write_preview
 from .tiling import gaussian_importance_map, patch_grid, sliding_window_inference
@@ -29,7 +32,8 @@ __all__ = [
     "Case",
     "CaseError",
     "Geometry",
-    "OnnxPredictor",
+    "OnnxBackend",
+    "PredictOptions",
     "PreprocessSpec",
     "PreprocessState",
     "RunManifest",
@@ -60,7 +64,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     """Import the onnxruntime-backed names lazily (torch users never pay for onnxruntime)."""
-    if name in {"OnnxPredictor", "create_session"}:
+    if name in {"OnnxBackend", "create_session"}:
         from . import session
 
         return getattr(session, name)

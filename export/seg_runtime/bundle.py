@@ -1,4 +1,10 @@
-"""The deploy bundle schema: ``model.json`` next to ``model.onnx`` (this module owns it)."""
+"""The deploy bundle schema: ``model.json`` next to ``model.onnx`` (this module owns it).
+
+Schema versions: 1 (the first), 2 (adds ``pipeline``: the named parts that prepare a case, blend
+the patches and clean the labels, see :mod:`seg_runtime.parts`). Every version up to
+:data:`SCHEMA_VERSION` is read; a bundle that names no ``pipeline`` (all of version 1) runs today's
+parts. Writing always writes the current version.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_text
+from .consistency import description_problems
 from .errors import SegError
-from .label_codes import check_label_codes
 from .outputs import OUTPUT_KINDS, output_channels, region_paint_labels
+from .parts import DEFAULT_PIPELINE, PREPROCESSORS, Blend, SegPostprocessor, check_pipeline
 from .postprocess import structure_members
-from .preprocess import PreprocessSpec
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUNDLE_JSON = "model.json"
 
 
@@ -41,7 +47,8 @@ class Bundle:
         regions: Region name → the class indices it unites (e.g. "whole tumour").
         patch_size: Sliding-window patch size, one per spatial axis.
         overlap: Sliding-window overlap fraction in [0, 1).
-        preprocess: Orientation, spacing and normalisation.
+        preprocess: The settings of the preprocessing part ``pipeline["preprocess"]`` names (for
+            ``seg``, a :class:`PreprocessSpec`: orientation, spacing and normalisation).
         keep_largest: Class or region names reduced to their largest connected component in
             the written label maps (see :mod:`seg_runtime.postprocess`); empty: none.
         remove_small: Class or region name -> smallest component volume kept (mm³; pixels for
@@ -56,6 +63,8 @@ class Bundle:
         provenance: Free-form (seg version, config hash, run dir, model name, created).
         label_codes: Optional per-label DICOM codes and colour for DICOM-SEG (see
             :mod:`seg_runtime.label_codes`); empty in bundles that predate it.
+        pipeline: The parts by kind (``preprocess``, ``blend``, ``postprocess``; see
+            :mod:`seg_runtime.parts`); missing kinds get the defaults.
     """
 
     spatial_dims: int
@@ -67,7 +76,7 @@ class Bundle:
     regions: dict[str, list[int]]
     patch_size: list[int]
     overlap: float
-    preprocess: PreprocessSpec
+    preprocess: Any
     keep_largest: list[str] = field(default_factory=list)
     remove_small: dict[str, float] = field(default_factory=dict)
     tta: bool = False
@@ -77,78 +86,72 @@ class Bundle:
     model_file: str = "model.onnx"
     provenance: dict[str, Any] = field(default_factory=dict)
     label_codes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pipeline: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PIPELINE))
 
     def __post_init__(self) -> None:
+        try:
+            self.pipeline = check_pipeline(self.pipeline)
+        except ValueError as exc:
+            key, _, message = str(exc).partition(": ")
+            raise BundleError(f"key '{key}': {message}") from None
         try:
             self._check()
         except BundleError:
             raise
-        except ValueError as exc:  # PreprocessSpec messages already name their key
-            raise BundleError(str(exc)) from exc
+        except ValueError as exc:  # the parts' messages already name their key
+            key, _, message = str(exc).partition(": ")
+            raise BundleError(f"key '{key}': {message}") from exc
 
     def _check(self) -> None:
         """Cross-field consistency; each message names the key."""
         _expect(self.spatial_dims in (2, 3), "spatial_dims", f"must be 2 or 3, got {self.spatial_dims}")
         _expect(self.in_channels >= 1, "in_channels", f"must be >= 1, got {self.in_channels}")
-        _expect(
-            len(self.channel_names) == self.in_channels, "channel_names", f"needs {self.in_channels} names"
-        )
+        _expect(len(self.channel_names) == self.in_channels, "channel_names", f"needs {self.in_channels} names")
         if self.channel_files is not None:
-            _expect(
-                len(self.channel_files) == self.in_channels,
-                "channel_files",
-                f"needs {self.in_channels} names",
-            )
-        _expect(
-            self.num_classes >= 2, "num_classes", f"must be >= 2 (incl. background), got {self.num_classes}"
-        )
+            _expect(len(self.channel_files) == self.in_channels, "channel_files", f"needs {self.in_channels} names")
+        _expect(self.num_classes >= 2, "num_classes", f"must be >= 2 (incl. background), got {self.num_classes}")
         for name, index in self.labels.items():
-            _expect(
-                0 <= index < self.num_classes, "labels", f"'{name}': {index} not in 0..{self.num_classes - 1}"
-            )
+            _expect(0 <= index < self.num_classes, "labels", f"'{name}': {index} not in 0..{self.num_classes - 1}")
         for name, members in self.regions.items():
-            _expect(
-                all(0 <= i < self.num_classes for i in members),
-                "regions",
-                f"'{name}': {members} out of range",
-            )
+            _expect(all(0 <= i < self.num_classes for i in members), "regions", f"'{name}': {members} out of range")
         _expect(len(self.patch_size) == self.spatial_dims, "patch_size", f"needs {self.spatial_dims} values")
-        _expect(
-            all(p >= 1 for p in self.patch_size), "patch_size", f"values must be >= 1, got {self.patch_size}"
-        )
+        _expect(all(p >= 1 for p in self.patch_size), "patch_size", f"values must be >= 1, got {self.patch_size}")
         _expect(0.0 <= self.overlap < 1.0, "overlap", f"must be in [0, 1), got {self.overlap}")
-        spacing = self.preprocess.target_spacing
-        if spacing is not None:
-            _expect(
-                len(spacing) == self.spatial_dims,
-                "preprocess.target_spacing",
-                f"needs {self.spatial_dims} values",
-            )
-        entries = len(self.preprocess.normalization)
-        _expect(
-            entries in (1, self.in_channels),
-            "preprocess.normalization",
-            f"needs 1 or {self.in_channels} entries",
-        )
+        part = PREPROCESSORS[self.pipeline["preprocess"]]
+        _expect(isinstance(self.preprocess, part.spec_type), "preprocess",
+                f"settings of part {part.name!r} expected, got {type(self.preprocess).__name__}")
+        self.preprocessor.check(self.spatial_dims, self.in_channels)
         _expect(bool(self.model_file), "model_file", "must be a file name")
-        for key, names in (("keep_largest", self.keep_largest), ("remove_small", self.remove_small)):
-            for name in names:
-                try:
-                    structure_members(name, self.labels, self.regions)
-                except ValueError as exc:
-                    _expect(False, key, str(exc))
-        for name, volume in self.remove_small.items():
-            _expect(volume >= 0, "remove_small", f"{name}: the minimum volume must be >= 0, got {volume}")
         _expect(self.outputs in OUTPUT_KINDS, "outputs", f"must be one of {', '.join(OUTPUT_KINDS)}")
-        if self.outputs == "regions":
+        for key, message in description_problems(
+            in_channels=self.in_channels,
+            normalization_entries=len(getattr(self.preprocess, "normalization", [None])),
+            labels=self.labels, regions=self.regions, keep_largest=self.keep_largest,
+            remove_small=self.remove_small, outputs=self.outputs, label_codes=self.label_codes,
+        ):
+            _expect(False, key, message)
+
+    @property
+    def preprocessor(self) -> Any:
+        """The preprocessing part (:mod:`seg_runtime.parts`) with this bundle's settings."""
+        return PREPROCESSORS[self.pipeline["preprocess"]](self.preprocess)
+
+    @property
+    def blend(self) -> Blend:
+        """The blending part: in which space patches, mirrorings and folds are averaged."""
+        return Blend(self.pipeline["blend"], regions=self.outputs == "regions")
+
+    def postprocessor(self, keep_largest: list[str] | None = None) -> SegPostprocessor:
+        """The post-processing part; ``keep_largest`` (``--keep-largest``) replaces the bundle's list,
+        and an empty list turns every step off (remove-small included)."""
+        keep = self.keep_largest if keep_largest is None else list(keep_largest)
+        small = self.remove_small if keep_largest is None or keep_largest else {}
+        for name in keep:
             try:
-                region_paint_labels(self.regions)
+                structure_members(name, self.labels, self.regions)
             except ValueError as exc:
-                _expect(False, "outputs", str(exc))
-        try:
-            check_label_codes(self.label_codes, self.labels)
-        except ValueError as exc:
-            _expect(False, "label_codes", str(exc))
+                raise BundleError(f"keep_largest: {exc}") from None
+        return SegPostprocessor(tuple(keep), dict(small), dict(self.labels), dict(self.regions))
 
     @property
     def output_channels(self) -> int:
@@ -165,7 +168,7 @@ class Bundle:
         data: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
         for item in fields(self):
             value = getattr(self, item.name)
-            data[item.name] = value.to_dict() if isinstance(value, PreprocessSpec) else value
+            data[item.name] = value.to_dict() if hasattr(value, "to_dict") else value
         return json.loads(json.dumps(data))  # deep copy with JSON types only
 
     @classmethod
@@ -190,6 +193,7 @@ class Bundle:
             logger.warning("model.json: ignoring unknown key(s) %s", unknown)
         in_channels = _get(data, "in_channels", _is_int, "an integer")
         num_classes = _get(data, "num_classes", _is_int, "an integer")
+        pipeline = _pipeline(data)
         return cls(
             spatial_dims=_get(data, "spatial_dims", _is_int, "an integer"),
             in_channels=in_channels,
@@ -208,7 +212,7 @@ class Bundle:
             regions=_get(data, "regions", _is_str_int_list_dict, "an object of name: [integers]", default={}),
             patch_size=_get(data, "patch_size", _is_int_list, "a list of integers"),
             overlap=float(_get(data, "overlap", _is_number, "a number", default=0.5)),
-            preprocess=_preprocess(data),
+            preprocess=_preprocess(data, pipeline["preprocess"]),
             keep_largest=_get(data, "keep_largest", _is_str_list, "a list of strings", default=[]),
             remove_small={k: float(v) for k, v in _get(data, "remove_small", _is_str_number_dict,
                                                         "an object of name: number", default={}).items()},
@@ -219,6 +223,7 @@ class Bundle:
             model_file=_get(data, "model_file", _is_str, "a string", default="model.onnx"),
             provenance=_get(data, "provenance", lambda v: isinstance(v, dict), "an object", default={}),
             label_codes=_get(data, "label_codes", lambda v: isinstance(v, dict), "an object", default={}),
+            pipeline=pipeline,
         )
 
 
@@ -269,10 +274,20 @@ def _get(data: dict[str, Any], key: str, check: Any, expected: str, default: Any
     return value
 
 
-def _preprocess(data: dict[str, Any]) -> PreprocessSpec:
-    spec = _get(data, "preprocess", lambda v: isinstance(v, dict), "an object")
+def _pipeline(data: dict[str, Any]) -> dict[str, str]:
+    chosen = _get(data, "pipeline", lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+                  "an object of kind: part name", default={})
     try:
-        return PreprocessSpec.from_dict(spec)
+        return check_pipeline(chosen)
+    except ValueError as exc:
+        key, _, message = str(exc).partition(": ")
+        raise BundleError(f"key '{key}': {message}") from None
+
+
+def _preprocess(data: dict[str, Any], part: str) -> Any:
+    settings = _get(data, "preprocess", lambda v: isinstance(v, dict), "an object")
+    try:
+        return PREPROCESSORS[part].parse(settings)
     except ValueError as exc:
         key, _, message = str(exc).partition(": ")
         raise BundleError(f"key '{key}': {message}") from exc

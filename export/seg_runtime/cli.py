@@ -1,20 +1,25 @@
-"""``seg-run``: predict a scan folder with a deploy bundle, without torch."""
+"""``seg-run``: the torch-free runtime's command line, one subcommand per way of running a bundle.
+
+``seg-run predict BUNDLE -i IN -o OUT`` predicts a scan folder; ``seg-run summary -o OUT`` prints
+the merged state of an output folder. The form without a subcommand (``seg-run BUNDLE -i IN -o
+OUT``, ``seg-run --summary -o OUT``) is ``predict``, as before subcommands existed.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from ._version import __version__
-from .bundle import BundleError
+from .cli_options import EXIT_CODES, add_predict_options, predict_options, preflight, runner_from_args
 from .errors import SegError
-from .manifest import SUMMARY_NAME, RunManifest, folder_summary
-from .options import EXIT_CODES, add_predict_options, ray_options, show_progress, with_keep_largest
+from .manifest import folder_summary
 from .session import PROVIDERS
+from .summary import folder_summary_text, run_summary
 
 _DESCRIPTION = """\
 Segment medical images with a seg deploy bundle (model.onnx + model.json) on onnxruntime.
@@ -33,60 +38,61 @@ _EPILOG = f"""\
 {EXIT_CODES}
 
 examples:
-  seg-run bundles/brats -i scans/ -o labels/
-  seg-run bundles/brats -i scans/ -o labels/ --provider cuda --tta --batch-size 4
-  seg-run bundles/brats -i scans/ -o labels/ --shard 0/4   # on four machines: 0/4 .. 3/4
-  seg-run --summary -o labels/                               # merged state of all shards
-  seg-run bundles/ct -i /shared/scans -o /shared/labels --engine ray --address auto --num-workers 8
-  seg-run bundles/ct -i dicom_series/ -o labels/ --preview --dicom-seg
+  seg-run predict bundles/brats -i scans/ -o labels/
+  seg-run predict bundles/brats -i scans/ -o labels/ --provider cuda --tta --batch-size 4
+  seg-run predict bundles/brats -i scans/ -o labels/ --shard 0/4   # on four machines: 0/4 .. 3/4
+  seg-run summary -o labels/                                         # merged state of all shards
+  seg-run predict bundles/ct -i /shared/scans -o /shared/labels --engine ray --address auto --num-workers 8
+  seg-run predict bundles/ct -i dicom_series/ -o labels/ --preview --dicom-seg
+  seg-run bundles/brats -i scans/ -o labels/                         # the same as seg-run predict
 """
+
+SUBCOMMANDS = ("predict", "summary")
+
+
+def _add_verbosity(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="-v: per-case log, -vv: debug")
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("predict", help="predict label maps for a scan folder", description=_DESCRIPTION,
+                            epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("bundle", type=Path, nargs="?", metavar="BUNDLE_DIR",
+                        help="folder with model.json and model.onnx (not needed with --summary)")
+    parser.add_argument("--provider", choices=PROVIDERS, default="auto",
+                        help="onnxruntime execution provider (default: auto = CUDA if available, else CPU; "
+                        "an unavailable choice falls back to CPU with a warning)")
+    add_predict_options(parser)
+    _add_verbosity(parser)
+    parser.set_defaults(func=cmd_predict)
+
+
+def _add_summary(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("summary", help="the merged state of an output folder over all shards and runs",
+                            description="Print the merged state of every case in OUTPUT over all shards and "
+                            "runs, and write OUTPUT/summary.json.", epilog=EXIT_CODES)
+    parser.add_argument("-o", "--output", type=Path, required=True, help="a prediction output folder")
+    _add_verbosity(parser)
+    parser.set_defaults(func=lambda args: print_folder_summary(args.output, "seg-run"))
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``seg-run`` argument parser."""
     parser = argparse.ArgumentParser(
-        prog="seg-run",
-        description=_DESCRIPTION,
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "bundle", type=Path, nargs="?", metavar="BUNDLE_DIR",
-        help="folder with model.json and model.onnx (not needed with --summary)"
-    )
-    parser.add_argument(
-        "--provider",
-        choices=PROVIDERS,
-        default="auto",
-        help="onnxruntime execution provider (default: auto = CUDA if available, else CPU; "
-        "an unavailable choice falls back to CPU with a warning)",
-    )
-    add_predict_options(parser)
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="-v: per-case log, -vv: debug")
+        prog="seg-run", description=_DESCRIPTION.splitlines()[0], epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"seg-run {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_predict(sub)
+    _add_summary(sub)
     return parser
 
 
-def _summary(manifest: RunManifest, output: Path) -> str:
-    """The short result table printed at the end."""
-    counts = manifest.summary
-    lines = [
-        f"{'ok':<10}{counts['ok']}",
-        f"{'skipped':<10}{counts['skipped']}",
-        f"{'failed':<10}{counts['failed']}",
-        f"{'output':<10}{output}",
-        f"{'manifest':<10}{manifest.path}",
-    ]
-    lines += _failure_lines(manifest.failures(), counts["failed"], "the manifest")
-    return "\n".join(lines)
-
-
-def _failure_lines(failures: list[dict[str, Any]], total: int, where: str, shown: int = 10) -> list[str]:
-    """The first ``shown`` failures, one line each, and how many more ``where`` lists."""
-    lines = [f"  failed {entry['id']}: {entry['error']}" for entry in failures[:shown]]
-    if total > shown:
-        lines.append(f"  ... and {total - shown} more (see {where})")
-    return lines
+def _with_subcommand(argv: list[str]) -> list[str]:
+    """``seg-run BUNDLE ...`` and ``seg-run --summary ...`` mean ``seg-run predict ...``."""
+    if argv and argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help", "--version"):
+        return ["predict", *argv]
+    return argv
 
 
 def print_folder_summary(output: Path, prog: str) -> int:
@@ -98,75 +104,48 @@ def print_folder_summary(output: Path, prog: str) -> int:
     if not result["cases"]:
         print(f"{prog}: error: {output} holds no prediction records", file=sys.stderr)
         return 2
-    counts = result["summary"]
-    lines = [f"{'cases':<10}{result['cases']}", f"{'ok':<10}{counts['ok']}", f"{'failed':<10}{counts['failed']}",
-             f"{'records':<10}{', '.join(result['record_files']) or '(predictions.json only)'}",
-             f"{'summary':<10}{output / SUMMARY_NAME}"]
-    lines += _failure_lines(result["failed"], counts["failed"], SUMMARY_NAME)
-    print("\n".join(lines))
-    return 1 if counts["failed"] else 0
+    print(folder_summary_text(result, output))
+    return 1 if result["summary"]["failed"] else 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """``seg-run predict``: load the bundle once, predict the folder, print the summary."""
+    if args.summary:
+        return print_folder_summary(args.output, "seg-run")
+    from .predict import predict_folder
+    from .session import OnnxBackend
+
+    preflight(args, args.bundle, "BUNDLE_DIR", "seg-runtime")
+    backend = OnnxBackend(args.bundle, provider=args.provider, threads=args.threads)
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    start = time.perf_counter()
+    with logging_redirect_tqdm():  # log lines go through tqdm.write and do not tear the bars
+        manifest = predict_folder(args.input, args.output, backend, predict_options(args), runner_from_args(args))
+    print(run_summary(manifest, args.output, time.perf_counter() - start))
+    return 1 if manifest.summary["failed"] else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``seg-run``; returns the exit status (0 ok, 1 a case failed, 2 usage/bundle error)."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_with_subcommand(list(sys.argv[1:] if argv is None else argv)))
     except SystemExit as exc:
         return int(exc.code or 0)
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        print("seg-run: error: a command is required (predict, summary)", file=sys.stderr)
+        return 2
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    if args.summary:
-        return print_folder_summary(args.output, "seg-run")
-    if args.bundle is None or args.input is None:
-        print("seg-run: error: BUNDLE_DIR and -i/--input are required (unless --summary)", file=sys.stderr)
-        return 2
-    if not args.input.exists():
-        print(f"seg-run: error: input not found: {args.input}", file=sys.stderr)
-        return 2
-    from .dicom_seg import DicomSegUnavailable, require_highdicom
-    from .session import OnnxPredictor
-
     try:
-        if args.dicom_seg:
-            require_highdicom()
-        if args.engine == "ray":
-            from .ray_engine import require_ray
-
-            require_ray()  # before loading the model, not after the first case
-        predictor = OnnxPredictor(args.bundle, provider=args.provider, threads=args.threads)
-        predictor.bundle = with_keep_largest(predictor.bundle, args.keep_largest)
-    except (BundleError, DicomSegUnavailable, SegError, OSError, ValueError) as exc:
-        print(f"seg-run: error: {exc}", file=sys.stderr)
-        return 2
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    engine = {"engine": "ray", "ray_options": ray_options(args)} if args.engine == "ray" else {}
-    # Log lines go through tqdm.write so they do not tear the progress bars.
-    try:
-        with logging_redirect_tqdm():
-            manifest = predictor.predict_folder(
-                args.input,
-                args.output,
-                **engine,
-                tta=predictor.bundle.tta if args.tta is None else args.tta,
-                overwrite=args.overwrite,
-                shard=args.shard,
-                save_probabilities=args.save_probabilities,
-                batch_size=args.batch_size or 1,
-                progress=show_progress(args),
-                preview=args.preview,
-                dicom_seg=args.dicom_seg,
-                output_format=args.output_format,
-                max_memory_gb=args.max_memory,
-            )
-    except (SegError, ValueError) as exc:  # output folder, empty input, settings: one line, no traceback
+        return int(args.func(args) or 0)
+    except (SegError, OSError, ValueError) as exc:  # bundle, output folder, settings: one line
         if args.verbose > 1:
             logging.getLogger(__name__).debug("traceback", exc_info=True)
         print(f"seg-run: error: {exc}", file=sys.stderr)
         return 2
-    print(_summary(manifest, args.output))
-    return 1 if manifest.summary["failed"] else 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-"""The prediction options shared by ``seg-run`` and ``seg predict``: one definition, one help.
+"""The prediction command line shared by ``seg-run`` and ``seg predict``: one definition, one help,
+one mapping onto :class:`~seg_runtime.options.PredictOptions` and a runner, one pre-flight.
 
-Both CLIs call :func:`add_predict_options`, so a flag means the same thing in either tool.
+Both CLIs call :func:`add_predict_options`, so a flag means the same thing in either tool, and
+:func:`preflight` before they load a model, so a missing input or extra fails at once.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .errors import SegError
 from .formats import OUTPUT_FORMATS
 from .limits import MEMORY_ENV, parse_memory_gb
+from .options import PredictOptions
 
 EXIT_CODES = "exit status: 0 all cases ok or skipped, 1 some case failed, 2 usage, input or model error."
 
@@ -114,19 +118,55 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
                        help="CPUs reserved per actor (default 1)")
 
 
-def ray_options(args: argparse.Namespace) -> Any:
-    """The parsed engine options as :class:`seg_runtime.ray_engine.RayOptions`."""
-    from .ray_engine import RayOptions
+def predict_options(args: argparse.Namespace) -> PredictOptions:
+    """The parsed prediction options of either CLI as :class:`PredictOptions`."""
+    return PredictOptions(
+        tta=args.tta,
+        keep_largest=None if args.keep_largest is None else tuple(args.keep_largest),
+        batch_size=args.batch_size,
+        overwrite=args.overwrite,
+        shard=args.shard,
+        save_probabilities=args.save_probabilities,
+        preview=args.preview,
+        dicom_seg=args.dicom_seg,
+        output_format=args.output_format,
+        max_memory_gb=args.max_memory,
+        progress=show_progress(args),
+    )
 
-    return RayOptions(address=args.address, num_workers=args.num_workers,
-                      gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker)
+
+def runner_from_args(args: argparse.Namespace) -> Any:
+    """The runner ``--engine`` names: this process, or Ray Data with the parsed cluster options."""
+    if args.engine != "ray":
+        from .runners.local import LocalRunner
+
+        return LocalRunner(progress=show_progress(args))
+    from .runners.ray_data import RayOptions, RayRunner
+
+    options = RayOptions(address=args.address, num_workers=args.num_workers,
+                         gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker)
+    return RayRunner(options, progress=show_progress(args))
 
 
-def with_keep_largest(bundle: Any, names: list[str] | None) -> Any:
-    """``bundle`` with ``--keep-largest`` applied: names replace keep_largest; none at all turns off
-    every post-processing step (keep-largest and remove-small)."""
-    import dataclasses
+def preflight(args: argparse.Namespace, model: Any, model_arg: str, dist: str) -> None:
+    """Everything a prediction run can check before it loads a model, in one place for both CLIs.
 
-    if names is None:
-        return bundle
-    return dataclasses.replace(bundle, keep_largest=list(names), remove_small=bundle.remove_small if names else {})
+    Args:
+        args: The parsed command line.
+        model: The parsed model argument (None when missing).
+        model_arg: The model argument as the tool names it in messages (``BUNDLE_DIR``, ``--model``).
+        dist: The distribution whose extras the hints name (``seg-runtime`` or ``seg``).
+
+    Raises:
+        SegError: a missing model or input argument, a missing input path, or an extra (highdicom,
+            Ray) that is not installed.
+    """
+    if model is None or args.input is None:
+        raise SegError(f"{model_arg} and -i/--input are required (unless --summary)")
+    if not args.input.exists():
+        raise SegError(f"input not found: {args.input}")
+    if args.dicom_seg:
+        from .dicom_seg import require_highdicom
+
+        require_highdicom(dist)
+    runner_from_args(args).check()

@@ -15,11 +15,9 @@ Two kinds (``Bundle.outputs``, ``model.outputs`` in a seg config):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
-
-from .preprocess import PreprocessState, restore_to_input
 
 __all__ = [
     "OUTPUT_KINDS",
@@ -80,40 +78,45 @@ def paint_regions(probabilities: np.ndarray, paint_labels: Sequence[int]) -> np.
 
 
 def labels_on_input_grid(
-    probabilities: np.ndarray,
-    state: PreprocessState,
+    scores: np.ndarray,
+    restore: Callable[[np.ndarray], np.ndarray],
     *,
-    keep_probabilities: bool = False,
+    keep_scores: bool = False,
     paint_labels: Sequence[int] | None = None,
+    threshold: float = REGION_THRESHOLD,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Restore probabilities to the input grid one channel at a time and decode the labels.
+    """Restore scores to the input grid one channel at a time and decode the labels.
 
     Class outputs take the argmax; region outputs (``paint_labels`` given) paint each region's
-    label where its probability is > 0.5, in channel order (see :mod:`seg_runtime.outputs`).
-    Only one restored channel plus the running maximum are held at once (in the dtype of
-    ``probabilities``), and a float16 copy of all channels when ``keep_probabilities``.
+    label where its score is above ``threshold`` (0.5 for probabilities, 0 for logits), in channel
+    order (see the module docstring). Only one restored channel plus the running maximum are held at
+    once (in the dtype of ``scores``), and a float16 copy of all channels when ``keep_scores``.
 
     Args:
-        probabilities: Probabilities on the model grid, float32 or float16. Shape: [K, *S'].
-        state: From :func:`preprocess_image`.
-        keep_probabilities: Also return the restored probabilities.
+        scores: Probabilities or logits on the model grid, float32 or float16. Shape: [K, *S'].
+        restore: Maps model-grid channels to the input grid. Shape: [1, *S'] -> [1, *S_in].
+        keep_scores: Also return the restored scores.
         paint_labels: For region outputs, the label each channel paints. Length K.
+        threshold: The region decision threshold on the restored scores.
 
     Returns:
-        The label map (Shape: [*S_in], uint8 or uint16) and the float16 probabilities
+        The label map (Shape: [*S_in], uint8 or uint16) and the float16 restored scores
         (Shape: [K, *S_in]) or None.
     """
-    channels = probabilities.shape[0]
-    kept = np.empty((channels, *state.input_shape), np.float16) if keep_probabilities else None
+    channels = scores.shape[0]
     largest = max(paint_labels) + 1 if paint_labels is not None else channels
-    labels = np.zeros(state.input_shape, dtype=np.uint8 if largest <= 256 else np.uint16)
+    kept: np.ndarray | None = None
+    labels: np.ndarray | None = None
     best: np.ndarray | None = None
     for index in range(channels):
-        restored = restore_to_input(probabilities[index : index + 1], state)[0]
+        restored = restore(scores[index : index + 1])[0]
+        if labels is None:
+            labels = np.zeros(restored.shape, dtype=np.uint8 if largest <= 256 else np.uint16)
+            kept = np.empty((channels, *restored.shape), np.float16) if keep_scores else None
         if kept is not None:
             kept[index] = restored
         if paint_labels is not None:
-            labels[restored > REGION_THRESHOLD] = paint_labels[index]
+            labels[restored > threshold] = paint_labels[index]
             continue
         if best is None:
             best = restored

@@ -1,4 +1,4 @@
-"""onnxruntime sessions with provider fallback, and the ONNX predictor behind ``seg-run``."""
+"""onnxruntime sessions with provider fallback, and the ONNX backend behind ``seg-run``."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
-from .batch import predict_folder
 from .bundle import Bundle, BundleError, load_bundle
-from .manifest import RunManifest
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +135,7 @@ def create_session(
     return session
 
 
-class OnnxPredictor:
+class OnnxBackend:
     """A loaded bundle and its onnxruntime session (created once, reused for every case).
 
     Args:
@@ -145,6 +143,9 @@ class OnnxPredictor:
         provider: See :func:`create_session`.
         threads: CPU intra-op threads (None: the physical cores).
     """
+
+    tool = "seg-run"
+    default_batch_size = 1
 
     def __init__(
         self, bundle_dir: str | os.PathLike[str], provider: str = "auto", threads: int | None = None
@@ -201,8 +202,8 @@ class OnnxPredictor:
         (logits,) = self.session.run([self.bundle.output_name], {self.bundle.input_name: x})
         return np.asarray(logits, dtype=np.float32)
 
-    def model_info(self) -> dict[str, Any]:
-        """What the manifest records about the model."""
+    def describe(self) -> dict[str, Any]:
+        """What the run record says about the model."""
         return {
             "bundle": str(self.bundle_dir.resolve()),
             "model_file": self.bundle.model_file,
@@ -211,28 +212,17 @@ class OnnxPredictor:
             "provenance": self.bundle.provenance,
         }
 
-    def predict_folder(
-        self, input_path: str | os.PathLike[str], output_dir: str | os.PathLike[str], **kwargs: Any
-    ) -> RunManifest:
-        """Predict a file or folder of cases; keyword arguments go to :func:`batch.predict_folder`.
+    def recipe(self, cpus: float | None = None, gpus: float = 0.0) -> OnnxRecipe:
+        """Builds this bundle's session in another process; its threads are the CPUs it is given."""
+        threads = self._threads or (max(1, int(cpus)) if cpus else None)
+        return OnnxRecipe(str(self.bundle_dir), self._provider, threads)
 
-        ``engine="ray"`` (with ``ray_options``) runs the cases on Ray Data instead, each actor
-        opening its own session on this bundle with the same provider and threads.
-        """
-        kwargs.setdefault("model_info", self.model_info())
-        if kwargs.pop("engine", "local") == "ray":
-            from .ray_engine import OnnxModelFactory, RayJob, RayOptions
 
-            options = kwargs.pop("ray_options", None) or RayOptions()
-            # Each actor's session uses the CPUs Ray reserved for it, not every core of the node.
-            threads = self._threads or max(1, int(options.cpus_per_worker))
-            factory = OnnxModelFactory(self.bundle_dir, self._provider, threads)
-            kwargs["ray"] = RayJob(factory, options)
-        return predict_folder(
-            input_path,
-            output_dir,
-            bundle=self.bundle,
-            predict_batch=self.predict_batch,
-            tool="seg-run",
-            **kwargs,
-        )
+class OnnxRecipe:
+    """Builds an :class:`OnnxBackend` where it is called (picklable: holds a path)."""
+
+    def __init__(self, bundle_dir: str, provider: str = "auto", threads: int | None = None) -> None:
+        self.bundle_dir, self.provider, self.threads = bundle_dir, provider, threads
+
+    def __call__(self) -> OnnxBackend:
+        return OnnxBackend(self.bundle_dir, provider=self.provider, threads=self.threads)

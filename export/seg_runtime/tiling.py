@@ -115,7 +115,13 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return expit(logits.astype(np.float32, copy=False))
 
 
-ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"softmax": softmax, "sigmoid": sigmoid}
+def identity(logits: np.ndarray) -> np.ndarray:
+    """Logits as float32 (a new array when they were not float32): blending in logit space."""
+    return np.array(logits, dtype=np.float32, copy=True)
+
+
+ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"softmax": softmax, "sigmoid": sigmoid,
+                                                              "none": identity}
 
 
 def _mirror_subsets(mirror_axes: Sequence[int] | None, ndim: int) -> list[tuple[int, ...]]:
@@ -250,19 +256,13 @@ def sliding_window_inference(
         progress: Show a tqdm bar over batches.
         dtype: Dtype of the result; float16 halves its memory (blending stays float32, the
             values are rounded once, to within 5e-4).
-        activation: ``"softmax"`` over the channels (classes) or ``"sigmoid"`` per channel
-            (regions).
+        activation: ``"softmax"`` over the channels (classes), ``"sigmoid"`` per channel
+            (regions), or ``"none"`` (logits are blended; the caller activates once at the end).
 
     Returns:
-        Probabilities on the image grid. Shape: [K, *S].
+        Probabilities (or blended logits) on the image grid. Shape: [K, *S].
     """
-    ndim = image.ndim - 1
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
-    if len(patch_size) != ndim:
-        raise ValueError(
-            f"patch size {tuple(patch_size)} does not match a {ndim}D image of shape {image.shape}"
-        )
+    ndim = _check_window_args(image, patch_size, activation)
     padded, crop = _pad_to_patch(image, patch_size)
     spatial = padded.shape[1:]
     windows = patch_grid(spatial, patch_size, overlap)
@@ -284,6 +284,16 @@ def sliding_window_inference(
     if all(c == slice(0, s) for c, s in zip(crop, spatial, strict=True)):
         return result
     return np.ascontiguousarray(result[(slice(None), *crop)])
+
+
+def _check_window_args(image: np.ndarray, patch_size: Sequence[int], activation: str) -> int:
+    """The image's spatial rank, after checking the patch and the activation against it."""
+    ndim = image.ndim - 1
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+    if len(patch_size) != ndim:
+        raise ValueError(f"patch size {tuple(patch_size)} does not match a {ndim}D image of shape {image.shape}")
+    return ndim
 
 
 def _pad_to_patch(image: np.ndarray, patch_size: Sequence[int]) -> tuple[np.ndarray, tuple[slice, ...]]:

@@ -39,10 +39,10 @@ from tqdm.auto import tqdm
 
 import seg
 from seg.config import Config, DataConfig
-from seg.data.datalist import Case, DataError
+from seg.data.datalist import DataError, DataItem
 from seg.data.patches import FG_KEY, MAX_FG_LOCATIONS, ForegroundLocationsd
 from seg.data.transforms import LoadPreprocessd, preprocess_spec
-from seg_runtime.atomic import STALE_AFTER_S, atomic_write_text, remove_stale
+from seg_runtime.atomic import STALE_AFTER_S, atomic_write_text, remove_stale, stage_dir
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def dataset_cache_dir(cfg: Config) -> Path:
     return base / _digest([root, cfg.data.layout, cache_settings(cfg.data)])[:16]
 
 
-def case_key(item: Case, settings: dict[str, Any]) -> str:
+def case_key(item: DataItem, settings: dict[str, Any]) -> str:
     """Hash of the case's files (path, size, mtime) and the preprocessing settings."""
     files = [*item["image"], *([item["label"]] if item.get("label") else [])]
     stamps = []
@@ -125,13 +125,13 @@ class CheckRecord:
         except (OSError, ValueError):
             self.keys = {}
 
-    def passed(self, item: Case) -> bool:
+    def passed(self, item: DataItem) -> bool:
         try:
             return self.keys.get(item["id"]) == case_key(item, self.settings)
         except DataError:  # a file is gone: check it (and report it) again
             return False
 
-    def mark(self, items: list[Case]) -> None:
+    def mark(self, items: list[DataItem]) -> None:
         """Record ``items`` as passed (atomically; a failed write only costs a recheck next time)."""
         if not items:
             return
@@ -154,10 +154,10 @@ class CaseCache:
         self._prefix = LoadPreprocessd(data)
         self._locations = ForegroundLocationsd()
 
-    def entry(self, item: Case) -> Path:
+    def entry(self, item: DataItem) -> Path:
         return self.root / _entry_name(str(item["id"]))
 
-    def read_meta(self, item: Case) -> dict[str, Any] | None:
+    def read_meta(self, item: DataItem) -> dict[str, Any] | None:
         """The entry's meta when the entry is complete and matches the case's current key, else None."""
         folder = self.entry(item)
         try:
@@ -175,7 +175,7 @@ class CaseCache:
             return None
         return meta
 
-    def write(self, item: Case) -> Path:
+    def write(self, item: DataItem) -> Path:
         """Preprocess one case and install its entry atomically (replacing a stale one)."""
         key = case_key(item, self.settings)
         case = self._locations(self._prefix(dict(item)))
@@ -185,8 +185,7 @@ class CaseCache:
                   FG_KEY: np.asarray(case[FG_KEY], np.int32)}
         self.root.mkdir(parents=True, exist_ok=True)
         final = self.entry(item)
-        tmp = self.root / f".tmp-{final.name}-{os.getpid()}-{secrets.token_hex(4)}"
-        tmp.mkdir()
+        tmp = stage_dir(final)
         try:
             meta: dict[str, Any] = {"id": str(item["id"]), "key": key, "has_label": bool(item.get("label")),
                                     "spacing": self.settings["preprocess"].get("target_spacing"), "arrays": {}}
@@ -215,7 +214,7 @@ class CaseCache:
                 raise
         _fsync_dir(self.root)
 
-    def ensure(self, items: list[Case], rank: int = 0, world_size: int = 1, progress: bool = True,
+    def ensure(self, items: list[DataItem], rank: int = 0, world_size: int = 1, progress: bool = True,
                threads: int = 4) -> int:
         """Write the entries missing or stale among this rank's share of ``items``.
 
@@ -245,7 +244,7 @@ class CaseCache:
         another rank's entry in the making."""
         remove_stale([*self.root.glob(".tmp-*"), *self.root.glob(".trash-*")], age_s)
 
-    def load(self, item: Case, mmap: bool = True) -> dict[str, Any]:
+    def load(self, item: DataItem, mmap: bool = True) -> dict[str, Any]:
         """The cached case: ``image``, ``label`` (memory-mapped read-only when ``mmap``), locations, id."""
         folder = self.entry(item)
         mode = "r" if mmap else None

@@ -1,4 +1,4 @@
-"""Dataset layouts → case lists, train/validation splits, and the pre-training data check.
+"""Dataset layouts → case lists and train/validation splits (the data check: :mod:`seg.data.check`).
 
 A case is a plain dict, the currency of the MONAI dictionary pipelines::
 
@@ -6,42 +6,38 @@ A case is a plain dict, the currency of the MONAI dictionary pipelines::
 
 ``image`` holds one path per channel file, in channel order; ``label`` is None when the layout has
 no label for the case. Paths are absolute strings. Discovery only lists files; it never opens them,
-so it is fast and a broken file surfaces in :func:`check_datalist` with every other problem.
+so it is fast and a broken file surfaces in :func:`seg.data.check.check_datalist` with every other
+problem.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from tqdm import tqdm
 
 from seg.config import DataConfig, SplitConfig
 from seg.data.synthetic import make_synthetic_dataset
-from seg.errors import SegError
+from seg_runtime.errors import DataError
 from seg_runtime.formats import RASTER_SUFFIXES, strip_image_suffix
-from seg_runtime.geometry import CaseError, Geometry
-from seg_runtime.io import read_image
+from seg_runtime.naming import (
+    DATASET_JSON,
+    channel_file_name,
+    dataset_channel_names,
+    dataset_file_ending,
+    read_dataset_json,
+    split_channel_name,
+)
 
 logger = logging.getLogger(__name__)
 
-Case = dict[str, Any]
+DataItem = dict[str, Any]
 Subset = Literal["train", "test"]
 IMAGE_2D_SUFFIXES = RASTER_SUFFIXES  # the runtime's one suffix table (seg_runtime.formats)
-
-
-class DataError(SegError, ValueError):
-    """A dataset that cannot be used; the message lists every bad case with its problem."""
-
-    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
-        super().__init__(message)
-        self.problems = list(problems)
 
 
 def natural_key(text: str) -> tuple[tuple[int, int, str], ...]:
@@ -53,7 +49,7 @@ def natural_key(text: str) -> tuple[tuple[int, int, str], ...]:
 # Discovery
 
 
-def build_datalist(data: DataConfig, subset: Subset = "train") -> list[Case]:
+def build_datalist(data: DataConfig, subset: Subset = "train") -> list[DataItem]:
     """List the cases of a dataset, sorted by id (numbers by value).
 
     Layouts (``data.layout``):
@@ -99,45 +95,31 @@ def build_datalist(data: DataConfig, subset: Subset = "train") -> list[Case]:
     return sorted(items, key=lambda c: natural_key(c["id"]))
 
 
-def _case(case_id: str, images: list[Path], label: Path | None) -> Case:
+def _case(case_id: str, images: list[Path], label: Path | None) -> DataItem:
     return {"id": case_id, "image": [str(p) for p in images], "label": None if label is None else str(label)}
 
 
-def _read_dataset_json(root: Path) -> dict[str, Any]:
-    path = root / "dataset.json"
-    if not path.is_file():
-        raise DataError(f"{path} not found: this layout needs its dataset.json")
-    try:
-        meta = json.loads(path.read_text())
-    except ValueError as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(meta, dict):
-        raise DataError(f"{path}: expected a JSON object at the top level")
-    return meta
-
-
-def _nnunet_cases(root: Path, data: DataConfig, subset: Subset) -> list[Case]:
-    meta = _read_dataset_json(root)
-    ending = str(meta.get("file_ending", ".nii.gz"))
+def _nnunet_cases(root: Path, data: DataConfig, subset: Subset) -> list[DataItem]:
+    meta = read_dataset_json(root)
+    ending = dataset_file_ending(meta)
     images_dir = root / ("imagesTr" if subset == "train" else "imagesTs")
     labels_dir = root / ("labelsTr" if subset == "train" else "labelsTs")
     if not images_dir.is_dir():
         raise DataError(f"{images_dir} not found (nnU-Net raw layout needs imagesTr/ and labelsTr/)")
-    pattern = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})" + re.escape(ending) + "$")
     found: dict[str, set[int]] = {}
     for path in images_dir.iterdir():
-        match = pattern.match(path.name)
-        if match is None:
+        split = split_channel_name(path.name, ending)
+        if split is None:
             if not path.name.startswith("."):
                 logger.warning("ignoring %s: not named CASE_XXXX%s", path, ending)
             continue
-        found.setdefault(match["case"], set()).add(int(match["channel"]))
-    declared = len(meta.get("channel_names", meta.get("modality", {})))
+        found.setdefault(split[0], set()).add(split[1])
+    declared = len(dataset_channel_names(meta))
     # Expected paths for every declared channel: a missing one is reported by check_datalist.
     return [
         _case(
             case,
-            [images_dir / f"{case}_{c:04d}{ending}" for c in range(max(declared, max(channels) + 1))],
+            [images_dir / channel_file_name(case, c, ending) for c in range(max(declared, max(channels) + 1))],
             labels_dir / f"{case}{ending}" if labels_dir.is_dir() else None,
         )
         for case, channels in found.items()
@@ -148,24 +130,24 @@ def _case_id(path: Path) -> str:
     return strip_image_suffix(path)
 
 
-def _msd_cases(root: Path, data: DataConfig, subset: Subset) -> list[Case]:
-    meta = _read_dataset_json(root)
+def _msd_cases(root: Path, data: DataConfig, subset: Subset) -> list[DataItem]:
+    meta = read_dataset_json(root)
     key = "training" if subset == "train" else "test"
     entries = meta.get(key)
     if not isinstance(entries, list):
-        raise DataError(f"{root / 'dataset.json'} has no {key!r} list (MSD layout)")
+        raise DataError(f"{root / DATASET_JSON} has no {key!r} list (MSD layout)")
     items = []
     for entry in entries:
         image = entry.get("image") if isinstance(entry, dict) else entry  # MSD "test" lists bare paths
         if not isinstance(image, str):
-            raise DataError(f"{root / 'dataset.json'}: {key} entry {entry!r} has no image path")
+            raise DataError(f"{root / DATASET_JSON}: {key} entry {entry!r} has no image path")
         label = entry.get("label") if isinstance(entry, dict) else None
         image_path = (root / image).resolve()
         items.append(_case(_case_id(image_path), [image_path], (root / label).resolve() if label else None))
     return items
 
 
-def _case_folder_cases(root: Path, data: DataConfig, subset: Subset) -> list[Case]:
+def _case_folder_cases(root: Path, data: DataConfig, subset: Subset) -> list[DataItem]:
     if not data.channel_files:
         raise DataError("layout 'case_folders' needs data.channel_files (one file name per channel)")
     items = []
@@ -179,7 +161,7 @@ def _case_folder_cases(root: Path, data: DataConfig, subset: Subset) -> list[Cas
     return items
 
 
-def _image_folder_cases(root: Path, data: DataConfig, subset: Subset) -> list[Case]:
+def _image_folder_cases(root: Path, data: DataConfig, subset: Subset) -> list[DataItem]:
     images_dir, labels_dir = root / data.image_dir, root / data.label_dir
     if not images_dir.is_dir():
         raise DataError(
@@ -204,7 +186,7 @@ def _image_folder_cases(root: Path, data: DataConfig, subset: Subset) -> list[Ca
     return items
 
 
-def split_datalist(items: list[Case], split: SplitConfig) -> tuple[list[Case], list[Case]]:
+def split_datalist(items: list[DataItem], split: SplitConfig) -> tuple[list[DataItem], list[DataItem]]:
     """Split cases into training and validation.
 
     Explicit ``split.train`` / ``split.val`` id lists win (one given alone: the other is the rest);
@@ -257,155 +239,3 @@ def _kfold_ids(ids: list[str], split: SplitConfig) -> tuple[set[str], set[str]]:
     folds = np.array_split(perm, split.folds)
     val = {order[i] for i in folds[split.fold]}
     return set(order) - val, val
-
-
-# --------------------------------------------------------------------------------------------------
-# Reading and checking
-
-
-def read_channels(path: str | Path, spatial_dims: int) -> tuple[np.ndarray, Geometry]:
-    """Read one image file channel-first, through the runtime's reader.
-
-    Returns:
-        (array, geometry); array Shape: [C, *spatial], C > 1 for 4D NIfTI or RGB images.
-
-    Raises:
-        CaseError: the file is missing or cannot be read.
-    """
-    array, geometry = read_image(Path(path))
-    channels = np.asarray(array)
-    if channels.ndim == len(geometry.shape):  # the runtime's contract: a channel axis only when present
-        channels = channels[..., None]
-    channels = np.moveaxis(channels, -1, 0)
-    if spatial_dims == 2 and tuple(geometry.shape[2:]) == (1,):
-        channels = channels[..., 0]  # a one-slice volume is a 2D image
-    return channels, geometry
-
-
-def label_lookup(data: DataConfig) -> dict[int, int]:
-    """Raw label value → class index: ``data.label_values`` when set, else the identity on the label map."""
-    if data.label_values is not None:
-        return {int(k): int(v) for k, v in data.label_values.items()}
-    return {v: v for v in data.labels.values()}
-
-
-def check_datalist(items: list[Case], data: DataConfig, record: Any = None) -> None:
-    """Open every case and check it can be trained on; run this before training.
-
-    With a ``record`` (:class:`seg.data.case_cache.CheckRecord`), cases that passed before with the
-    same files and settings are not opened again, and the cases that pass now are added to it.
-
-    Checks: files exist and are readable; image dimensionality; channel count equals
-    ``len(data.channel_names)``; channels and label share shape and affine; label values are in the
-    label map (raw values of ``data.label_values`` when set); no NaN/Inf in the image.
-
-    Raises:
-        DataError: listing every bad case, e.g.
-            ``case pat0003: label OTMultiClass.nii.gz has values {7} not in the label map {0..4}``.
-    """
-    lookup, classes = label_lookup(data), set(data.labels.values())
-    settings_problems = [
-        f"data.label_values maps to {v}, which is not a class of data.labels {_fmt(classes)}"
-        for v in sorted(set(lookup.values()) - classes)
-    ]
-    problems = list(settings_problems)
-    todo = [item for item in items if record is None or not record.passed(item)]
-    passed = []
-    for item in tqdm(todo, desc="checking cases", unit="case", disable=None, leave=False):
-        found = _case_problems(item, data, lookup)
-        problems += [f"case {item['id']}: {p}" for p in found]
-        if not found:
-            passed.append(item)
-    if record is not None and not settings_problems:
-        record.mark(passed)
-    if problems:
-        bad = len({p.split(":", 1)[0] for p in problems if p.startswith("case ")})
-        head = f"{bad} of {len(items)} cases failed the data check" if bad else "the data check failed"
-        raise DataError(head + ":\n  " + "\n  ".join(problems), problems)
-    logger.info("data check passed for %d cases (%d opened, the rest unchanged since they passed)", len(items),
-                len(todo))
-
-
-def _fmt(values: set[int]) -> str:
-    """``{0..4}`` for a run of integers, else ``{0, 255}``."""
-    ordered = sorted(values)
-    if len(ordered) > 2 and ordered == list(range(ordered[0], ordered[-1] + 1)):
-        return f"{{{ordered[0]}..{ordered[-1]}}}"
-    return "{" + ", ".join(str(v) for v in ordered) + "}"
-
-
-def _case_problems(item: Case, data: DataConfig, lookup: dict[int, int]) -> list[str]:
-    problems: list[str] = []
-    geometries: list[tuple[str, Geometry]] = []
-    channels = 0
-    for path in item["image"]:
-        array, geometry = _open(Path(path), "image", data.spatial_dims, problems)
-        if array is None:
-            continue
-        channels += array.shape[0]
-        geometries.append((Path(path).name, geometry))
-        if not np.isfinite(array).all():
-            bad = int(np.size(array) - np.isfinite(array).sum())
-            problems.append(f"image {Path(path).name} has {bad} NaN/Inf voxels")
-    if len(geometries) == len(item["image"]) and channels != len(data.channel_names):
-        problems.append(f"has {channels} channels but data.channel_names lists {len(data.channel_names)}")
-    if item.get("label") is None:
-        problems.append("has no label")
-    else:
-        label, geometry = _open(Path(item["label"]), "label", data.spatial_dims, problems)
-        if label is not None:
-            geometries.append((Path(item["label"]).name, geometry))
-            problems += _label_value_problems(label, Path(item["label"]).name, lookup, data)
-    problems += _geometry_problems(geometries, data.spatial_dims)
-    return problems
-
-
-def _open(path: Path, role: str, spatial_dims: int, problems: list[str]) -> tuple[np.ndarray | None, Any]:
-    if not path.is_file():
-        problems.append(f"{role} {path.name} is missing ({path})")
-        return None, None
-    try:
-        array, geometry = read_channels(path, spatial_dims)
-    except (CaseError, OSError, ValueError) as err:  # reported with every other problem, not raised alone
-        problems.append(f"{role} {path.name} cannot be read: {err}")
-        return None, None
-    if len(geometry.shape) != spatial_dims and not (spatial_dims == 2 and tuple(geometry.shape[2:]) == (1,)):
-        problems.append(
-            f"{role} {path.name} is {len(geometry.shape)}D but data.spatial_dims is {spatial_dims}"
-        )
-        return None, None
-    return array, geometry
-
-
-def _label_value_problems(
-    label: np.ndarray, name: str, lookup: dict[int, int], data: DataConfig
-) -> list[str]:
-    if label.shape[0] != 1 and not (label == label[:1]).all():  # grey saved as RGB is still one map
-        return [f"label {name} has {label.shape[0]} different channels; a label map has one"]
-    values = np.unique(label[0])
-    odd = values[~np.isfinite(values) | (values != np.round(values))]
-    if odd.size:
-        return [f"label {name} holds non-integer values (e.g. {odd[:3].tolist()})"]
-    unknown = {int(v) for v in values} - set(lookup)
-    if not unknown:
-        return []
-    where = "data.label_values" if data.label_values is not None else "the label map"
-    return [f"label {name} has values {_fmt(unknown)} not in {where} {_fmt(set(lookup))}"]
-
-
-def _geometry_problems(geometries: list[tuple[str, Geometry]], spatial_dims: int) -> list[str]:
-    if len(geometries) < 2:
-        return []
-    ref_name, ref = geometries[0]
-    problems = []
-    for name, geometry in geometries[1:]:
-        shape, ref_shape = tuple(geometry.shape)[:spatial_dims], tuple(ref.shape)[:spatial_dims]
-        if shape != ref_shape:
-            problems.append(f"{name} has shape {shape} but {ref_name} has {ref_shape}")
-        elif not np.allclose(geometry.affine, ref.affine, rtol=1e-5, atol=1e-3):
-            # Same shape but a different voxel-to-world mapping: training would pair the wrong voxels.
-            problems.append(
-                f"{name} affine differs from {ref_name}'s (max difference "
-                f"{float(np.abs(geometry.affine - ref.affine).max()):.3g})"
-            )
-    return problems

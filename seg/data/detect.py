@@ -8,7 +8,6 @@ config. ``dataset.json`` is believed where it speaks (``labels``, ``channel_name
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -17,8 +16,17 @@ from typing import Any
 import numpy as np
 
 from seg.config import DataConfig
-from seg.data.datalist import IMAGE_2D_SUFFIXES, DataError, read_channels
+from seg.data.check import read_channels
+from seg.data.datalist import IMAGE_2D_SUFFIXES, DataError
 from seg_runtime.io import image_suffix, read_image
+from seg_runtime.labelmaps import read_label_map
+from seg_runtime.naming import (
+    DATASET_JSON,
+    channel_file_name,
+    dataset_file_ending,
+    read_dataset_json,
+    split_channel_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +44,14 @@ def detect_data_config(root: str | Path) -> DataConfig:
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise DataError(f"{root}: dataset folder not found")
-    meta_path = root / "dataset.json"
+    meta_path = root / DATASET_JSON
     if meta_path.is_file():
-        meta = _read_meta(meta_path)
-        if (root / "imagesTr").is_dir() and _has_channel_files(root / "imagesTr", _ending(meta)):
+        meta = read_dataset_json(root)
+        if (root / "imagesTr").is_dir() and _has_channel_files(root / "imagesTr", dataset_file_ending(meta)):
             return _nnunet_config(root, meta)
         if isinstance(meta.get("training"), list):
             return _msd_config(root, meta)
-        raise DataError(f"{meta_path}: neither nnU-Net raw (imagesTr/CASE_0000{_ending(meta)}) nor MSD "
+        raise DataError(f"{meta_path}: neither nnU-Net raw (imagesTr/{channel_file_name('CASE', 0, dataset_file_ending(meta))}) nor MSD "
                         "(a 'training' list)")
     if (root / "images").is_dir():
         return _image_folder_config(root)
@@ -53,29 +61,15 @@ def detect_data_config(root: str | Path) -> DataConfig:
     raise DataError(f"{root}: no dataset.json, images/ folder or case folders: cannot tell the layout")
 
 
-def _read_meta(path: Path) -> dict[str, Any]:
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(meta, dict):
-        raise DataError(f"{path}: expected a JSON object at the top level")
-    return meta
-
-
-def _ending(meta: dict[str, Any]) -> str:
-    return str(meta.get("file_ending", ".nii.gz"))
-
-
 def _has_channel_files(folder: Path, ending: str) -> bool:
-    return any(re.match(r"^.+_\d{4}" + re.escape(ending) + "$", p.name) for p in folder.iterdir())
+    return any(split_channel_name(p.name, ending) is not None for p in folder.iterdir())
 
 
 def _nnunet_config(root: Path, meta: dict[str, Any]) -> DataConfig:
-    ending = _ending(meta)
-    first = sorted((root / "imagesTr").glob(f"*_0000{ending}"))[0]
-    names = _channel_names(meta, root / "dataset.json")
-    labels, values, regions = _meta_labels(meta, root / "dataset.json")
+    ending = dataset_file_ending(meta)
+    first = sorted((root / "imagesTr").glob(channel_file_name("*", 0, ending)))[0]
+    names = _channel_names(meta, root / DATASET_JSON)
+    labels, values, regions = _meta_labels(meta, root / DATASET_JSON)
     return DataConfig(layout="nnunet", root=root, spatial_dims=_spatial_dims(first), channel_names=names,
                       labels=labels, label_values=values, regions=regions)
 
@@ -85,8 +79,8 @@ def _msd_config(root: Path, meta: dict[str, Any]) -> DataConfig:
     image = entry.get("image") if isinstance(entry, dict) else None
     if not isinstance(image, str) or not (root / image).is_file():
         raise DataError(f"{root / 'dataset.json'}: the first training entry's image {image!r} is not a file")
-    names = _channel_names(meta, root / "dataset.json")
-    labels, values, regions = _meta_labels(meta, root / "dataset.json")
+    names = _channel_names(meta, root / DATASET_JSON)
+    labels, values, regions = _meta_labels(meta, root / DATASET_JSON)
     return DataConfig(layout="msd", root=root, spatial_dims=_spatial_dims(root / image), channel_names=names,
                       labels=labels, label_values=values, regions=regions)
 
@@ -191,7 +185,7 @@ def _labels_from_files(paths: list[Path], dims: int) -> tuple[dict[str, int], di
         raise DataError("no label files found: cannot read the label values")
     values: set[int] = set()
     for path in paths[:LABEL_FILES_READ]:
-        array = read_channels(path, dims)[0][0]
+        array = read_label_map(path, dims)[0]
         values |= {int(v) for v in np.unique(np.rint(array))}
     values.add(0)
     named = {("background" if v == 0 else f"class_{v}"): v for v in sorted(values)}

@@ -15,7 +15,8 @@ from torch.utils.data import RandomSampler
 
 from seg.config import Config
 from seg.data.case_cache import CaseCache, CheckRecord, dataset_cache_dir
-from seg.data.datalist import build_datalist, check_datalist, split_datalist
+from seg.data.check import check_datalist
+from seg.data.datalist import build_datalist, split_datalist
 from seg.data.patches import FG_KEY
 from seg.data.transforms import train_random_transforms, train_transforms, val_transforms
 from seg.errors import ConfigError

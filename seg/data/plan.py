@@ -10,7 +10,6 @@ user can paste it into a config::
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -22,8 +21,11 @@ from nibabel.orientations import io_orientation
 from tqdm import tqdm
 
 from seg.config import DataConfig
-from seg.data.datalist import Case, DataError, build_datalist, label_lookup, read_channels
+from seg.data.check import label_lookup, read_channels
+from seg.data.datalist import DataError, DataItem, build_datalist
 from seg.errors import ConfigError
+from seg_runtime.labelmaps import read_label_map, remap_values
+from seg_runtime.naming import DATASET_JSON, dataset_channel_names, read_dataset_json
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +50,7 @@ _MRI_NAME = re.compile(r"(mri?|t1|t2|flair|adc|dwi|pd|swi)", re.IGNORECASE)
 _CT_NAME = re.compile(r"(^|[^a-z])ct([^a-z]|$)", re.IGNORECASE)
 
 
-def fingerprint(items: list[Case], data: DataConfig) -> dict[str, Any]:
+def fingerprint(items: list[DataItem], data: DataConfig) -> dict[str, Any]:
     """Measure a dataset: per case spacing/shape/label counts, per channel foreground intensities.
 
     Spacing and shape are given in RAS axis order for 3D when ``data.preprocess.orientation`` is
@@ -99,7 +101,7 @@ def fingerprint(items: list[Case], data: DataConfig) -> dict[str, Any]:
     }
 
 
-def _read_image(item: Case, dims: int) -> tuple[np.ndarray, Any]:
+def _read_image(item: DataItem, dims: int) -> tuple[np.ndarray, Any]:
     arrays, geometry = [], None
     for path in item["image"]:
         array, geo = read_channels(path, dims)
@@ -108,7 +110,7 @@ def _read_image(item: Case, dims: int) -> tuple[np.ndarray, Any]:
     return np.concatenate(arrays), geometry
 
 
-def _check_dims(item: Case, geometry: Any, dims: int) -> None:
+def _check_dims(item: DataItem, geometry: Any, dims: int) -> None:
     """A 2D image under a 3D config (or the reverse) is a user error, not an IndexError later."""
     shape = tuple(geometry.shape)
     if len(shape) == dims or (dims == 2 and shape[2:] == (1,)):
@@ -119,16 +121,11 @@ def _check_dims(item: Case, geometry: Any, dims: int) -> None:
     )
 
 
-def _read_label(item: Case, dims: int, lookup: dict[int, int]) -> np.ndarray | None:
+def _read_label(item: DataItem, dims: int, lookup: dict[int, int]) -> np.ndarray | None:
     if item.get("label") is None:
         return None
-    raw = read_channels(item["label"], dims)[0][0]
-    table = np.zeros(max(lookup) + 1, dtype=np.int64)
-    for value, cls in lookup.items():
-        table[value] = cls
     # Values outside the map were reported by check_datalist; here they count as background.
-    raw = np.rint(raw).astype(np.int64)
-    return np.where((raw >= 0) & (raw < len(table)), table[np.clip(raw, 0, len(table) - 1)], 0)
+    return remap_values(read_label_map(item["label"], dims)[0], lookup).astype(np.int64)
 
 
 def _oriented(geometry: Any, dims: int, ras: bool) -> tuple[list[float], list[int]]:
@@ -193,16 +190,13 @@ def _intensity_summary(samples: list[list[np.ndarray]], stats: list[list[tuple]]
 
 def _channel_names(data: DataConfig, count: int) -> list[str]:
     """Modality names as dataset.json states them (nnU-Net ``channel_names``, MSD ``modality``)."""
-    meta_path = Path(data.root or ".") / "dataset.json"
+    root = Path(data.root or ".")
     names: dict[str, str] = {}
-    if data.layout in ("nnunet", "msd", "synthetic") and meta_path.is_file():
+    if data.layout in ("nnunet", "msd", "synthetic") and (root / DATASET_JSON).is_file():
         try:
-            meta = json.loads(meta_path.read_text())
-            names = {
-                str(k): str(v) for k, v in (meta.get("channel_names") or meta.get("modality") or {}).items()
-            }
-        except (OSError, ValueError):
-            logger.warning("cannot read channel names from %s", meta_path)
+            names = dataset_channel_names(read_dataset_json(root))
+        except DataError:
+            logger.warning("cannot read channel names from %s", root / DATASET_JSON)
     fallback = list(data.channel_names) + [f"channel{c}" for c in range(len(data.channel_names), count)]
     return [names.get(str(c), fallback[c]) for c in range(count)]
 

@@ -19,7 +19,6 @@ style). Class intensities overlap under the noise but a tiny U-Net learns them i
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,10 @@ import nibabel as nib
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+
+from seg_runtime.atomic import atomic_write_json
+from seg_runtime.errors import DataError
+from seg_runtime.naming import DATASET_JSON, channel_file_name, read_dataset_json
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +111,8 @@ def make_synthetic_dataset(
         images, labels = root / f"images{subset}", root / f"labels{subset}"
         images.mkdir(parents=True, exist_ok=True)
         labels.mkdir(parents=True, exist_ok=True)
-        _write_case(phantom, images / f"{case_id}_0000{ending}", labels / f"{case_id}{ending}")
-    _write_json(root / "dataset.json", _dataset_json(params, ending))
+        _write_case(phantom, images / channel_file_name(case_id, 0, ending), labels / f"{case_id}{ending}")
+    atomic_write_json(root / DATASET_JSON, _dataset_json(params, ending))
     return root
 
 
@@ -121,17 +124,16 @@ def _case_plan(num_train: int, num_test: int) -> list[tuple[str, str, int]]:
 
 
 def _is_complete(root: Path, params: dict[str, Any], cases: list[tuple[str, str, int]], ending: str) -> bool:
-    path = root / "dataset.json"
-    if not path.is_file():
+    if not (root / DATASET_JSON).is_file():
         return False
     try:
-        recorded = json.loads(path.read_text()).get("seg_synthetic")
-    except (OSError, ValueError):
+        recorded = read_dataset_json(root).get("seg_synthetic")
+    except DataError:
         return False
     if recorded != params:
         return False
     return all(
-        (root / f"images{sub}" / f"{cid}_0000{ending}").is_file()
+        (root / f"images{sub}" / channel_file_name(cid, 0, ending)).is_file()
         and (root / f"labels{sub}" / f"{cid}{ending}").is_file()
         for cid, sub, _ in cases
     )
@@ -149,12 +151,6 @@ def _dataset_json(params: dict[str, Any], ending: str) -> dict[str, Any]:
         "file_ending": ending,
         "seg_synthetic": params,
     }
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)
 
 
 def _write_case(phantom: Phantom, image_path: Path, label_path: Path) -> None:

@@ -21,7 +21,8 @@ from monai import transforms as mt
 from seg.config import Config, DataConfig
 from seg.data.patches import ForegroundLocationsd, RandPatchCropd
 from seg_runtime.cases import Case
-from seg_runtime.io import read_case, read_image
+from seg_runtime.io import read_case
+from seg_runtime.labelmaps import read_label_map, remap_values
 from seg_runtime.preprocess import PreprocessSpec, preprocess_image, preprocess_label
 
 
@@ -38,17 +39,6 @@ def preprocess_spec(data: DataConfig) -> PreprocessSpec:
 def _norm_dict(n: dict[str, Any]) -> dict[str, Any]:
     keep = {"zscore": ("nonzero",), "fixed": ("clip", "mean", "std"), "minmax": ("lo", "hi"), "none": ()}
     return {"scheme": n["scheme"], **{k: n[k] for k in keep[n["scheme"]]}}
-
-
-def remap_labels(label: np.ndarray, label_values: Mapping[int, int] | None) -> np.ndarray:
-    """Map raw label values to class indices (e.g. ISBI's 255 -> 0, 0 -> 1)."""
-    label = np.asarray(label)
-    if not label_values:
-        return label.astype(np.int16)
-    out = np.zeros(label.shape, dtype=np.int16)
-    for raw, cls in label_values.items():
-        out[label == raw] = cls
-    return out
 
 
 class LoadPreprocessd(mt.MapTransform):
@@ -69,11 +59,8 @@ class LoadPreprocessd(mt.MapTransform):
         image, _ = preprocess_image(image, geometry, self.spec)
         out: dict[Hashable, Any] = {"id": d["id"], "image": image.astype(np.float32)}
         if d.get("label"):
-            raw, _ = read_image(Path(d["label"]))
-            raw = np.asarray(raw)
-            if raw.ndim == self.data.spatial_dims + 1:  # an RGB label PNG, or a one-slice NIfTI for 2D
-                raw = raw[..., 0]
-            label = remap_labels(raw, self.data.label_values)
+            raw, _ = read_label_map(d["label"], self.data.spatial_dims)
+            label = remap_values(raw, self.data.label_values)
             out["label"] = preprocess_label(label, geometry, self.spec)[None].astype(np.int16)
         return out
 

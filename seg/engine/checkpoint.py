@@ -1,15 +1,20 @@
-"""Self-describing checkpoints: one file with weights, resolved config, label map, versions,
-epoch, optimiser/scheduler/EMA state and RNG state. Written atomically, read with
-``torch.load(weights_only=True)`` (plain tensors, numbers, strings, lists and dicts only).
+"""The trained model on disk: one typed :class:`Checkpoint` and one loader for every reader.
+
+A checkpoint file holds the evaluation weights, the resolved config (with it the label map and
+regions), provenance (format, versions, model name) and, for runs that can resume, the training
+state (weights as trained, optimiser, scheduler, EMA, epoch, best metric, RNG, split). Written
+atomically; read with ``torch.load(weights_only=True)`` (plain tensors, numbers, strings, lists
+and dicts only). ``seg predict``, ``seg export``, the CV and ``--resume`` all read it through
+:func:`load_checkpoint`, and build its network through :meth:`Checkpoint.build_model`.
 """
 
 from __future__ import annotations
 
-import os
 import pickle
 import platform
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +23,12 @@ import torch
 from torch import nn
 
 import seg
+from seg.config import Config, config_from_dict
 from seg.errors import CheckpointError
+from seg_runtime.atomic import atomic_open
 
 CHECKPOINT_FORMAT = 1
+_TRAINING_KEYS = ("model_state", "optimizer", "scheduler", "epoch", "best_metric", "rng")
 
 
 def capture_rng() -> dict[str, Any]:
@@ -56,26 +64,91 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` (plus format and versions) atomically: temp file, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"format": CHECKPOINT_FORMAT, "versions": versions(), **payload}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(data, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+@dataclass(frozen=True)
+class TrainingState:
+    """What ``--resume`` needs besides the config: the run exactly where it stopped."""
+
+    model_state: Mapping[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    epoch: int
+    best_metric: float
+    rng: dict[str, Any]
+    ema: Mapping[str, torch.Tensor] | None = None
+    split: dict[str, Any] = field(default_factory=dict)
+    interrupted_mid_epoch: bool = False
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint safely (no arbitrary unpickling).
+@dataclass(frozen=True)
+class Checkpoint:
+    """A trained model on disk.
 
-    Raises:
-        CheckpointError: the file is missing, not a checkpoint of ours, or of an unknown format.
+    Attributes:
+        path: The file it was read from (or will be written to).
+        config_dict: The resolved config as stored (see :attr:`config` for the validated one).
+        weights: The evaluation weights (the EMA's when the run used one), training heads included.
+        training: The resumable training state; None in checkpoints written for inference only.
+        provenance: Format, versions and model name as stored.
     """
-    path = Path(path)
+
+    path: Path
+    config_dict: dict[str, Any]
+    weights: Mapping[str, torch.Tensor]
+    training: TrainingState | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self) -> Config:
+        """The stored config, validated (ConfigError naming the file when it no longer validates)."""
+        return config_from_dict(self.config_dict, str(self.path))
+
+    @property
+    def epoch(self) -> int | None:
+        """Epochs trained, where the checkpoint records them."""
+        return None if self.training is None else self.training.epoch
+
+    def build_model(self, weights: str = "eval") -> nn.Module:
+        """The network its config describes, its weights loaded strictly.
+
+        Args:
+            weights: ``eval`` (the evaluation weights) or ``trained`` (``training.model_state``).
+
+        Raises:
+            CheckpointError: the weights do not fit the model (missing, unexpected or reshaped keys).
+            ConfigError: the stored config does not validate.
+        """
+        from seg.models import create_model
+
+        model = create_model(self.config)
+        if weights == "eval":
+            load_weights(model, self.weights, self.path)
+        elif self.training is None:
+            raise CheckpointError(f"{self.path}: not a resumable checkpoint (no 'model_state')")
+        else:
+            load_weights(model, self.training.model_state, self.path, "model_state")
+        return model
+
+    def payload(self) -> dict[str, Any]:
+        """The dict written to disk (the format every seg since format 1 reads)."""
+        data: dict[str, Any] = {"state_dict": dict(self.weights), "config": self.config_dict}
+        data.update({k: v for k, v in self.provenance.items() if k not in ("format", "versions")})
+        if self.training is not None:
+            t = self.training
+            data.update(model_state=dict(t.model_state), optimizer=t.optimizer, scheduler=t.scheduler,
+                        ema=None if t.ema is None else dict(t.ema), epoch=t.epoch, best_metric=t.best_metric,
+                        rng=t.rng, split=t.split, interrupted_mid_epoch=t.interrupted_mid_epoch)
+        return data
+
+
+def save_checkpoint(checkpoint: Checkpoint, path: str | Path | None = None) -> Path:
+    """Write ``checkpoint`` (plus format and versions) atomically: temp file, fsync, rename."""
+    target = Path(path or checkpoint.path)
+    with atomic_open(target, "wb") as handle:
+        torch.save({"format": CHECKPOINT_FORMAT, "versions": versions(), **checkpoint.payload()}, handle)
+    return target
+
+
+def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
@@ -86,11 +159,33 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as err:  # corrupt or foreign file: say which and why, in one line
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise CheckpointError(f"{path}: not a readable seg checkpoint ({reason})") from None
-    if not isinstance(data, dict) or "state_dict" not in data or "config" not in data:
+    if not isinstance(data, dict) or "state_dict" not in data or not isinstance(data.get("config"), dict):
         raise CheckpointError(f"{path}: not a seg checkpoint (no state_dict/config)")
     if data.get("format", 0) > CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: checkpoint format {data['format']} is newer than this seg understands")
     return data
+
+
+def _training_state(data: dict[str, Any]) -> TrainingState | None:
+    if not all(key in data for key in _TRAINING_KEYS):
+        return None
+    return TrainingState(
+        model_state=data["model_state"], optimizer=data["optimizer"], scheduler=data["scheduler"],
+        epoch=int(data["epoch"]), best_metric=float(data["best_metric"]), rng=data["rng"], ema=data.get("ema"),
+        split=data.get("split") or {}, interrupted_mid_epoch=bool(data.get("interrupted_mid_epoch")))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint safely (no arbitrary unpickling).
+
+    Raises:
+        CheckpointError: the file is missing, not a checkpoint of ours, or of an unknown format.
+    """
+    path = Path(path)
+    data = _read(path, map_location)
+    known = {"state_dict", "config", *_TRAINING_KEYS, "ema", "split", "interrupted_mid_epoch"}
+    provenance = {k: v for k, v in data.items() if k not in known}
+    return Checkpoint(path, data["config"], data["state_dict"], _training_state(data), provenance)
 
 
 def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:

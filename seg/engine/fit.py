@@ -18,11 +18,19 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from seg.config import Config, config_from_dict
+from seg.config import Config
 from seg.data.datalist import build_datalist
 from seg.data.loaders import build_loaders
 from seg.engine import distributed as dist
-from seg.engine.checkpoint import capture_rng, load_checkpoint, load_weights, restore_rng, save_checkpoint
+from seg.engine.checkpoint import (
+    Checkpoint,
+    TrainingState,
+    capture_rng,
+    load_checkpoint,
+    load_weights,
+    restore_rng,
+    save_checkpoint,
+)
 from seg.engine.optim import build_ema, build_optimizer, build_scheduler, seed_everything
 from seg.engine.run_folder import RunFolder
 from seg.engine.validate import validate
@@ -80,42 +88,43 @@ class Trainer:
         self.interrupted_mid_epoch = False
 
     # ---------------------------------------------------------------- checkpoints
-    def state(self) -> dict:
+    def checkpoint(self, path: Path) -> Checkpoint:
+        """The run as it stands: evaluation weights, config, and the state to resume from."""
         eval_model = self.ema.module if self.ema is not None else self.model
-        return {
-            "state_dict": eval_model.state_dict(), "model_state": self.model.state_dict(),
-            "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "epoch": self.epoch, "best_metric": self.best, "config": self.cfg.to_dict(),
-            "model_name": self.cfg.model.name, "labels": dict(self.cfg.data.labels),
-            "regions": {k: list(v) for k, v in self.cfg.data.regions.items()},
-            "split": {"train": self.loaders.train_ids, "val": self.loaders.val_ids},
-            "rng": capture_rng(), "interrupted_mid_epoch": self.interrupted_mid_epoch,
-        }
+        training = TrainingState(
+            model_state=self.model.state_dict(), optimizer=self.opt.state_dict(),
+            scheduler=self.sched.state_dict(), epoch=self.epoch, best_metric=self.best, rng=capture_rng(),
+            ema=self.ema.state_dict() if self.ema is not None else None,
+            split={"train": self.loaders.train_ids, "val": self.loaders.val_ids},
+            interrupted_mid_epoch=self.interrupted_mid_epoch)
+        provenance = {"model_name": self.cfg.model.name, "labels": dict(self.cfg.data.labels),
+                      "regions": {k: list(v) for k, v in self.cfg.data.regions.items()}}
+        return Checkpoint(path, self.cfg.to_dict(), eval_model.state_dict(), training, provenance)
 
     def save(self, best: bool = False) -> None:
         if self.folder is None:
             return
-        state = self.state()
-        save_checkpoint(self.folder.last, state)
+        checkpoint = self.checkpoint(self.folder.last)
+        save_checkpoint(checkpoint)
         if best:
-            save_checkpoint(self.folder.best, state)
+            save_checkpoint(checkpoint, self.folder.best)
 
     def restore(self, path: Path) -> None:
         ck = load_checkpoint(path, map_location=self.device)
-        for key in ("model_state", "optimizer", "scheduler", "epoch", "best_metric", "rng"):
-            if key not in ck:
-                raise CheckpointError(f"{path}: not a resumable checkpoint (no {key!r})")
-        load_weights(self.model, ck["model_state"], path, "model_state")
-        if self.ema is not None and ck.get("ema") is not None:
-            load_weights(self.ema, ck["ema"], path, "ema")
+        state = ck.training
+        if state is None:
+            raise CheckpointError(f"{path}: not a resumable checkpoint (no training state: model_state, "
+                                  "optimizer, scheduler, epoch, best_metric, rng)")
+        load_weights(self.model, state.model_state, path, "model_state")
+        if self.ema is not None and state.ema is not None:
+            load_weights(self.ema, state.ema, path, "ema")
         try:
-            self.opt.load_state_dict(ck["optimizer"])
-            self.sched.load_state_dict(ck["scheduler"])
+            self.opt.load_state_dict(state.optimizer)
+            self.sched.load_state_dict(state.scheduler)
         except (ValueError, KeyError, TypeError) as err:
             raise CheckpointError(f"{path}: optimiser/scheduler state does not fit this run ({err})") from None
-        self.epoch, self.best = int(ck["epoch"]), float(ck["best_metric"])
-        restore_rng(ck["rng"])
+        self.epoch, self.best = state.epoch, state.best_metric
+        restore_rng(state.rng)
         if self.folder is not None:
             self.folder.truncate_metrics(self.epoch)
         log.info("resumed from %s at epoch %d", path, self.epoch)
@@ -247,9 +256,9 @@ def fit(cfg: Config, run_dir: Path | None = None, resume: bool = False, progress
         if not last.is_file():
             raise TrainingError(f"nothing to resume: {last} does not exist")
         ck = load_checkpoint(last)
-        stored = config_from_dict(ck["config"], str(last))
-        if "model_state" in ck:  # fail on wrong weights before any data is read (restore checks the rest)
-            load_weights(create_model(stored), ck["model_state"], last, "model_state")
+        stored = ck.config
+        if ck.training is not None:  # fail on wrong weights before any data is read (restore checks the rest)
+            ck.build_model("trained")
         stored.train.epochs = max(stored.train.epochs, cfg.train.epochs)
         cfg = stored
     elif last.is_file():

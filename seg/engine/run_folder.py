@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from seg.config import Config, save_config
+from seg.engine.curves import plot_curves, read_metrics
+from seg_runtime.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +64,12 @@ class RunFolder:
             self._tb = None
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics_file.is_file():
-            return []
-        return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line.strip()]
+        return read_metrics(self.metrics_file)
 
     def truncate_metrics(self, epochs_done: int) -> None:
         """On resume, drop records of epochs after the checkpoint (they will be redone)."""
         rows = [r for r in self.read_metrics() if r.get("epoch", 0) <= epochs_done]
-        self.metrics_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        atomic_write_text(self.metrics_file, "".join(json.dumps(r) + "\n" for r in rows))
 
     def log_epoch(self, record: dict[str, Any]) -> None:
         with open(self.metrics_file, "a") as fh:
@@ -84,30 +84,5 @@ class RunFolder:
     def plot_curves(self) -> None:
         """Loss and validation Dice against epoch, as ``curves.png``."""
         rows = self.read_metrics()
-        if not rows:
-            return
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-        ax1.plot([r["epoch"] for r in rows], [r["train_loss"] for r in rows], label="train loss")
-        ax1.set_xlabel("epoch")
-        ax1.set_ylabel("loss")
-        ax1.legend()
-        dice_keys = sorted({k for r in rows for k in r if k.startswith("val_dice")})
-        for key in dice_keys:
-            pts = [(r["epoch"], r[key]) for r in rows if key in r and r[key] is not None]
-            if pts:
-                ax2.plot(*zip(*pts), marker="o", label=key.removeprefix("val_"))
-        ax2.set_xlabel("epoch")
-        ax2.set_ylabel("Dice")
-        ax2.set_ylim(0, 1)
-        if dice_keys:
-            ax2.legend(fontsize=7)
-        fig.tight_layout()
-        tmp = self.path / ".curves.tmp.png"
-        fig.savefig(tmp, dpi=80)
-        plt.close(fig)
-        tmp.replace(self.path / "curves.png")
+        if rows:
+            plot_curves(self.path / "curves.png", {"train loss": rows})

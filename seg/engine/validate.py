@@ -1,33 +1,59 @@
-"""Validation on whole cases: sliding-window inference (Gaussian blending) and Dice per class/region."""
+"""Validation on whole cases: the runtime's Gaussian sliding window and Dice per class/region.
+
+The sliding window is ``seg_runtime``'s, the very one ``seg predict`` and ``seg-run`` use, so a
+validation Dice is the Dice of what prediction would output on the model grid (without mirroring).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 from torch import nn
 
 from seg.config import Config
 from seg.metrics import dice_scores, nanmean
 from seg_runtime.outputs import paint_regions, region_paint_labels
+from seg_runtime.tiling import sliding_window_inference
 
 
-@torch.no_grad()
-def predict_case(model: nn.Module, image: torch.Tensor, cfg: Config, device: torch.device) -> np.ndarray:
+def torch_predict_batch(model: nn.Module, device: torch.device, amp: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+    """A runtime ``predict_batch`` for a torch network: logits of a batch of numpy patches.
+
+    Args:
+        model: The network (in eval mode for inference).
+        device: Where it runs.
+        amp: bf16 autocast (CUDA only).
+
+    Shape: [B, C, *P] -> [B, K, *P], float32
+    """
+
+    @torch.inference_mode()
+    def predict_batch(x: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+            out = model(t)
+        return out.float().cpu().numpy()
+
+    return predict_batch
+
+
+def predict_case(model: nn.Module, image: Any, cfg: Config, device: torch.device) -> np.ndarray:
     """Label map of one preprocessed case (argmax of classes, or painted regions).
 
     Shape: image [C, *S] -> labels [*S] (int)
     """
-    x = torch.as_tensor(image, dtype=torch.float32, device=device)[None]
-    logits = sliding_window_inference(x, roi_size=cfg.patch_size, sw_batch_size=cfg.infer.batch_size,
-                                      predictor=model, overlap=cfg.infer.overlap, mode="gaussian",
-                                      padding_mode="constant")
-    if cfg.model.outputs == "regions":
-        return paint_regions(torch.sigmoid(logits[0]).cpu().numpy(), region_paint_labels(cfg.data.regions))
-    return logits[0].argmax(0).cpu().numpy()
+    regions = cfg.model.outputs == "regions"
+    image = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    probabilities = sliding_window_inference(
+        image.astype(np.float32, copy=False), torch_predict_batch(model, device), cfg.patch_size,
+        num_classes=cfg.out_channels, overlap=cfg.infer.overlap, batch_size=cfg.infer.batch_size,
+        activation="sigmoid" if regions else "softmax")
+    if regions:
+        return paint_regions(probabilities, region_paint_labels(cfg.data.regions))
+    return probabilities.argmax(0)
 
 
 def validate(model: nn.Module, cases: Iterable[dict[str, Any]], cfg: Config, device: torch.device,

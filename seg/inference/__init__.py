@@ -1,7 +1,8 @@
-"""Inference with the torch model: ``Predictor`` (load once, predict folders)."""
+"""Inference with torch models: load a run, checkpoint or CV folder as a backend for ``seg_runtime``."""
 
 from __future__ import annotations
 
-from seg.inference.predictor import Predictor
+from seg.inference.backend import TorchBackend
+from seg.inference.loading import load_backend
 
-__all__ = ["Predictor"]
+__all__ = ["TorchBackend", "load_backend"]

@@ -1,7 +1,7 @@
 """Fold ensembles: the k models of a cross-validation folder as one network.
 
 ``seg predict -m CV_FOLDER`` and ``seg export CV_FOLDER`` load every fold's checkpoint (or the
-``--folds`` picked) into :class:`FoldEnsemble`, whose output is the log of the folds' mean
+``--folds`` picked, :func:`seg.inference.loading.load_backend`) into :class:`FoldEnsemble`, whose output is the log of the folds' mean
 probability (softmax for class outputs, sigmoid for region outputs). The sliding window applies
 its usual softmax / sigmoid to it and gets back exactly that mean, so the whole predict path —
 Gaussian blending, mirroring, inverse geometry, post-processing, Ray, and the ONNX bundle that
@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,8 @@ import torch
 from torch import nn
 
 from seg.errors import SegError
+from seg.inference.backend import TorchBackend
+from seg.inference.bundle_meta import bundle_from_config
 
 log = logging.getLogger(__name__)
 
@@ -107,43 +109,39 @@ def _inference_view(bundle: Any) -> Any:
     return dataclasses.replace(bundle, provenance={}, keep_largest=[], remove_small={}, tta=False)
 
 
-def load_fold_ensemble(cv_dir: str | Path, folds: Sequence[int] | None = None, device: str = "auto"):
-    """A :class:`seg.inference.Predictor` running the folds of ``cv_dir`` as one model.
+def chosen_postprocessing(cv_dir: Path) -> dict[str, Any] | None:
+    """The CV folder's ``postprocessing.json`` (once every fold was scored), else None."""
+    chosen = Path(cv_dir) / POSTPROCESSING
+    return _read_json(chosen) if chosen.is_file() else None
 
-    Its config is the first fold's, with ``infer.keep_largest`` / ``remove_small`` set to the CV folder's chosen
-    post-processing when there is one, and ``infer.tta`` to the mirroring it was chosen with; the bundle's
-    provenance lists the folds and their hashes.
+
+def ensemble_backend(cv_dir: Path, pairs: list[tuple[int, Path]], members: list[TorchBackend],
+                     rebuild: Callable[[str], TorchBackend] | None = None) -> TorchBackend:
+    """The folds of ``cv_dir`` (loaded as ``members``, in ``pairs`` order) as one backend.
+
+    Its config is the first fold's, with ``infer.keep_largest`` / ``remove_small`` set to the CV
+    folder's chosen post-processing when there is one, and ``infer.tta`` to the mirroring it was
+    chosen with; the bundle's provenance lists the folds and their hashes.
 
     Raises:
-        EnsembleError: see :func:`fold_checkpoints`; or folds whose inputs, labels, patch or
-            preprocessing differ.
-        CheckpointError: a fold's checkpoint does not load strictly.
+        EnsembleError: folds whose inputs, labels, patch or preprocessing differ.
     """
-    from seg.inference.predictor import Predictor
-
-    cv_dir = Path(cv_dir)
-    pairs = fold_checkpoints(cv_dir, folds)
-    loaded = [Predictor.from_checkpoint(path, device=device) for _, path in pairs]
-    first = loaded[0]
-    for (fold, path), member in zip(pairs[1:], loaded[1:]):
+    first = members[0]
+    for (fold, path), member in zip(pairs[1:], members[1:]):
         if _inference_view(member.bundle) != _inference_view(first.bundle):
             raise EnsembleError(f"{path}: fold {fold} differs from fold {pairs[0][0]} in its inputs, labels, "
                                 "patch or preprocessing; an ensemble needs folds of one config")
     cfg = first.cfg.model_copy(deep=True)
-    chosen = cv_dir / POSTPROCESSING
-    if chosen.is_file():
-        choice = _read_json(chosen)
+    choice = chosen_postprocessing(cv_dir)
+    if choice is not None:
         cfg.infer.keep_largest = list(choice.get("keep_largest", []))
         cfg.infer.remove_small = dict(choice.get("remove_small", {}))
         cfg.infer.tta = bool(choice.get("tta", cfg.infer.tta))  # as validated: the choice was made on it
-    model = FoldEnsemble([m.model for m in loaded], cfg.model.outputs)
-    ensemble = Predictor(model, cfg, first.device, str(cv_dir))
-    ensemble.config_hash = first.config_hash
-    ensemble.folds = [fold for fold, _ in pairs]
-    ensemble.bundle.provenance.update(
-        ensemble_folds=[fold for fold, _ in pairs],
-        fold_config_hashes=[m.config_hash for m in loaded],
-        checkpoint=str(cv_dir),
-    )
-    log.info("fold ensemble of %s: folds %s", cv_dir, [fold for fold, _ in pairs])
-    return ensemble
+    folds = [fold for fold, _ in pairs]
+    bundle = bundle_from_config(cfg, {"checkpoint": str(cv_dir)})
+    bundle.provenance.update(ensemble_folds=folds, fold_config_hashes=[m.info["config_hash"] for m in members],
+                             checkpoint=str(cv_dir))
+    model = FoldEnsemble([m.model for m in members], cfg.model.outputs)
+    log.info("fold ensemble of %s: folds %s", cv_dir, folds)
+    return TorchBackend(model, cfg, bundle, first.device, cv_dir, {"config_hash": first.info["config_hash"]},
+                        rebuild=rebuild)

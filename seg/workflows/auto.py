@@ -4,13 +4,13 @@ One resumable command from a dataset folder to a deployable model (nnU-Net's bar
 
     OUT/config.yaml   the planned config (kept on reruns: edit it, or delete it to plan again)
     OUT/plan.txt      the statistics behind each planned setting
-    OUT/cv/           the k-fold cross-validation (seg.engine.cv): fold_<i>/, cv_results, postprocessing
+    OUT/cv/           the k-fold cross-validation (seg.workflows.cv): fold_<i>/, cv_results, postprocessing
     OUT/bundle/       the fold ensemble as one ONNX bundle, with the chosen post-processing (seg-run)
     OUT/curves.png    loss and validation Dice of every fold
     OUT/report.md     the CV table, the post-processing evidence and how to deploy
 
 A rerun continues where a kill stopped: finished folds are kept, a half-trained fold resumes,
-scored validations are reused (all verified, see :mod:`seg.engine.cv`); the bundle is re-exported
+scored validations are reused (all verified, see :mod:`seg.workflows.cv`); the bundle is re-exported
 from the current checkpoints (atomic, parity-checked).
 """
 
@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from seg.config import load_config
-from seg.engine.cv import CVResult, cross_validate
+from seg.engine.curves import plot_curves, read_metrics
 from seg.table import format_table
+from seg.workflows.cv import CVResult, cross_validate
 from seg_runtime.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -138,29 +139,5 @@ def write_report(out: Path, cv: CVResult, bundle: Path, parity: float) -> Path:
 
 def plot_fold_curves(cv_dir: Path, folds: Sequence[int], path: Path) -> None:
     """Training loss and mean validation Dice against epoch, one line per fold."""
-    import json
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (loss_ax, dice_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    for fold in folds:
-        metrics = cv_dir / f"fold_{fold}" / "metrics.jsonl"
-        if not metrics.is_file():
-            continue
-        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-        loss_ax.plot([r["epoch"] for r in rows], [r["train_loss"] for r in rows], label=f"fold {fold}")
-        dice = [(r["epoch"], r["val_dice_mean"]) for r in rows if r.get("val_dice_mean") is not None]
-        if dice:
-            dice_ax.plot(*zip(*dice), marker="o", label=f"fold {fold}")
-    loss_ax.set(xlabel="epoch", ylabel="training loss")
-    dice_ax.set(xlabel="epoch", ylabel="validation Dice (mean)", ylim=(0, 1))
-    loss_ax.legend(fontsize=7)
-    dice_ax.legend(fontsize=7)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    tmp.replace(path)
+    runs = {f"fold {fold}": read_metrics(cv_dir / f"fold_{fold}" / "metrics.jsonl") for fold in folds}
+    plot_curves(path, {label: rows for label, rows in runs.items() if rows}, ["val_dice_mean"])

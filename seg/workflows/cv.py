@@ -23,8 +23,6 @@ checkpoint that made them (its SHA-256) is unchanged. The final checkpoint predi
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -34,13 +32,16 @@ from pathlib import Path
 from typing import Any
 
 from seg.config import Config, config_from_dict
-from seg.data.datalist import Case, build_datalist, split_datalist
+from seg.data.datalist import DataItem, build_datalist, split_datalist
 from seg.engine.checkpoint import load_checkpoint
 from seg.engine.fit import TrainingError, default_run_dir, fit
 from seg.errors import ConfigError
 from seg.evaluation import evaluate_folders, write_evaluation
+from seg.inference.ensemble import CV_MANIFEST
 from seg.metrics import nanmean
-from seg_runtime.io import image_suffix
+from seg_runtime.atomic import atomic_open, atomic_write_json
+from seg_runtime.formats import image_suffix
+from seg_runtime.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def cross_validate(cfg: Config, folds: list[int], parent: Path | None = None, *,
     result.table = write_cv_table(parent, cfg)
     scored = sorted(int(i) for i in result.table["folds"])
     if scored == list(range(split.folds)):
-        from seg.engine.cv_postprocess import write_postprocessing
+        from seg.workflows.postprocessing import write_postprocessing
 
         result.postprocessing = write_postprocessing(parent, cfg, scored)
     else:
@@ -126,13 +127,14 @@ def train_fold(cfg: Config, run_dir: Path, progress: bool = True) -> tuple[str, 
         result = fit(cfg, run_dir=run_dir, progress=progress)
         return "trained", result.interrupted
     ck = load_checkpoint(last)
-    changed = config_changes(ck["config"], cfg.to_dict())
+    changed = config_changes(ck.config_dict, cfg.to_dict())
     if changed:
         raise TrainingError(
             f"{last} was trained with another config ({'; '.join(changed[:3])}); move {run_dir} away or "
             "choose another name= (only train.epochs may grow between runs)")
-    if int(ck["epoch"]) >= cfg.train.epochs and not ck.get("interrupted_mid_epoch"):
-        log.info("fold %d: finished (%d epochs), not retrained", cfg.data.split.fold, int(ck["epoch"]))
+    finished = ck.training is not None and not ck.training.interrupted_mid_epoch
+    if finished and ck.epoch >= cfg.train.epochs:
+        log.info("fold %d: finished (%d epochs), not retrained", cfg.data.split.fold, ck.epoch)
         return "done", False
     result = fit(cfg, run_dir=run_dir, resume=True, progress=progress)
     return "resumed", result.interrupted
@@ -170,25 +172,19 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def predict_fold(cfg: Config, run_dir: Path, val: list[Case], device: str = "auto") -> dict[str, Any]:
+def predict_fold(cfg: Config, run_dir: Path, val: list[DataItem], device: str = "auto") -> dict[str, Any]:
     """Predict the fold's validation cases with its final checkpoint and score them.
 
     Predictions made by the same checkpoint (same SHA-256) for the same cases are kept (a rerun
     predicts only what is missing); any other checkpoint clears and redoes them.
     """
-    from seg.inference import Predictor
+    from seg.inference import load_backend
+    from seg_runtime.options import PredictOptions
+    from seg_runtime.predict import predict_folder
 
     checkpoint = run_dir / "last.pt"
     pred_dir, stamp_path = run_dir / "validation", run_dir / "validation" / VALIDATION_STAMP
-    sha = _sha256(checkpoint)
+    sha = sha256_file(checkpoint)
     # The checkpoint by its name in the run folder and its hash, not by an absolute path: a moved
     # parent folder keeps its validation (stamps of older versions held the path, hence the pop).
     stamp = {"checkpoint": checkpoint.name, "checkpoint_sha256": sha, "cases": [c["id"] for c in val],
@@ -198,15 +194,14 @@ def predict_fold(cfg: Config, run_dir: Path, val: list[Case], device: str = "aut
         # Another checkpoint (or split) made what is there: clear it first, so that a kill mid-way
         # leaves only predictions of this checkpoint, which the next run may keep.
         shutil.rmtree(pred_dir, ignore_errors=True)
-        _atomic_json(stamp_path, stamp)
+        atomic_write_json(stamp_path, stamp)
     input_dir, ref_dir = _link_cases(run_dir, val, cfg.data.layout)
     device = "cpu" if cfg.train.device == "cpu" and device == "auto" else device
-    predictor = Predictor.from_checkpoint(checkpoint, device=device)
-    # Raw predictions: post-processing is what the CV chooses on them (a config's own keep_largest
-    # is a candidate like any other, not applied first).
-    predictor.bundle = dataclasses.replace(predictor.bundle, keep_largest=[], remove_small={})
-    # Mirroring as this config deploys it (infer.tta; the checkpoint's own setting may be older).
-    manifest = predictor.predict_folder(input_dir, pred_dir, tta=cfg.infer.tta, progress=False)
+    # Raw predictions (keep_largest=(): no post-processing): post-processing is what the CV chooses on
+    # them (a config's own keep_largest is a candidate like any other, not applied first). Mirroring as
+    # this config deploys it (infer.tta; the checkpoint's own setting may be older).
+    options = PredictOptions(tta=cfg.infer.tta, keep_largest=(), progress=False)
+    manifest = predict_folder(input_dir, pred_dir, load_backend(checkpoint, device=device), options)
     failed = [c["id"] for c in manifest.cases if c["status"] == "failed"]
     if failed:
         raise TrainingError(f"fold {cfg.data.split.fold}: validation prediction failed for {failed}; see "
@@ -217,7 +212,7 @@ def predict_fold(cfg: Config, run_dir: Path, val: list[Case], device: str = "aut
     return scores
 
 
-def _link_cases(run_dir: Path, val: list[Case], layout: str) -> tuple[Path, Path]:
+def _link_cases(run_dir: Path, val: list[DataItem], layout: str) -> tuple[Path, Path]:
     """Folders of symbolic links: the validation images (as ``seg predict`` reads them) and labels."""
     input_dir, ref_dir = run_dir / "validation_input", run_dir / "validation_ref"
     for folder in (input_dir, ref_dir):
@@ -240,16 +235,9 @@ def _link(link: Path, target: Path) -> None:
     os.symlink(target.resolve(), link)
 
 
-def _atomic_json(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(path)
-
-
-def _write_manifest(parent: Path, cfg: Config, fold: int, run_dir: Path, val: list[Case]) -> None:
+def _write_manifest(parent: Path, cfg: Config, fold: int, run_dir: Path, val: list[DataItem]) -> None:
     """``cv.json``: where each fold's model is, for ensembles and for people."""
-    path = parent / "cv.json"
+    path = parent / CV_MANIFEST
     manifest = json.loads(path.read_text()) if path.is_file() else {}
     split = cfg.data.split
     if manifest and (manifest.get("folds"), manifest.get("seed")) != (split.folds, split.seed):
@@ -257,7 +245,7 @@ def _write_manifest(parent: Path, cfg: Config, fold: int, run_dir: Path, val: li
     manifest.update(name=cfg.name, folds=split.folds, seed=split.seed)
     manifest.setdefault("runs", {})[str(fold)] = {
         "run_dir": run_dir.name, "checkpoint": f"{run_dir.name}/last.pt", "val": [c["id"] for c in val]}
-    _atomic_json(path, manifest)
+    atomic_write_json(path, manifest)
 
 
 def write_cv_table(parent: Path, cfg: Config) -> dict[str, Any]:
@@ -277,14 +265,12 @@ def write_cv_table(parent: Path, cfg: Config) -> dict[str, Any]:
     keys = [k for k in (cases[0] if cases else {}) if k not in ("fold", "id")]
     pooled = {"cases": len(cases), **{k: nanmean([c[k] for c in cases]) for k in keys}}
     table = {"metrics": keys, "folds": folds, "pooled": pooled, "cases": cases}
-    _atomic_json(parent / "cv_results.json", table)
+    atomic_write_json(parent / "cv_results.json", table)
     header = ["fold", "cases", *keys]
-    lines = [",".join(header)]
-    for name, row in [*((f"fold_{i}", r) for i, r in folds.items()), ("pooled", pooled)]:
-        lines.append(",".join([name, *(str(row.get(k, "")) for k in header[1:])]))
-    tmp = parent / ".cv_results.csv.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(parent / "cv_results.csv")
+    with atomic_open(parent / "cv_results.csv", "w") as handle:
+        handle.write(",".join(header) + "\n")
+        for name, row in [*((f"fold_{i}", r) for i, r in folds.items()), ("pooled", pooled)]:
+            handle.write(",".join([name, *(str(row.get(k, "")) for k in header[1:])]) + "\n")
     return table
 
 
@@ -294,7 +280,7 @@ def _current_scores(run_dir: Path) -> dict[str, Any] | None:
     last = run_dir / "last.pt"
     if not (stamp.is_file() and scores.is_file() and last.is_file()):
         return None
-    if json.loads(stamp.read_text()).get("checkpoint_sha256") != _sha256(last):
+    if json.loads(stamp.read_text()).get("checkpoint_sha256") != sha256_file(last):
         log.warning("%s: validation scores are from an older checkpoint; rerun --folds to redo them", run_dir)
         return None
     return json.loads(scores.read_text())

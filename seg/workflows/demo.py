@@ -1,8 +1,8 @@
 """``seg demo``: every journey on built-in synthetic data, in a few minutes on a CPU.
 
-synthetic dataset (nnU-Net layout on disk) -> ``fit`` -> ``Predictor.predict_folder`` (torch)
--> ``export_bundle`` -> ``seg_runtime`` (onnxruntime) on the same folder -> Dice of both against
-the ground truth and their voxel agreement.
+synthetic dataset (nnU-Net layout on disk) -> ``fit`` -> ``predict_folder`` with the torch backend
+-> ``export_bundle`` -> ``predict_folder`` with the ONNX backend (onnxruntime) on the same folder ->
+Dice of both against the ground truth and their voxel agreement.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from seg.table import format_table
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 @dataclass
@@ -79,8 +79,10 @@ def run_demo(out: Path, dims: int = 3, overrides: list[str] | None = None) -> De
     """Run the whole pipeline into ``out`` and return the score table."""
     from seg.data.datalist import build_datalist
     from seg.export_onnx import export_bundle
-    from seg.inference import Predictor
-    from seg_runtime.session import OnnxPredictor
+    from seg.inference import load_backend
+    from seg_runtime.options import PredictOptions
+    from seg_runtime.predict import predict_folder
+    from seg_runtime.session import OnnxBackend
 
     out = Path(out)
     cfg = demo_config(out, dims, overrides)
@@ -90,16 +92,15 @@ def run_demo(out: Path, dims: int = 3, overrides: list[str] | None = None) -> De
     run_dir = _train(cfg)
     result.seconds["train"] = time.perf_counter() - t0
     test_images = Path(cfg.data.root) / "imagesTs"
+    options = PredictOptions(overwrite=True, progress=False)
     t0 = time.perf_counter()
-    Predictor.from_checkpoint(run_dir).predict_folder(test_images, out / "pred_torch", overwrite=True,
-                                                      progress=False)
+    predict_folder(test_images, out / "pred_torch", load_backend(run_dir), options)
     result.seconds["predict"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     export_bundle(run_dir, out / "bundle")
     result.seconds["export"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    OnnxPredictor(out / "bundle", provider="cpu").predict_folder(test_images, out / "pred_onnx", overwrite=True,
-                                                                 progress=False)
+    predict_folder(test_images, out / "pred_onnx", OnnxBackend(out / "bundle", provider="cpu"), options)
     result.seconds["deploy"] = time.perf_counter() - t0
     result.rows = _score(cfg, Path(cfg.data.root), out / "pred_torch", out / "pred_onnx")
     return result

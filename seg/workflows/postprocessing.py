@@ -23,7 +23,6 @@ memory at a time.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -32,12 +31,13 @@ import numpy as np
 
 from seg.config import Config, save_config
 from seg.evaluation import label_files, load_labels, load_labels_with_spacing
+from seg.inference.ensemble import POSTPROCESSING
 from seg.metrics import dice_scores, nanmean
+from seg_runtime.atomic import atomic_write_json
 from seg_runtime.postprocess import FOREGROUND, postprocess_labels, structure_members
 
 log = logging.getLogger(__name__)
 
-POSTPROCESSING_FILE = "postprocessing.json"
 MIN_GAIN = 1e-4  # a pooled Dice gain below this is noise, not a reason to post-process
 SMALL_FRACTIONS = (0.001, 0.005, 0.01, 0.05)  # remove-small thresholds, as shares of the typical volume
 
@@ -120,9 +120,7 @@ def _pooled(pairs: list[tuple[Path, Path]], cfg: Config, names: list[str],
 def write_postprocessing(parent: Path, cfg: Config, folds: list[int]) -> dict[str, Any]:
     """Choose, then write ``postprocessing.json`` and ``config.yaml`` (``infer`` post-processing set)."""
     choice = choose_postprocessing(parent, cfg, folds)
-    tmp = parent / f".{POSTPROCESSING_FILE}.tmp"
-    tmp.write_text(json.dumps(choice, indent=2))
-    tmp.replace(parent / POSTPROCESSING_FILE)
+    atomic_write_json(parent / POSTPROCESSING, choice)
     resolved = cfg.model_copy(deep=True)
     resolved.infer.keep_largest = list(choice["keep_largest"])
     resolved.infer.remove_small = dict(choice["remove_small"])

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from seg.config import DataConfig
-from seg.data.datalist import DataError, build_datalist, check_datalist
+from seg.data.check import check_datalist
+from seg.data.datalist import DataError, build_datalist
 
 LABELS = {"background": 0, "a": 1, "b": 2}
 
@@ -140,7 +141,7 @@ def test_check_record_reopens_only_new_or_changed_cases(nnunet_root: Path, files
     rewritten since it passed (here with a label value outside the map) is opened and reported."""
     import os
 
-    import seg.data.datalist as datalist
+    import seg.data.check as datalist
     from seg.data.case_cache import CheckRecord
 
     opened: list[str] = []

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from seg.config import DataConfig, SplitConfig
-from seg.data.datalist import build_datalist, check_datalist, split_datalist
+from seg.data.check import check_datalist
+from seg.data.datalist import build_datalist, split_datalist
 from seg.data.plan import fingerprint, propose_settings
 
 pytestmark = pytest.mark.data

@@ -18,7 +18,7 @@ from ..conftest import tiny_config
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(path)["model_state"]
+    return dict(load_checkpoint(path).training.model_state)
 
 
 def test_tiny_run_writes_run_folder(tiny3d: Config) -> None:
@@ -30,8 +30,9 @@ def test_tiny_run_writes_run_folder(tiny3d: Config) -> None:
     assert [r["epoch"] for r in rows] == [1, 2]
     assert all(r["train_loss"] > 0 and "val_dice_lesion" in r for r in rows)
     ck = load_checkpoint(run / "last.pt")
-    assert ck["epoch"] == 2 and ck["labels"] == {"background": 0, "lesion": 1, "organ": 2}
-    assert ck["config"]["train"]["epochs"] == 2 and ck["versions"]["seg"]
+    assert ck.epoch == 2 and ck.config.data.labels == {"background": 0, "lesion": 1, "organ": 2}
+    assert ck.provenance["labels"] == ck.config.data.labels  # also stored plainly, for other readers
+    assert ck.config_dict["train"]["epochs"] == 2 and ck.provenance["versions"]["seg"]
     with pytest.raises(TrainingError, match="--resume"):
         fit(tiny3d, progress=False)
 
@@ -59,7 +60,7 @@ def test_resume_extends_finished_run(tiny3d: Config) -> None:
     tiny3d.train.epochs = 2
     result = fit(tiny3d, resume=True, progress=False)
     assert result.epochs_done == 2
-    assert load_checkpoint(result.run_dir / "last.pt")["epoch"] == 2
+    assert load_checkpoint(result.run_dir / "last.pt").epoch == 2
 
 
 def test_nothing_to_resume(tiny3d: Config) -> None:
@@ -101,9 +102,9 @@ def test_bf16_training_on_cuda_learns_as_fp32_on_cpu(tmp_path: Path, cuda: torch
     assert dice["cuda"] > 0.25 and dice["cuda"] >= dice["cpu"] - 0.15
     run = tmp_path / "cuda" / "runs" / "demo3d"
     ck = load_checkpoint(run / "last.pt")  # mapped to the CPU
-    assert all(t.device.type == "cpu" for t in ck["state_dict"].values())
-    from seg.inference.predictor import Predictor
+    assert all(t.device.type == "cpu" for t in ck.weights.values())
+    from seg.inference import load_backend
 
-    predictor = Predictor.from_checkpoint(run, device="cpu")
+    predictor = load_backend(run, device="cpu")
     x = np.random.default_rng(0).standard_normal((1, 1, 32, 32, 32)).astype(np.float32)
     assert predictor.predict_batch(x).shape[:2] == (1, 3)

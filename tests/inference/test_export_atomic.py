@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -25,11 +26,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _nan_checkpoint(run: Path, path: Path) -> Path:
     """A checkpoint whose network really computes NaN logits (one head bias is NaN)."""
     ck = load_checkpoint(run / "best.pt")
-    sd = dict(ck["state_dict"])
+    sd = dict(ck.weights)
     sd["head.bias"] = torch.full_like(sd["head.bias"], math.nan)
-    ck["state_dict"] = sd
-    save_checkpoint(path, {k: v for k, v in ck.items() if k not in ("format", "versions")})
-    return path
+    return save_checkpoint(dataclasses.replace(ck, weights=sd), path)
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:

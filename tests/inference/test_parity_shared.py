@@ -21,9 +21,9 @@ from PIL import Image
 
 from seg.cli import main as seg
 from seg.config import load_config
-from seg.engine.checkpoint import save_checkpoint
+from seg.engine.checkpoint import Checkpoint, save_checkpoint
 from seg.export_onnx import export_bundle
-from seg.inference import Predictor
+from seg.inference import TorchBackend, load_backend
 from seg_runtime.cases import discover_cases
 from seg_runtime.cli import main as seg_run
 from seg_runtime.io import read_case, read_image
@@ -37,7 +37,7 @@ PROBABILITY_TOLERANCE = 1e-3
 TINY = ["model.deep_supervision=false", "model.params={channels: [4, 8, 16]}"]
 
 
-def _fit_briefly(predictor: Predictor, image: np.ndarray, label: np.ndarray, steps: int = 10) -> None:
+def _fit_briefly(predictor: TorchBackend, image: np.ndarray, label: np.ndarray, steps: int = 10) -> None:
     """A few Adam steps with the config's loss (classes or regions) on crops (32 voxels a side)
     around foreground voxels of one preprocessed case (deterministic)."""
     from seg.losses import build_loss
@@ -71,8 +71,8 @@ def _bundle(
     checkpoint = tmp / "model.pt"
     from seg.models import create_model
 
-    save_checkpoint(checkpoint, {"state_dict": create_model(cfg).state_dict(), "config": cfg.to_dict()})
-    predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
+    save_checkpoint(Checkpoint(checkpoint, cfg.to_dict(), create_model(cfg).state_dict()))
+    predictor = load_backend(checkpoint, device="cpu")
     case = discover_cases(
         case_input,
         spatial_dims=cfg.data.spatial_dims,
@@ -85,7 +85,7 @@ def _bundle(
     label = _class_indices(np.asarray(raw_label), cfg.data.label_values)
     label = preprocess_label(label, geometry, predictor.bundle.preprocess)
     _fit_briefly(predictor, prepared, label)
-    save_checkpoint(checkpoint, {"state_dict": predictor.model.state_dict(), "config": cfg.to_dict()})
+    save_checkpoint(Checkpoint(checkpoint, cfg.to_dict(), predictor.model.state_dict()))
     return checkpoint, export_bundle(checkpoint, tmp / "bundle").bundle_dir
 
 
@@ -105,7 +105,7 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray]:
     The spy asks the tiling for float32 and hands the folder loop the float16 it would have
     made itself (rounding once either way), so the labels are exactly those of a plain run.
     """
-    import seg_runtime.batch as batch
+    import seg_runtime.stages as batch
 
     results: list[np.ndarray] = []
     original = batch.sliding_window_inference

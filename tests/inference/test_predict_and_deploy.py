@@ -238,17 +238,18 @@ def test_seg_predict_onnx_backend_matches_torch(trained, tmp_path: Path) -> None
 def test_backend_auto_uses_onnxruntime_on_the_cpu(trained, caplog) -> None:
     import logging
 
-    from seg.inference import Predictor
-    from seg.inference.onnx_backend import use_backend
+    from seg.inference import load_backend
+    from seg.inference.onnx_backend import InMemoryOnnxBackend, choose_backend
 
     dims, _, tmp = trained
-    predictor = Predictor.from_checkpoint(tmp / "runs" / f"demo{dims}d", device="cpu")
-    torch_batch = predictor.predict_batch
+    torch_backend = load_backend(tmp / "runs" / f"demo{dims}d", device="cpu")
     with caplog.at_level(logging.INFO, logger="seg.inference.onnx_backend"):
-        assert use_backend(predictor, "auto", threads=1) == "onnx"
-    x = np.random.default_rng(1).standard_normal((2, predictor.cfg.data.in_channels,
-                                                 *predictor.cfg.patch_size)).astype(np.float32)
-    np.testing.assert_allclose(predictor.predict_batch(x), torch_batch(x), atol=predictor.cfg.export.tolerance)
+        chosen = choose_backend(torch_backend, "auto", threads=1)
+    assert isinstance(chosen, InMemoryOnnxBackend) and chosen.bundle is torch_backend.bundle
+    assert choose_backend(torch_backend, "torch") is torch_backend
+    cfg = torch_backend.cfg
+    x = np.random.default_rng(1).standard_normal((2, cfg.data.in_channels, *cfg.patch_size)).astype(np.float32)
+    np.testing.assert_allclose(chosen.predict_batch(x), torch_backend.predict_batch(x), atol=cfg.export.tolerance)
     assert "onnxruntime backend" in caplog.text
 
 
@@ -272,7 +273,7 @@ def test_predict_on_ray_matches_the_local_loop(trained, capsys) -> None:
         np.testing.assert_array_equal(_labels(tmp / "ray" / name), _labels(tmp / "local" / name))
     capsys.readouterr()
     assert seg(["predict", "--summary", "-o", str(tmp / "ray")]) == 0
-    assert f"ok        {len(written)}" in capsys.readouterr().out
+    assert f"cases     {len(written)}: {len(written)} ok, 0 failed" in capsys.readouterr().out
 
 
 def _agreement(a: Path, b: Path) -> float:

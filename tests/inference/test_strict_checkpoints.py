@@ -5,6 +5,7 @@ Also: provenance hashes are the trained run's, so a bundle or a manifest can be 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from seg.config import config_from_dict
 from seg.engine.checkpoint import load_checkpoint, save_checkpoint
 from seg.engine.fit import fit
 from seg.errors import CheckpointError
-from seg.inference import Predictor
+from seg.inference import load_backend
 from seg.models import build_model
 
 from ..conftest import tiny_config
@@ -59,10 +60,12 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _bad_checkpoint(run: Path, tmp: Path, kind: str, key: str = "state_dict") -> Path:
     ck = load_checkpoint(run / "last.pt")
-    ck[key] = BAD_STATES[kind][0](dict(ck[key]))
-    path = tmp / f"{kind}.pt"
-    save_checkpoint(path, {k: v for k, v in ck.items() if k not in ("format", "versions")})
-    return path
+    spoil = BAD_STATES[kind][0]
+    if key == "state_dict":
+        ck = dataclasses.replace(ck, weights=spoil(dict(ck.weights)))
+    else:
+        ck = dataclasses.replace(ck, training=dataclasses.replace(ck.training, model_state=spoil(dict(ck.training.model_state))))
+    return save_checkpoint(ck, tmp / f"{kind}.pt")
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str], *needles: str) -> str:
@@ -75,11 +78,11 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], *needles: str) -> str:
 
 def test_good_checkpoint_loads_the_trained_weights(run: Path) -> None:
     ck = load_checkpoint(run / "best.pt")
-    predictor = Predictor.from_checkpoint(run, device="cpu")
-    got = predictor.model.state_dict()
-    assert any(k.startswith("aux_heads.") for k in ck["state_dict"])  # trained with deep supervision ...
+    backend = load_backend(run, device="cpu")
+    got = backend.model.state_dict()
+    assert any(k.startswith("aux_heads.") for k in ck.weights)  # trained with deep supervision ...
     assert not any(k.startswith("aux_heads.") for k in got)  # ... dropped only after the strict load
-    assert all(torch.equal(v, ck["state_dict"][k]) for k, v in got.items())
+    assert all(torch.equal(v, ck.weights[k]) for k, v in got.items())
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_STATES))
@@ -88,7 +91,7 @@ def test_bad_state_dict_fails_in_one_line(run: Path, tmp_path: Path, kind: str,
     path = _bad_checkpoint(run, tmp_path, kind)
     needle = BAD_STATES[kind][1]
     with pytest.raises(CheckpointError, match=needle) as info:
-        Predictor.from_checkpoint(path, device="cpu")
+        load_backend(path, device="cpu")
     assert str(path) in str(info.value)
     images = tmp_path / "in"
     images.mkdir()

@@ -142,13 +142,13 @@ def test_onnx_parity(name: str, dims: int, record: Record, tmp_path: Path) -> No
     """The deploy route: prepare_export, TorchScript exporter, fixed patch, dynamic batch."""
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
-    from seg.export_onnx import _onnx_export
+    from seg.inference.onnx_graph import export_graph
 
     record(name, dims, "onnx")
     model = prepare_export(build(name, dims, deep_supervision=True))
     path = tmp_path / "model.onnx"
     # Batch 1 at export, batch 2 at run time: proves the batch axis stayed dynamic.
-    _onnx_export(model, torch.zeros((1, IN_CHANNELS, *SHAPES[dims])), path, opset=17)
+    export_graph(model, (1, IN_CHANNELS, *SHAPES[dims]), str(path), opset=17)
     onnx.checker.check_model(str(path))
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1

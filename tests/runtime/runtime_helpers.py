@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -249,3 +250,18 @@ def save_dicom_series(
         ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()
         ds.save_as(str(name), enforce_file_format=True)
     return folder
+
+
+def predict(backend: Any, input_path: Path, output_dir: Path, **options: Any) -> Any:
+    """``seg_runtime.predict.predict_folder`` with options as keywords (``progress`` off by default);
+    ``engine="ray"`` runs on a local Ray Data runner."""
+    from seg_runtime.options import PredictOptions
+    from seg_runtime.predict import predict_folder
+
+    options.setdefault("progress", False)
+    runner = None
+    if options.pop("engine", "local") == "ray":
+        from seg_runtime.runners.ray_data import RayRunner
+
+        runner = RayRunner(progress=False)
+    return predict_folder(input_path, output_dir, backend, PredictOptions(**options), runner)

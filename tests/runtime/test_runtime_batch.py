@@ -9,13 +9,20 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from runtime_helpers import oblique_affine, save_dicom_series, save_nifti, save_nrrd, threshold_labels
+from runtime_helpers import (
+    oblique_affine,
+    predict,
+    save_dicom_series,
+    save_nifti,
+    save_nrrd,
+    threshold_labels,
+)
 
 from seg_runtime.atomic import TEMP_PREFIX
 from seg_runtime.cli import main
 from seg_runtime.manifest import RunManifest
 from seg_runtime.preprocess import PreprocessSpec
-from seg_runtime.session import OnnxPredictor
+from seg_runtime.session import OnnxBackend
 
 AFFINES = {
     "ras": np.diag([1.0, 1.2, 2.0, 1.0]),
@@ -41,11 +48,11 @@ def test_geometry_round_trip(
 ) -> None:
     affine = AFFINES[name]
     preprocess = PreprocessSpec(target_spacing=spacing, normalization=[{"scheme": "none"}])
-    predictor = OnnxPredictor(bundle_factory(preprocess=preprocess), provider="cpu")
+    predictor = OnnxBackend(bundle_factory(preprocess=preprocess), provider="cpu")
     image = _ramp((13, 11, 7))
     (tmp_path / "in").mkdir()
     save_nifti(tmp_path / "in" / "case.nii.gz", image, affine)
-    manifest = predictor.predict_folder(tmp_path / "in", tmp_path / "out", progress=False)
+    manifest = predict(predictor, tmp_path / "in", tmp_path / "out", progress=False)
     assert manifest.summary == {"ok": 1, "skipped": 0, "failed": 0}
     written = nib.load(str(tmp_path / "out" / "case.nii.gz"))
     source = nib.load(str(tmp_path / "in" / "case.nii.gz"))
@@ -120,15 +127,15 @@ def test_rerun_skips_done_cases_and_overwrite_redoes(
     src.mkdir()
     for index in range(3):
         save_nifti(src / f"c{index}.nii.gz", _ramp((6, 7, 8)) + index, np.eye(4))
-    predictor = OnnxPredictor(bundle_factory(), provider="cpu")
-    first = predictor.predict_folder(src, tmp_path / "out", progress=False)
+    predictor = OnnxBackend(bundle_factory(), provider="cpu")
+    first = predict(predictor, src, tmp_path / "out", progress=False)
     assert first.summary == {"ok": 3, "skipped": 0, "failed": 0}
     (tmp_path / "out" / "c1.nii.gz").unlink()
     stamp = (tmp_path / "out" / "c0.nii.gz").stat().st_mtime_ns
-    second = predictor.predict_folder(src, tmp_path / "out", progress=False)
+    second = predict(predictor, src, tmp_path / "out", progress=False)
     assert second.summary == {"ok": 1, "skipped": 2, "failed": 0}
     assert (tmp_path / "out" / "c0.nii.gz").stat().st_mtime_ns == stamp
-    third = predictor.predict_folder(src, tmp_path / "out", overwrite=True, tta=True, progress=False)
+    third = predict(predictor, src, tmp_path / "out", overwrite=True, tta=True, progress=False)
     assert third.summary == {"ok": 3, "skipped": 0, "failed": 0}
     loaded = RunManifest.load(tmp_path / "out" / "predictions.json")
     assert loaded.summary == third.summary and loaded.model["providers"] == ["CPUExecutionProvider"]
@@ -208,7 +215,7 @@ def test_cli_usage_and_bundle_errors(
 def test_float16_probabilities_above_the_budget(
     tmp_path: Path, bundle_factory: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import seg_runtime.batch as batch
+    import seg_runtime.stages as batch
 
     assert batch.probability_dtype(3, (64, 64, 64)) is np.float32
     assert batch.probability_dtype(2, (512, 512, 400)) is np.float16
@@ -217,12 +224,12 @@ def test_float16_probabilities_above_the_budget(
     image = _ramp((17, 13, 9))
     save_nifti(src / "case.nii.gz", image, AFFINES["oblique"])
     preprocess = PreprocessSpec(target_spacing=[1.0, 1.0, 1.0], normalization=[{"scheme": "none"}])
-    predictor = OnnxPredictor(bundle_factory(preprocess=preprocess), provider="cpu")
+    predictor = OnnxBackend(bundle_factory(preprocess=preprocess), provider="cpu")
     runs = {}
     for budget in (batch.PROBABILITY_BUDGET_BYTES, 0):  # 0: every image takes the float16 path
         monkeypatch.setattr(batch, "PROBABILITY_BUDGET_BYTES", budget)
         out = tmp_path / f"out{budget}"
-        manifest = predictor.predict_folder(src, out, save_probabilities=True, progress=False)
+        manifest = predict(predictor, src, out, save_probabilities=True, progress=False)
         assert manifest.summary["ok"] == 1
         runs[budget] = (
             np.asarray(nib.load(str(out / "case.nii.gz")).dataobj),

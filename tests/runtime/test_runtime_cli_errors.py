@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from runtime_helpers import save_nifti
+from runtime_helpers import predict, save_nifti
 
-from seg_runtime.batch import predict_folder
-from seg_runtime.bundle import load_bundle
 from seg_runtime.cases import NoCasesError, discover_cases
 from seg_runtime.cli import main
 from seg_runtime.errors import SegError
+from seg_runtime.session import OnnxBackend
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str], *needles: str) -> str:
@@ -70,9 +69,8 @@ def test_empty_input_folder_exits_non_zero(
     assert main([str(bundle_factory()), "-i", str(src), "-o", str(tmp_path / "out"), "--provider", "cpu"]) == 2
     _one_line_error(capsys, str(src), "no cases found")
     # seg predict goes through the same function, so it fails the same way.
-    bundle = load_bundle(bundle_factory("b2"))
     with pytest.raises(NoCasesError, match="no cases found") as info:
-        predict_folder(src, tmp_path / "out2", bundle=bundle, predict_batch=lambda x: x, progress=False)
+        predict(OnnxBackend(bundle_factory("b2"), provider="cpu"), src, tmp_path / "out2")
     assert isinstance(info.value, SegError)
 
 

@@ -50,7 +50,7 @@ def test_dicom_seg_skips_non_dicom_inputs(
     pytest.importorskip("highdicom")
     (tmp_path / "in").mkdir()
     save_nifti(tmp_path / "in" / "a.nii.gz", _volume(), np.eye(4))
-    with caplog.at_level(logging.WARNING, logger="seg_runtime.batch"):
+    with caplog.at_level(logging.WARNING, logger="seg_runtime.stages"):
         assert (
             main(
                 [str(bundle_factory()), "-i", str(tmp_path / "in"), "-o", str(tmp_path / "o"), "--dicom-seg"]

@@ -97,7 +97,7 @@ def test_preview_failure_does_not_fail_the_case(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    import seg_runtime.batch as batch
+    import seg_runtime.stages as batch
 
     def broken(*args: object, **kwargs: object) -> Path:
         raise RuntimeError("disk full")
@@ -107,7 +107,7 @@ def test_preview_failure_does_not_fail_the_case(
     src.mkdir()
     save_nifti(src / "a.nii.gz", np.full((8, 8, 8), 1.5, np.float32), np.eye(4))
     bundle = bundle_factory(preprocess=PreprocessSpec(normalization=[{"scheme": "none"}]))
-    with caplog.at_level(logging.WARNING, logger="seg_runtime.batch"):
+    with caplog.at_level(logging.WARNING, logger="seg_runtime.stages"):
         assert main([str(bundle), "-i", str(src), "-o", str(tmp_path / "out"), "--preview"]) == 0
     assert "no preview (RuntimeError: disk full)" in caplog.text
     assert (tmp_path / "out" / "a.nii.gz").is_file()

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from runtime_helpers import save_nifti
+from runtime_helpers import predict, save_nifti
 
 from seg_runtime.cli import main
 from seg_runtime.io import read_image
 from seg_runtime.preprocess import PreprocessSpec
 from seg_runtime.records import iter_records
-from seg_runtime.session import OnnxPredictor
+from seg_runtime.session import OnnxBackend
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
@@ -71,7 +71,7 @@ def test_ray_matches_the_local_loop(tmp_path: Path, bundle_factory: Callable[...
         weight = np.array([[0.0], [0.02], [0.04]], np.float32)
         bundle = bundle_factory(spatial_dims=2, weight=weight, bias=np.array([0.0, -1.0, -5.0], np.float32),
                                 preprocess=PreprocessSpec(normalization=[{"scheme": "none"}]))
-    local = OnnxPredictor(bundle, provider="cpu").predict_folder(src, tmp_path / "local", progress=False)
+    local = predict(OnnxBackend(bundle, provider="cpu"), src, tmp_path / "local", progress=False)
     code = main([str(bundle), "-i", str(src), "-o", str(tmp_path / "ray"), "--provider", "cpu",
                  "--engine", "ray", "--num-workers", "1", "--no-progress"])
     assert code == 1  # the corrupt case failed, and only it
@@ -89,12 +89,12 @@ def test_ray_matches_the_local_loop(tmp_path: Path, bundle_factory: Callable[...
 
 def test_ray_rerun_skips_finished_cases(tmp_path: Path, bundle_factory: Callable[..., Path]) -> None:
     src = _volume_folder(tmp_path / "in", 3)
-    predictor = OnnxPredictor(bundle_factory(patch_size=[8, 8, 8]), provider="cpu")
-    first = predictor.predict_folder(src, tmp_path / "out", engine="ray", progress=False)
+    predictor = OnnxBackend(bundle_factory(patch_size=[8, 8, 8]), provider="cpu")
+    first = predict(predictor, src, tmp_path / "out", engine="ray", progress=False)
     assert first.summary == {"ok": 3, "skipped": 0, "failed": 1}
     (tmp_path / "out" / "vol1.nii.gz").write_bytes(b"truncated")  # not the file the record vouches for
     stamp = (tmp_path / "out" / "vol0.nii.gz").stat().st_mtime_ns
-    second = predictor.predict_folder(src, tmp_path / "out", engine="ray", progress=False)
+    second = predict(predictor, src, tmp_path / "out", engine="ray", progress=False)
     assert second.summary == {"ok": 1, "skipped": 2, "failed": 1}
     assert [c["id"] for c in second.cases if c["status"] == "ok"] == ["vol1"]
     assert (tmp_path / "out" / "vol0.nii.gz").stat().st_mtime_ns == stamp

@@ -9,12 +9,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from runtime_helpers import save_nifti
+from runtime_helpers import predict, save_nifti
 
 from seg_runtime.cli import main
 from seg_runtime.manifest import RunManifest, folder_summary
 from seg_runtime.records import RecordWriter, file_digest, iter_records, latest_states
-from seg_runtime.session import OnnxPredictor
+from seg_runtime.session import OnnxBackend
 
 
 def _cases(folder: Path, count: int, shape: tuple[int, ...] = (6, 7, 8)) -> Path:
@@ -42,8 +42,8 @@ def test_writer_appends_and_reader_skips_a_torn_line(tmp_path: Path) -> None:
 
 
 def test_ok_records_carry_the_outputs_checksum(tmp_path: Path, bundle_factory: Callable[..., Path]) -> None:
-    predictor = OnnxPredictor(bundle_factory(), provider="cpu")
-    manifest = predictor.predict_folder(_cases(tmp_path / "in", 2), tmp_path / "out", progress=False)
+    predictor = OnnxBackend(bundle_factory(), provider="cpu")
+    manifest = predict(predictor, _cases(tmp_path / "in", 2), tmp_path / "out", progress=False)
     assert manifest.summary == {"ok": 2, "skipped": 0, "failed": 0}
     lines = _case_lines(tmp_path / "out")
     assert {line["id"] for line in lines} == {"c0", "c1"}
@@ -58,9 +58,9 @@ def test_ok_records_carry_the_outputs_checksum(tmp_path: Path, bundle_factory: C
 def test_rerun_redoes_outputs_it_cannot_verify(
     tmp_path: Path, bundle_factory: Callable[..., Path], damage: str
 ) -> None:
-    predictor = OnnxPredictor(bundle_factory(), provider="cpu")
+    predictor = OnnxBackend(bundle_factory(), provider="cpu")
     src, out = _cases(tmp_path / "in", 3), tmp_path / "out"
-    predictor.predict_folder(src, out, progress=False)
+    predict(predictor, src, out, progress=False)
     good = np.asarray(nib.load(str(out / "c1.nii.gz")).dataobj).copy()
     target = out / "c1.nii.gz"
     if damage == "truncate":
@@ -74,7 +74,7 @@ def test_rerun_redoes_outputs_it_cannot_verify(
         text = (out / "predictions.jsonl").read_text().splitlines(keepends=True)
         assert '"id":"c2"' in text[-1]
         (out / "predictions.jsonl").write_text("".join(text[:-1]) + text[-1][:30])
-    again = predictor.predict_folder(src, out, progress=False)
+    again = predict(predictor, src, out, progress=False)
     redone = {"foreign": "c3", "record_torn": "c2"}.get(damage, "c1")
     assert again.summary == {"ok": 1, "skipped": 3 if damage == "foreign" else 2, "failed": 0}
     assert [c["id"] for c in again.cases if c["status"] == "ok"] == [redone]
@@ -95,7 +95,7 @@ def test_shards_into_one_folder_keep_every_record(tmp_path: Path, bundle_factory
     assert merged["cases"] == 8 and merged["summary"] == {"ok": 7, "failed": 1}
     assert merged["failed"][0]["id"] == "broken"
     # A later unsharded run sees the shards' records: nothing to redo but the broken case.
-    rerun = OnnxPredictor(bundle, provider="cpu").predict_folder(src, out, progress=False)
+    rerun = predict(OnnxBackend(bundle, provider="cpu"), src, out, progress=False)
     assert rerun.summary == {"ok": 0, "skipped": 7, "failed": 1}
 
 
@@ -109,7 +109,7 @@ def test_summary_command_merges_shards(
     capsys.readouterr()
     assert main(["--summary", "-o", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "cases     4" in printed and "ok        4" in printed
+    assert "cases     4: 4 ok, 0 failed" in printed
     assert json.loads((out / "summary.json").read_text())["summary"] == {"ok": 4, "failed": 0}
     assert main(["--summary", "-o", str(tmp_path / "in")]) == 2  # no records there
 
@@ -153,7 +153,7 @@ def test_a_killed_run_resumes_without_loss(tmp_path: Path, bundle_factory: Calla
     child.wait()
     finished = {line["id"] for line in _case_lines(out) if line["status"] == "ok"}
     assert 5 <= len(finished) < 150, "the kill should land mid-run"
-    rerun = OnnxPredictor(bundle, provider="cpu").predict_folder(src, out, progress=False)
+    rerun = predict(OnnxBackend(bundle, provider="cpu"), src, out, progress=False)
     assert rerun.summary["failed"] == 0 and rerun.summary["skipped"] == len(finished)
     assert rerun.summary["ok"] == 150 - len(finished)
     for index in range(150):

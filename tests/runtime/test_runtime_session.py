@@ -11,7 +11,7 @@ import pytest
 from runtime_helpers import THRESHOLD_BIAS, THRESHOLD_WEIGHT, pointwise_logits
 
 from seg_runtime.bundle import BundleError
-from seg_runtime.session import OnnxPredictor, create_session, resolve_providers
+from seg_runtime.session import OnnxBackend, create_session, resolve_providers
 
 CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 
@@ -44,7 +44,7 @@ def test_unavailable_provider_warns_and_falls_back(
 
 @pytest.mark.parametrize("fixed_batch", [None, 1, 2])
 def test_predict_batch_matches_numpy(bundle_factory: Callable[..., Path], fixed_batch: int | None) -> None:
-    predictor = OnnxPredictor(bundle_factory(fixed_batch=fixed_batch), provider="cpu")
+    predictor = OnnxBackend(bundle_factory(fixed_batch=fixed_batch), provider="cpu")
     x = np.random.default_rng(0).normal(size=(3, 1, 5, 6, 7)).astype(np.float32)
     logits = predictor.predict_batch(x)
     expected = np.stack([pointwise_logits(s, THRESHOLD_WEIGHT, THRESHOLD_BIAS) for s in x])
@@ -56,10 +56,10 @@ def test_mismatched_io_names_are_a_bundle_error(bundle_factory: Callable[..., Pa
     text = (bundle / "model.json").read_text().replace('"input_name": "image"', '"input_name": "x"')
     (bundle / "model.json").write_text(text)
     with pytest.raises(BundleError, match="does not match model.json input_name 'x'"):
-        OnnxPredictor(bundle, provider="cpu")
+        OnnxBackend(bundle, provider="cpu")
     (bundle / "model.onnx").unlink()
     with pytest.raises(BundleError, match="model file named in model.json not found"):
-        OnnxPredictor(bundle, provider="cpu")
+        OnnxBackend(bundle, provider="cpu")
 
 
 def test_cpu_session_options(bundle_factory: Callable[..., Path]) -> None:
@@ -75,5 +75,5 @@ def test_cpu_session_options(bundle_factory: Callable[..., Path]) -> None:
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     assert options.intra_op_num_threads == cores
     assert session_options(3).intra_op_num_threads == 3
-    predictor = OnnxPredictor(bundle_factory(), provider="cpu", threads=1)
+    predictor = OnnxBackend(bundle_factory(), provider="cpu", threads=1)
     assert predictor.providers == [CPU]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from seg.config import load_config
-from seg.engine.checkpoint import save_checkpoint
+from seg.engine.checkpoint import Checkpoint, save_checkpoint
 from tests.tools.helpers import TOOLS, load_tool
 
 REPO = TOOLS.parent
@@ -30,7 +30,7 @@ def test_differences_are_dotted_and_skip_epochs_and_output_dir(tool):
 def test_a_run_with_other_settings_is_refused(tool, tmp_path: Path):
     cfg = load_config(REPO / "configs" / "demo3d.yaml")
     last = tmp_path / "last.pt"
-    save_checkpoint(last, {"state_dict": {}, "config": cfg.to_dict()})
+    save_checkpoint(Checkpoint(last, cfg.to_dict(), {}))
     tool.check_reusable(cfg, last)  # the same experiment: reused
     other = load_config(REPO / "configs" / "demo3d.yaml", ["seed=7", "train.epochs=99"])
     with pytest.raises(SystemExit, match=r"other settings \(seed\).*name="):

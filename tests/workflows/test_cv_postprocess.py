@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from seg.config import config_from_dict, load_config
-from seg.engine.cv_postprocess import choose_postprocessing, write_postprocessing
+from seg.workflows.postprocessing import choose_postprocessing, write_postprocessing
 
 LABELS = {"background": 0, "organ": 1, "lesion": 2}
 

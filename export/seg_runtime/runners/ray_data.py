@@ -1,7 +1,8 @@
-"""Folder → folder prediction on Ray Data, for archives larger than one machine.
+"""The Ray Data runner: folder -> folder prediction for archives larger than one machine.
 
-:func:`seg_runtime.batch.predict_folder` with ``ray=RayJob(...)``: the driver discovers the
-cases and decides what is done exactly as the local loop does, then streams the rest through three Ray Data stages:
+:func:`seg_runtime.predict.predict_folder` with ``runner=RayRunner(...)``: the driver discovers the
+cases and decides what is done exactly as for the local runner, then streams the rest through three
+Ray Data stages:
 
 1. read + preprocess (Ray tasks, ``num_cpus=1`` each);
 2. the network (an actor pool: each actor builds its model once — one onnxruntime session, or
@@ -10,8 +11,8 @@ cases and decides what is done exactly as the local loop does, then streams the 
 
 Every stage catches a case's exception and passes it on as that case's error, so one bad case
 never stops the job, and the driver appends each outcome to the same per-case record as the
-local loop. The stage functions are the local loop's own (``load_case``, ``infer_case``,
-``finish_case``), so outputs are voxel-identical. Workers on other nodes must see the input and
+local runner. The stage functions are the local runner's own (:mod:`seg_runtime.stages`), so
+outputs are voxel-identical. Workers on other nodes must see the input and
 output paths (a shared file system) and have ``seg_runtime`` installed.
 """
 
@@ -29,16 +30,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .batch import _Settings, error_message, finish_case, infer_case, load_case
-from .cases import Case
-from .errors import SegError
-from .manifest import RunManifest
-from .records import file_digest
-from .tiling import PredictBatch
+from ..backends import Backend
+from ..cases import Case
+from ..errors import SegError
+from ..hashing import file_digest
+from ..manifest import RunManifest
+from ..stages import CasePipeline, error_message, finish_case, infer_case, load_case
 
 logger = logging.getLogger(__name__)
 
-ModelFactory = Callable[[], PredictBatch]
+BackendRecipe = Callable[[], Backend]
 _ACTOR_RESTARTS = 3
 _MAX_BLOCKS = 1024  # input blocks: enough to spread over a cluster, few enough for the driver
 _BLOCKS_PER_CPU = 4
@@ -70,21 +71,6 @@ class RayOptions:
     def cpus_needed(self) -> float:
         """CPUs the job needs: the actors' plus one for the read/write tasks."""
         return self.num_workers * self.cpus_per_worker + 1
-
-
-class OnnxModelFactory:
-    """Builds the onnxruntime ``predict_batch`` inside each actor (picklable: holds a path)."""
-
-    def __init__(self, bundle_dir: str | os.PathLike[str], provider: str = "auto",
-                 threads: int | None = None) -> None:
-        self.bundle_dir = str(bundle_dir)
-        self.provider = provider
-        self.threads = threads
-
-    def __call__(self) -> PredictBatch:
-        from .session import OnnxPredictor
-
-        return OnnxPredictor(self.bundle_dir, provider=self.provider, threads=self.threads).predict_batch
 
 
 def require_ray() -> Any:
@@ -176,91 +162,94 @@ def _stage(row: dict[str, Any], work: Callable[[Any], Any]) -> dict[str, Any]:
     return row
 
 
-def _read_stage(row: dict[str, Any], settings: _Settings) -> dict[str, Any]:
-    return _stage(row, lambda _: load_case(_case_of(row), settings))
+def _read_stage(row: dict[str, Any], pipeline: CasePipeline) -> dict[str, Any]:
+    return _stage(row, lambda _: load_case(_case_of(row), pipeline))
 
 
 class _InferStage:
-    """The actor: its model is built once, in ``__init__``, on the actor's own device."""
+    """The actor: its backend is built once, in ``__init__``, on the actor's own device."""
 
-    def __init__(self, factory: ModelFactory, settings: _Settings) -> None:
-        self.settings = dataclasses.replace(settings, predict_batch=factory())
+    def __init__(self, recipe: BackendRecipe, pipeline: CasePipeline) -> None:
+        self.pipeline = pipeline
+        self.predict_batch = recipe().predict_batch
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        return _stage(row, lambda loaded: (loaded, infer_case(loaded, self.settings)))
+        return _stage(row, lambda loaded: (loaded, infer_case(loaded, self.pipeline, self.predict_batch)))
 
 
-def _write_stage(row: dict[str, Any], settings: _Settings) -> dict[str, Any]:
+def _write_stage(row: dict[str, Any], pipeline: CasePipeline) -> dict[str, Any]:
     def work(previous: Any) -> tuple[int, str]:
-        loaded, probabilities = previous
-        finish_case(loaded, probabilities, _case_of(row), Path(row["target"]), settings)
+        loaded, scores = previous
+        finish_case(loaded, scores, _case_of(row), Path(row["target"]), pipeline)
         return file_digest(row["target"])
 
     return _stage(row, work)
 
 
-@dataclass(frozen=True)
-class RayJob:
-    """What :func:`seg_runtime.batch.predict_folder` needs to run on Ray: a model and a place.
+class RayRunner:
+    """Runs the stages on Ray Data: reads and writes as tasks, the backend in a pool of actors.
 
-    Attributes:
-        model_factory: Called once in each actor; returns its ``predict_batch``.
+    Args:
         options: Cluster address and pool size.
+        progress: A progress bar over cases on the driver.
     """
 
-    model_factory: ModelFactory
-    options: RayOptions = RayOptions()
+    def __init__(self, options: RayOptions | None = None, progress: bool = True) -> None:
+        self.options = options or RayOptions()
+        self.progress = progress
+
+    def check(self) -> None:
+        """Ray Data must import (checked before the model loads, not after the first case)."""
+        require_ray()
 
     def describe(self) -> dict[str, Any]:
         """What the run record says about the engine."""
         return {"engine": "ray", "ray_workers": self.options.num_workers,
                 "gpus_per_worker": self.options.gpus_per_worker}
 
+    def run(self, todo: list[tuple[Case, Path]], pipeline: CasePipeline, backend: Backend,
+            manifest: RunManifest) -> None:
+        """Stream the cases through the three stages; record each outcome as it arrives (driver only)."""
+        from tqdm.auto import tqdm
 
-def run_on_ray(todo: list[tuple[Case, Path]], manifest: RunManifest, settings: _Settings, job: RayJob,
-               *, progress: bool = True) -> None:
-    """Stream the cases through the three stages; record each outcome as it arrives.
+        ray = connect(self.options)
+        check_resources(ray, self.options)
+        _quiet(ray)
+        recipe = backend.recipe(cpus=self.options.cpus_per_worker, gpus=self.options.gpus_per_worker)
+        pipeline = dataclasses.replace(pipeline, progress=False)
+        rows = [_case_row(case, target) for case, target in todo]
+        inputs = {row["id"]: row["paths"] for row in rows}
+        with warnings.catch_warnings():
+            # max_restarts has no named parameter in Ray Data's map(); its generic form warns.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            dataset = _pipeline(ray, rows, pipeline, recipe, self.options)
+        with tqdm(total=len(rows), desc="cases", unit="case", disable=not self.progress) as bar:
+            for row in dataset.iter_rows():
+                _record(manifest, row, inputs[row["id"]])
+                bar.update(1)
 
-    Args:
-        todo: ``(case, label file)`` pairs from :func:`seg_runtime.batch.plan_cases`.
-        manifest: The run's record (only the driver writes it).
-        settings: The per-case settings, without ``predict_batch`` (actors build their own).
-        job: The model factory and the cluster options.
-        progress: A progress bar over cases on the driver.
-    """
-    from tqdm.auto import tqdm
 
-    ray = connect(job.options)
-    check_resources(ray, job.options)
+def _quiet(ray: Any) -> None:
+    """No Ray Data progress bars or banners: the driver shows its own progress."""
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     context.execution_options.verbose_progress = False
-    rows = [_case_row(case, target) for case, target in todo]
-    inputs = {row["id"]: row["paths"] for row in rows}
-    with warnings.catch_warnings():
-        # max_restarts has no named parameter in Ray Data's map(); its generic form warns.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        dataset = _pipeline(ray, rows, settings, job.model_factory, job.options)
-    with tqdm(total=len(rows), desc="cases", unit="case", disable=not progress) as bar:
-        for row in dataset.iter_rows():
-            _record(manifest, row, inputs[row["id"]])
-            bar.update(1)
 
 
-def _pipeline(ray: Any, rows: list[dict[str, Any]], settings: _Settings, factory: ModelFactory,
+def _pipeline(ray: Any, rows: list[dict[str, Any]], pipeline: CasePipeline, recipe: BackendRecipe,
               options: RayOptions) -> Any:
     """read (tasks) -> network (actor pool) -> restore and write (tasks)."""
     return (
         ray.data.from_items(rows, override_num_blocks=input_blocks(len(rows), ray.cluster_resources()))
-        .map(_read_stage, fn_kwargs={"settings": settings})
-        .map(_InferStage, fn_constructor_kwargs={"factory": factory, "settings": settings},
+        .map(_read_stage, fn_kwargs={"pipeline": pipeline})
+        .map(_InferStage, fn_constructor_kwargs={"recipe": recipe, "pipeline": pipeline},
              compute=ray.data.ActorPoolStrategy(size=options.num_workers),
              num_cpus=options.cpus_per_worker, num_gpus=options.gpus_per_worker or None,
              # An actor that dies (a segfault, the OOM killer) is restarted; this also keeps Ray
              # from fusing the read tasks into the actor, which would idle the model while reading.
              max_restarts=_ACTOR_RESTARTS)
-        .map(_write_stage, fn_kwargs={"settings": settings})
+        .map(_write_stage, fn_kwargs={"pipeline": pipeline})
         .select_columns(["id", "target", "payload", "error", "seconds"])
     )
 

@@ -142,20 +142,26 @@ def gla_chunked(
     # decays above all) inside the CPU caches; one pass over the whole sequence made time grow
     # ~7x per 4x tokens past ~16k tokens because each op then streamed from DRAM.
     state = None if initial_state is None else initial_state.to(ct)
-    outputs = []
+    o, state = _blocks(q, k, v, g, state, chunk_size, sub)
+    o = o.reshape(b, h, -1, v.shape[-1])[:, :, :t_len]
+    return o.to(out_dtype), (state if output_final_state else None)
+
+
+def _blocks(q: Tensor, k: Tensor, v: Tensor, g: Tensor, state: Tensor | None, chunk_size: int,
+            sub: int) -> tuple[Tensor, Tensor]:
+    """Both chunk contributions, a block of chunks at a time. Shapes: [B, H, N, C, D] -> o [B, H, N, C, Dv]."""
     per_block = max(1, _BLOCK_TOKENS // chunk_size)
     # No split op at all for short sequences (ONNX Split rejects a size larger than the axis).
     blocks = (
-        zip(*(x.split(per_block, dim=2) for x in (q, k, v, g))) if n_chunks > per_block else [(q, k, v, g)]
+        zip(*(x.split(per_block, dim=2) for x in (q, k, v, g))) if q.shape[2] > per_block else [(q, k, v, g)]
     )
+    outputs = []
     for qb, kb, vb, gb in blocks:
         # Log decay from the chunk start to each position (inclusive); non-increasing along C.
         cum = gb.cumsum(dim=-2)
         o_inter, state = _inter_chunk(qb, kb, vb, cum, state)
         outputs.append(_intra_chunk(qb, kb, vb, cum, sub) + o_inter)
-    o = torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]
-    o = o.reshape(b, h, -1, v.shape[-1])[:, :, :t_len]
-    return o.to(out_dtype), (state if output_final_state else None)
+    return (torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]), state
 
 
 def _inter_chunk(

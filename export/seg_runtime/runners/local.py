@@ -1,0 +1,68 @@
+"""The local runner: the cases one after another in this process, the next one read ahead."""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ..backends import Backend
+from ..cases import Case
+from ..manifest import RunManifest
+from ..stages import CasePipeline, Loaded, error_message, finish_case, infer_case, load_case
+
+logger = logging.getLogger(__name__)
+
+
+class LocalRunner:
+    """Predicts the cases in this process; a background thread reads case i+1 while case i runs.
+
+    Args:
+        progress: A progress bar over the cases.
+    """
+
+    def __init__(self, progress: bool = True) -> None:
+        self.progress = progress
+
+    def check(self) -> None:
+        """Nothing to check: this process can always run."""
+
+    def describe(self) -> dict[str, Any]:
+        return {}
+
+    def run(self, todo: list[tuple[Case, Path]], pipeline: CasePipeline, backend: Backend,
+            manifest: RunManifest) -> None:
+        """The per-case loop; one bad case is recorded as failed and the loop goes on."""
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc="cases", unit="case", disable=not self.progress or not todo)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="seg-prefetch") as pool:
+            pending: Future[Loaded] | None = pool.submit(load_case, todo[0][0], pipeline) if todo else None
+            for index, (case, target) in enumerate(todo):
+                start = time.perf_counter()
+                current, pending = pending, (
+                    pool.submit(load_case, todo[index + 1][0], pipeline) if index + 1 < len(todo) else None)
+                _run_case(current, case, target, pipeline, backend, manifest, start)
+                current = None  # drop the finished case before the next one arrives
+                bar.update(1)
+                bar.set_postfix(case=case.id, s=f"{time.perf_counter() - start:.1f}")
+        bar.close()
+
+
+def _run_case(loading: Future[Loaded] | None, case: Case, target: Path, pipeline: CasePipeline,
+              backend: Backend, manifest: RunManifest, start: float) -> None:
+    """Infer and write one case; record it as ok or failed (isolation: never raises for the case)."""
+    try:
+        loaded = loading.result()
+        finish_case(loaded, infer_case(loaded, pipeline, backend.predict_batch), case, target, pipeline)
+    except Exception as exc:  # isolation: one bad case never stops the run
+        message = error_message(exc)
+        logger.error("case %s failed: %s", case.id, message, exc_info=logger.isEnabledFor(logging.DEBUG))
+        seconds = time.perf_counter() - start
+        manifest.add(case.id, inputs=case.paths, status="failed", error=message, seconds=seconds)
+    else:
+        seconds = time.perf_counter() - start
+        logger.info("case %s: ok in %.2fs -> %s", case.id, seconds, target)
+        manifest.add(case.id, inputs=case.paths, status="ok", output=target, seconds=seconds)
