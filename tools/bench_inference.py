@@ -248,8 +248,10 @@ def _write_synthetic_brats(folder: Path, shape: tuple[int, ...]) -> None:
 def export_in_checkout(checkpoint: Path, bundle: Path, checkout: Path) -> Path:
     """The same checkpoint exported by another checkout's seg (its bundle schema, its runtime)."""
     code = "import sys; from seg.export_onnx import export_bundle; export_bundle(sys.argv[1], sys.argv[2])"
-    subprocess.run([sys.executable, "-c", code, str(checkpoint), str(bundle)], check=True,
-                   env=_checkout_env(checkout), capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", code, str(checkpoint), str(bundle)], cwd=checkout,
+                          env=_checkout_env(checkout), capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"export with {checkout} failed:\n{done.stderr[-3000:]}")
     return bundle
 
 
