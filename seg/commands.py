@@ -76,7 +76,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import time
 
     from seg_runtime.cli import print_folder_summary
-    from seg_runtime.cli_options import predict_options, preflight, runner_from_args
+    from seg_runtime.cli_options import check_digest, predict_options, preflight, runner_from_args
     from seg_runtime.predict import predict_folder
     from seg_runtime.summary import run_summary
 
@@ -91,6 +91,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     backend = load_backend(args.model, device=args.device, folds=args.folds)
+    check_digest(backend, args.expect_sha256)
     if args.engine != "ray":  # Ray actors load their own (torch) model
         backend = choose_backend(backend, args.backend, args.threads)
     start = time.perf_counter()

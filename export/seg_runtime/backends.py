@@ -23,11 +23,14 @@ class Backend(Protocol):
         bundle: The model description: grid, patch, channels, labels, parts, defaults.
         tool: The program recorded in the run record (``seg-run``, ``seg predict``).
         default_batch_size: Patches per call when the options do not say.
+        digest: The model's identity (SHA-256 of the bundle's model.json, or of the checkpoint): what
+            a deployment pins with ``--expect-sha256`` and what the run record ties outputs to.
     """
 
     bundle: Bundle
     tool: str
     default_batch_size: int
+    digest: str
 
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
         """Logits of a batch of patches. Shape: [B, C, *P] -> [B, K, *P], float32."""

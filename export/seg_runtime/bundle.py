@@ -1,13 +1,16 @@
 """The deploy bundle schema: ``model.json`` next to ``model.onnx`` (this module owns it).
 
 Schema versions: 1 (the first), 2 (adds ``pipeline``: the named parts that prepare a case, blend
-the patches and clean the labels, see :mod:`seg_runtime.parts`). Every version up to
+the patches and clean the labels, see :mod:`seg_runtime.parts`; and ``files``: the SHA-256 of every
+file the bundle reads, checked at load by :func:`verify_bundle`). Every version up to
 :data:`SCHEMA_VERSION` is read; a bundle that names no ``pipeline`` (all of version 1) runs today's
-parts. Writing always writes the current version.
+parts, one without ``files`` loads with a warning (refused under ``--strict``). Writing always writes
+the current version.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_text
+from .bundle_files import bundle_digest, file_hashes, file_problems
 from .consistency import description_problems
 from .errors import SegError
 from .outputs import OUTPUT_KINDS, output_channels, region_paint_labels
@@ -65,6 +69,8 @@ class Bundle:
             :mod:`seg_runtime.label_codes`); empty in bundles that predate it.
         pipeline: The parts by kind (``preprocess``, ``blend``, ``postprocess``; see
             :mod:`seg_runtime.parts`); missing kinds get the defaults.
+        files: Path inside the bundle folder -> SHA-256 of every file the bundle reads (the model
+            file and its external data); empty in bundles that predate it.
     """
 
     spatial_dims: int
@@ -87,6 +93,7 @@ class Bundle:
     provenance: dict[str, Any] = field(default_factory=dict)
     label_codes: dict[str, dict[str, Any]] = field(default_factory=dict)
     pipeline: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PIPELINE))
+    files: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         try:
@@ -224,12 +231,20 @@ class Bundle:
             provenance=_get(data, "provenance", lambda v: isinstance(v, dict), "an object", default={}),
             label_codes=_get(data, "label_codes", lambda v: isinstance(v, dict), "an object", default={}),
             pipeline=pipeline,
+            files=_get(data, "files", _is_str_str_dict, "an object of path: SHA-256", default={}),
         )
 
 
 def save_bundle_json(bundle: Bundle, directory: str | os.PathLike[str]) -> Path:
-    """Write ``model.json`` into ``directory`` atomically; returns its path."""
+    """Write ``model.json`` into ``directory`` atomically; returns its path.
+
+    When the model file is in ``directory``, ``files`` is set to the SHA-256 of it and of every
+    external data file it names (:func:`seg_runtime.bundle_files.file_hashes`), so the bundle
+    proves its files agree; write the model file first.
+    """
     path = Path(directory) / BUNDLE_JSON
+    if (Path(directory) / bundle.model_file).is_file():
+        bundle = dataclasses.replace(bundle, files=file_hashes(Path(directory), bundle.model_file))
     atomic_write_text(path, json.dumps(bundle.to_dict(), indent=2) + "\n")
     return path
 
@@ -252,6 +267,37 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
         return Bundle.from_dict(data)
     except BundleError as exc:
         raise BundleError(f"{json_path}: {exc}") from exc
+
+
+def verify_bundle(folder: str | os.PathLike[str], bundle: Bundle, *, strict: bool = False,
+                  expect_sha256: str | None = None) -> str:
+    """Check a bundle's files before anything of it runs; returns the bundle's digest.
+
+    The digest is the SHA-256 of ``model.json`` (which holds every other file's hash): a deployment
+    pins it with ``expect_sha256``. Every path ``model.json`` names must stay inside the folder, every
+    listed file must have its recorded SHA-256, and the weights must be finite. A bundle written before
+    ``files`` existed loads with a warning, or not at all when ``strict``.
+
+    Raises:
+        BundleError: one line naming the file and the problem.
+    """
+    folder = Path(folder)
+    json_path = folder / BUNDLE_JSON
+    digest = bundle_digest(folder)
+    if expect_sha256 and digest != expect_sha256.strip().lower():
+        raise BundleError(f"{json_path}: the bundle's SHA-256 is {digest}, not the expected {expect_sha256}")
+    if not bundle.files:
+        message = (f"{json_path} lists no file hashes (written before they existed): {bundle.model_file} "
+                   "cannot be verified; export the bundle again")
+        if strict:
+            raise BundleError(f"{message} (refused under --strict)")
+        logger.warning(message)
+    problems = file_problems(folder, bundle.model_file, bundle.files)
+    if problems:
+        key, problem = problems[0]
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise BundleError(f"{json_path}: key '{key}': {problem}{more}")
+    return digest
 
 
 def _expect(condition: bool, key: str, message: str) -> None:
@@ -319,6 +365,10 @@ def _is_int_list(value: Any) -> bool:
 
 def _is_str_int_dict(value: Any) -> bool:
     return isinstance(value, dict) and all(_is_int(v) for v in value.values())
+
+
+def _is_str_str_dict(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
 
 
 def _is_str_number_dict(value: Any) -> bool:

@@ -62,6 +62,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--provider", choices=PROVIDERS, default="auto",
                         help="onnxruntime execution provider (default: auto = CUDA if available, else CPU; "
                         "an unavailable choice falls back to CPU with a warning)")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse a bundle whose model.json lists no file hashes (bundles exported before "
+                        "they existed; by default they run with a warning)")
     add_predict_options(parser)
     _add_verbosity(parser)
     parser.set_defaults(func=cmd_predict)
@@ -116,7 +119,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .session import OnnxBackend
 
     preflight(args, args.bundle, "BUNDLE_DIR", "seg-runtime")
-    backend = OnnxBackend(args.bundle, provider=args.provider, threads=args.threads)
+    backend = OnnxBackend(args.bundle, provider=args.provider, threads=args.threads, strict=args.strict,
+                          expect_sha256=args.expect_sha256)
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     start = time.perf_counter()

@@ -79,6 +79,9 @@ def add_predict_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add("--output-format", choices=OUTPUT_FORMATS, default="auto",
         help="label map format (default auto: the input's format, NRRD -> .nrrd, MHA/MHD -> .mha, NIfTI and "
         "DICOM -> .nii.gz, PNG/TIFF -> .png)")
+    add("--expect-sha256", metavar="HEX",
+        help="refuse to run unless the model's SHA-256 is this one (seg-run: the bundle's, printed at the end of "
+        "every run; seg predict: the checkpoint's): pins a deployment to the model it was validated with")
     add("--max-memory", type=parse_memory_gb, metavar="GB",
         help=f"memory limit per case: a case whose header or resampled grid needs more fails at once "
         f"(default: ${MEMORY_ENV}, else half the RAM)")
@@ -146,6 +149,17 @@ def runner_from_args(args: argparse.Namespace) -> Any:
     options = RayOptions(address=args.address, num_workers=args.num_workers,
                          gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker)
     return RayRunner(options, progress=show_progress(args))
+
+
+def check_digest(backend: Any, expected: str | None) -> None:
+    """``--expect-sha256``: refuse a model whose digest is not the pinned one.
+
+    Raises:
+        SegError: the digests differ (both named).
+    """
+    if expected and backend.digest != expected.strip().lower():
+        raise SegError(f"{backend.describe().get('bundle') or backend.describe().get('checkpoint')}: the model's "
+                       f"SHA-256 is {backend.digest}, not the expected {expected}")
 
 
 def preflight(args: argparse.Namespace, model: Any, model_arg: str, dist: str) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
-from .bundle import Bundle, BundleError, load_bundle
+from .bundle import Bundle, BundleError, load_bundle, verify_bundle
 
 logger = logging.getLogger(__name__)
 
@@ -138,38 +138,39 @@ def create_session(
 class OnnxBackend:
     """A loaded bundle and its onnxruntime session (created once, reused for every case).
 
+    Before onnxruntime sees the model, the bundle's files are verified (:func:`verify_bundle`: confined
+    to the folder, their SHA-256 as ``model.json`` records, finite weights); after, the graph's inputs
+    and outputs are checked against ``model.json``. Either failure is one :class:`BundleError` line.
+
     Args:
         bundle_dir: Folder holding ``model.json`` and the ONNX file.
         provider: See :func:`create_session`.
         threads: CPU intra-op threads (None: the physical cores).
+        strict: Refuse a bundle whose ``model.json`` lists no file hashes (else a warning).
+        expect_sha256: The bundle digest a deployment pinned; any other bundle is refused.
+
+    Attributes:
+        digest: The bundle's SHA-256 (of ``model.json``, which holds its files' hashes).
     """
 
     tool = "seg-run"
     default_batch_size = 1
 
-    def __init__(
-        self, bundle_dir: str | os.PathLike[str], provider: str = "auto", threads: int | None = None
-    ) -> None:
+    def __init__(self, bundle_dir: str | os.PathLike[str], provider: str = "auto", threads: int | None = None,
+                 strict: bool = False, expect_sha256: str | None = None) -> None:
         self.bundle_dir = Path(bundle_dir)
-        self._provider, self._threads = provider, threads
+        self._provider, self._threads, self._strict = provider, threads, strict
         self.bundle: Bundle = load_bundle(self.bundle_dir)
         model_path = self.bundle_dir / self.bundle.model_file
+        self.digest = verify_bundle(self.bundle_dir, self.bundle, strict=strict, expect_sha256=expect_sha256)
         if not model_path.is_file():
             raise BundleError(f"{model_path}: model file named in model.json not found")
         try:
             self.session = create_session(model_path, provider, threads)
         except Exception as exc:
-            raise BundleError(f"{model_path}: onnxruntime cannot load the model ({exc})") from exc
-        inputs = {i.name: i for i in self.session.get_inputs()}
-        outputs = [o.name for o in self.session.get_outputs()]
-        if self.bundle.input_name not in inputs or self.bundle.output_name not in outputs:
-            raise BundleError(
-                f"{model_path}: model I/O {list(inputs)} -> {outputs} does not match model.json "
-                f"input_name '{self.bundle.input_name}' / output_name '{self.bundle.output_name}'"
-            )
-        batch_dim = inputs[self.bundle.input_name].shape[0]
-        # A model exported with a fixed batch size must be fed exactly that many patches.
-        self._fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
+            message = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise BundleError(f"{model_path}: onnxruntime cannot load the model ({message})") from None
+        self._fixed_batch = check_graph(self.session, self.bundle, model_path)
 
     @property
     def providers(self) -> list[str]:
@@ -206,6 +207,7 @@ class OnnxBackend:
         """What the run record says about the model."""
         return {
             "bundle": str(self.bundle_dir.resolve()),
+            "sha256": self.digest,
             "model_file": self.bundle.model_file,
             "providers": self.providers,
             "seg_runtime": __version__,
@@ -215,14 +217,52 @@ class OnnxBackend:
     def recipe(self, cpus: float | None = None, gpus: float = 0.0) -> OnnxRecipe:
         """Builds this bundle's session in another process; its threads are the CPUs it is given."""
         threads = self._threads or (max(1, int(cpus)) if cpus else None)
-        return OnnxRecipe(str(self.bundle_dir), self._provider, threads)
+        return OnnxRecipe(str(self.bundle_dir), self._provider, threads, self._strict, self.digest)
 
 
 class OnnxRecipe:
-    """Builds an :class:`OnnxBackend` where it is called (picklable: holds a path)."""
+    """Builds an :class:`OnnxBackend` where it is called (picklable: holds a path, and the digest the
+    bundle had here, so a worker never runs a bundle that changed since)."""
 
-    def __init__(self, bundle_dir: str, provider: str = "auto", threads: int | None = None) -> None:
+    def __init__(self, bundle_dir: str, provider: str = "auto", threads: int | None = None, strict: bool = False,
+                 expect_sha256: str | None = None) -> None:
         self.bundle_dir, self.provider, self.threads = bundle_dir, provider, threads
+        self.strict, self.expect_sha256 = strict, expect_sha256
 
     def __call__(self) -> OnnxBackend:
-        return OnnxBackend(self.bundle_dir, provider=self.provider, threads=self.threads)
+        return OnnxBackend(self.bundle_dir, provider=self.provider, threads=self.threads, strict=self.strict,
+                           expect_sha256=self.expect_sha256)
+
+
+def _fixed(dim: Any) -> int | None:
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
+def check_graph(session: Any, bundle: Bundle, model_path: Path) -> int | None:
+    """Check the graph's input and output against ``model.json``; returns a fixed batch size, if any.
+
+    Raises:
+        BundleError: names, rank, channels, classes or patch size disagree (one line naming the key).
+    """
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name: o for o in session.get_outputs()}
+    if bundle.input_name not in inputs or bundle.output_name not in outputs:
+        raise BundleError(
+            f"{model_path}: model I/O {list(inputs)} -> {list(outputs)} does not match model.json "
+            f"input_name '{bundle.input_name}' / output_name '{bundle.output_name}'"
+        )
+    rank = 2 + bundle.spatial_dims
+    x, y = list(inputs[bundle.input_name].shape), list(outputs[bundle.output_name].shape)
+    expected = [("spatial_dims", "input rank", len(x), rank), ("spatial_dims", "output rank", len(y), rank)]
+    if len(x) == rank and len(y) == rank:
+        expected += [("in_channels", "input channels", _fixed(x[1]), bundle.in_channels),
+                     ("num_classes" if bundle.outputs == "classes" else "regions", "output channels", _fixed(y[1]),
+                      bundle.output_channels)]
+        expected += [("patch_size", f"input size along axis {a}", _fixed(x[2 + a]), bundle.patch_size[a])
+                     for a in range(bundle.spatial_dims)]
+    for key, what, found, want in expected:
+        if found is not None and found != want:
+            raise BundleError(f"{model_path.parent / 'model.json'}: key '{key}' says {want}, but the graph's {what} "
+                              f"is {found}")
+    # A model exported with a fixed batch size must be fed exactly that many patches.
+    return _fixed(x[0]) if x else None

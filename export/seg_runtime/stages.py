@@ -17,6 +17,7 @@ picklable :class:`CasePipeline`, resolved once per run from the bundle and the
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
-from .bundle import Bundle
+from .bundle import Bundle, BundleError
 from .cases import Case
 from .dicom_seg import DICOM_SEG_SUFFIX, write_dicom_seg
 from .geometry import CaseError, Geometry
@@ -76,20 +77,28 @@ class CasePipeline:
 
     @classmethod
     def resolve(cls, bundle: Bundle, options: PredictOptions, default_batch_size: int = 1) -> CasePipeline:
-        """The pipeline of a run: the bundle's parts and defaults, overridden by ``options``."""
+        """The pipeline of a run: the bundle's parts and defaults, overridden by ``options``.
+
+        Raises:
+            BundleError: one batch of patches alone would exceed the memory limit (a patch size no
+                case can be predicted with), or a ``--keep-largest`` name is no class or region.
+        """
         tta = bundle.tta if options.tta is None else options.tta
         keep = None if options.keep_largest is None else list(options.keep_largest)
+        batch_size = options.batch_size or default_batch_size
+        max_bytes = max_memory_bytes(options.max_memory_gb)
+        _check_patch_memory(bundle, batch_size, max_bytes)
         return cls(
             bundle=bundle,
             preprocessor=bundle.preprocessor,
             blend=bundle.blend,
             postprocessor=bundle.postprocessor(keep),
             mirror_axes=tuple(range(bundle.spatial_dims)) if tta else None,
-            batch_size=options.batch_size or default_batch_size,
+            batch_size=batch_size,
             save_probabilities=options.save_probabilities,
             preview=options.preview,
             dicom_seg=options.dicom_seg,
-            max_bytes=max_memory_bytes(options.max_memory_gb),
+            max_bytes=max_bytes,
             progress=options.progress,
         )
 
@@ -97,6 +106,17 @@ class CasePipeline:
     def tta(self) -> bool:
         """Whether outputs are mirrored (recorded with every run)."""
         return self.mirror_axes is not None
+
+
+def _check_patch_memory(bundle: Bundle, batch_size: int, max_bytes: int) -> None:
+    """A patch so large that one batch's input and output tensors alone exceed the memory limit can
+    never run: refuse the bundle before any case is read."""
+    voxels = math.prod(bundle.patch_size) * batch_size
+    need = voxels * 4 * (bundle.in_channels + 2 * bundle.output_channels)
+    if need > max_bytes:
+        raise BundleError(f"key 'patch_size': one batch of {batch_size} patch(es) of {bundle.patch_size} needs "
+                          f"{need / 2**30:.3g} GiB for its input and output alone, over the memory limit of "
+                          f"{max_bytes / 2**30:.3g} GiB")
 
 
 @dataclass

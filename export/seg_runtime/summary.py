@@ -32,12 +32,14 @@ def _failure_lines(failures: list[dict[str, Any]], total: int, where: str) -> li
 
 
 def run_summary(manifest: RunManifest, output: Path, seconds: float) -> str:
-    """The summary of one run: counts, time and throughput, output folder and record file."""
+    """The summary of one run: counts, time and throughput, the model's digest, output folder and records."""
     counts = manifest.summary
     predicted = counts["ok"] + counts["failed"]
     rate = f"{predicted / seconds:.3g} cases/s" if seconds > 0 and predicted else "nothing predicted"
-    lines = _rows([("cases", _counts(counts)), ("time", f"{seconds:.1f} s ({rate})"), ("output", output),
-                   ("records", manifest.records_path), ("summary", manifest.path)])
+    rows = [("cases", _counts(counts)), ("time", f"{seconds:.1f} s ({rate})")]
+    if manifest.model.get("sha256"):
+        rows.append(("model", f"sha256 {manifest.model['sha256']}"))
+    lines = _rows([*rows, ("output", output), ("records", manifest.records_path), ("summary", manifest.path)])
     return "\n".join(lines + _failure_lines(manifest.failures(), counts["failed"], manifest.records_path.name))
 
 

@@ -19,6 +19,10 @@ import numpy as np
 
 PredictBatch = Callable[[np.ndarray], np.ndarray]
 
+
+class NonFiniteOutput(ValueError):
+    """The network returned NaN or Inf logits: the case fails instead of becoming a label map."""
+
 # Per-axis floor of the Gaussian profile: keeps the product over three axes a normal float32
 # (>= 1e-36) so no voxel gets zero weight, even for tiny sigma scales.
 _PROFILE_FLOOR = 1e-12
@@ -151,6 +155,9 @@ def _predict_probabilities(
         expected = (batch.shape[0], num_classes, *batch.shape[2:])
         if logits.shape != expected:
             raise ValueError(f"predict_batch returned shape {logits.shape}, expected {expected}")
+        if not np.isfinite(logits).all():
+            raise NonFiniteOutput(f"the network's output holds NaN or Inf ({int((~np.isfinite(logits)).sum())} "
+                                  "values in one batch of patches): no label map is written from it")
         probs = activation(logits)
         probs = np.flip(probs, flip) if flip else probs
         if total is None:

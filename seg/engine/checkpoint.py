@@ -230,4 +230,7 @@ def load_weights(model: nn.Module, state: Any, path: str | Path, what: str = "st
     if problems:
         raise CheckpointError(f"{path}: {what} does not fit the model its config describes: "
                               + "; ".join(problems))
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{path}: {what} holds NaN or Inf weights ({_keys(bad)}): it would predict nonsense")
     model.load_state_dict(state, strict=True)

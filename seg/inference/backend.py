@@ -33,13 +33,14 @@ class TorchBackend:
         source: The checkpoint, run folder or CV folder it came from.
         info: What the run record says about it besides its source and device (name, config hash).
         rebuild: Picklable; ``rebuild(device)`` loads the same model in another process (Ray actors).
+        digest: The model's identity: the checkpoint's SHA-256 (a fold ensemble: of its members').
     """
 
     tool = "seg predict"
 
     def __init__(self, model: torch.nn.Module, cfg: Config, bundle: Bundle, device: torch.device,
                  source: str | Path, info: dict[str, Any] | None = None,
-                 rebuild: Callable[[str], TorchBackend] | None = None) -> None:
+                 rebuild: Callable[[str], TorchBackend] | None = None, digest: str = "") -> None:
         self.model = model.to(device).eval()
         self.cfg = cfg
         self.bundle = bundle
@@ -47,6 +48,7 @@ class TorchBackend:
         self.source = str(source)
         self.info = dict(info or {})
         self._rebuild = rebuild
+        self.digest = digest
         self._predict = torch_predict_batch(self.model, device, amp=True)
 
     @property
@@ -63,7 +65,8 @@ class TorchBackend:
 
     def describe(self) -> dict[str, Any]:
         """What the run record says about the model."""
-        return {"name": self.cfg.model.name, "checkpoint": self.source, **self.info, "device": str(self.device)}
+        return {"name": self.cfg.model.name, "checkpoint": self.source, **self.info, "device": str(self.device),
+                "sha256": self.digest}
 
     def recipe(self, cpus: float | None = None, gpus: float = 0.0) -> Callable[[], TorchBackend]:
         """Loads the same checkpoint (or folds) in another process, on CUDA when it holds GPUs."""

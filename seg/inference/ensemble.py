@@ -15,6 +15,7 @@ the ensemble applies.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -143,5 +144,6 @@ def ensemble_backend(cv_dir: Path, pairs: list[tuple[int, Path]], members: list[
                              checkpoint=str(cv_dir))
     model = FoldEnsemble([m.model for m in members], cfg.model.outputs)
     log.info("fold ensemble of %s: folds %s", cv_dir, folds)
+    digest = hashlib.sha256("\n".join(m.digest for m in members).encode()).hexdigest()
     return TorchBackend(model, cfg, bundle, first.device, cv_dir, {"config_hash": first.info["config_hash"]},
-                        rebuild=rebuild)
+                        rebuild=rebuild, digest=digest)

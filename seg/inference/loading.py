@@ -18,6 +18,7 @@ from seg.inference.backend import TorchBackend
 from seg.inference.bundle_meta import bundle_from_config
 from seg.inference.ensemble import ensemble_backend, fold_checkpoints, is_cv_folder
 from seg.models import prepare_export
+from seg_runtime.hashing import sha256_file
 
 
 class CheckpointRecipe:
@@ -48,7 +49,7 @@ def checkpoint_backend(path: str | Path, device: str = "auto") -> TorchBackend:
     model = prepare_export(checkpoint.build_model())
     bundle = bundle_from_config(cfg, {"checkpoint": str(ck_path)})
     return TorchBackend(model, cfg, bundle, torch_device, ck_path, {"config_hash": cfg.digest()},
-                        rebuild=CheckpointRecipe(ck_path))
+                        rebuild=CheckpointRecipe(ck_path), digest=sha256_file(ck_path))
 
 
 def load_backend(path: str | Path, device: str = "auto", folds: Sequence[int] | None = None) -> TorchBackend:

@@ -45,6 +45,7 @@ class InMemoryOnnxBackend:
         self.torch_backend = torch_backend
         self.bundle = torch_backend.bundle
         self.default_batch_size = torch_backend.default_batch_size
+        self.digest = torch_backend.digest
         shape = (1, cfg.data.in_channels, *cfg.patch_size)
         buffer = io.BytesIO()
         export_graph(torch_backend.model, shape, buffer, cfg.export.opset)

@@ -4,7 +4,7 @@ and the import graph, imports inside functions included, has no cycle.
 Layers, lowest first (a module may import its own layer and those below):
 
 seg_runtime: base (errors, atomic, hashing, formats, geometry, limits, naming, label_codes, options)
-  < io (readers, writers, io, labelmaps, cases) < pipeline parts (preprocess, tiling, outputs,
+  < io (readers, writers, io, labelmaps, cases, onnx_scan, bundle_files) < pipeline parts (preprocess, tiling, outputs,
   postprocess, preview, consistency, parts) < schema (bundle) < records (dicom_seg, records, manifest,
   output_dir) < stages (stages, backends, session) < runners (planning, runners) < predict
   < cli (cli_options, summary, cli, the package's __init__ and __main__).
@@ -23,7 +23,7 @@ from .import_graph import cycles, import_graph, modules
 
 RUNTIME_LAYERS = [
     ["_version", "errors", "atomic", "hashing", "formats", "geometry", "limits", "naming", "label_codes", "options"],
-    ["readers", "writers", "io", "labelmaps", "cases"],
+    ["readers", "writers", "io", "labelmaps", "cases", "onnx_scan", "bundle_files"],
     ["preprocess", "tiling", "outputs", "postprocess", "preview", "consistency", "parts"],
     ["bundle"],
     ["dicom_seg", "records", "manifest", "output_dir"],

@@ -12,6 +12,7 @@ import torch
 from seg.cli import main as seg
 from seg.engine.checkpoint import load_checkpoint, save_checkpoint
 from seg.engine.fit import fit
+from seg.errors import CheckpointError
 from seg.export_onnx import ExportError, export_bundle
 
 from ..conftest import tiny_config
@@ -42,13 +43,18 @@ def test_failed_reexport_keeps_the_previous_bundle(run: Path, tmp_path: Path,
     (bundle / "NOTES.txt").write_text("kept across re-exports")
     before = _snapshot(bundle)
     assert set(before) == {"model.onnx", "model.json", "NOTES.txt"}
+    with pytest.raises(ExportError, match="tolerance"):  # fails in the staging folder, after the export
+        export_bundle(run, bundle, tolerance=-1.0)
     broken = _nan_checkpoint(run, tmp_path / "nan.pt")
-    with pytest.raises(ExportError, match="differs from torch by nan"):
+    with pytest.raises(CheckpointError, match="NaN or Inf weights"):  # refused before anything is written
         export_bundle(broken, bundle)
     capsys.readouterr()
     assert seg(["export", str(broken), "-o", str(bundle)]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and str(bundle) in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and str(broken) in err
+    assert seg(["predict", "--model", str(broken), "-i", str(tmp_path), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "NaN or Inf weights" in err and "Traceback" not in err and not (tmp_path / "out").exists()
     assert _snapshot(bundle) == before  # the old model and model.json, untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "nan.pt"]  # no staging folder left
 

@@ -3,6 +3,7 @@ tools end a run with the one summary format (counts, time, cases/s, where things
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,7 +31,9 @@ def test_predict_subcommand_and_the_old_form_write_the_same(
     printed = capsys.readouterr().out.splitlines()
     assert printed[0] == "cases     3: 3 ok, 0 skipped, 0 failed"
     assert printed[1].startswith("time      ") and "cases/s" in printed[1]
-    assert printed[2:5] == [f"output    {tmp_path / 'new'}", f"records   {tmp_path / 'new' / 'predictions.jsonl'}",
+    digest = hashlib.sha256((bundle / "model.json").read_bytes()).hexdigest()
+    assert printed[2:6] == [f"model     sha256 {digest}", f"output    {tmp_path / 'new'}",
+                            f"records   {tmp_path / 'new' / 'predictions.jsonl'}",
                             f"summary   {tmp_path / 'new' / 'predictions.json'}"]
     assert main([str(bundle), "-i", str(scans), "-o", str(tmp_path / "old")]) == 0
     for index in range(3):
