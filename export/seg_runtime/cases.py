@@ -28,12 +28,15 @@ class Case:
         output_ext: The label map's suffix: the input's format by default (``.nii.gz``,
             ``.nrrd``, ``.mha``; ``.png`` for PNG/TIFF inputs of 2D models; DICOM -> ``.nii.gz``),
             see :func:`apply_output_format`.
+        identity: The input's identity when the run planned it (:mod:`seg_runtime.identity`),
+            recorded with the case's outcome.
     """
 
     id: str
     paths: list[Path] = field(default_factory=list)
     kind: str = "file"
     output_ext: str = ".nii.gz"
+    identity: str = ""
 
 
 def _stem(path: Path) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 from ._version import __version__
 from .atomic import atomic_path, atomic_write_text
 from .errors import SegError
-from .hashing import file_digest
+from .identity import output_fields
 from .records import RECORD_SUFFIX, RecordWriter, iter_records, latest_states, now, record_files
 
 MANIFEST_NAME = "predictions.json"
@@ -65,6 +65,8 @@ class RunManifest:
         self.counts = dict.fromkeys(STATUSES, 0)
         self._failures: list[dict[str, Any]] = []
         self._writer: RecordWriter | None = None
+        # What made every output of this run besides its input: the model's digest, the settings.
+        self.case_fields: dict[str, Any] = {}
         self._loaded_cases: list[dict[str, Any]] | None = None
 
     def _open(self) -> RecordWriter:
@@ -84,7 +86,8 @@ class RunManifest:
         output: str | os.PathLike[str] | None = None,
         seconds: float | None = None,
         error: str | None = None,
-        digest: tuple[int, str] | None = None,
+        check: dict[str, Any] | None = None,
+        identity: str | None = None,
         write: bool = True,
     ) -> dict[str, Any]:
         """Append one case's outcome to the record file.
@@ -96,7 +99,10 @@ class RunManifest:
             output: The label file (written or already present).
             seconds: Wall time spent on the case.
             error: The failure message (failed cases).
-            digest: ``(bytes, blake2b)`` of the output of an ``ok`` case; computed when omitted.
+            check: The output's record of an ``ok`` case (:func:`seg_runtime.identity.output_fields`:
+                bytes, modification time, sampled and full digests); computed when omitted.
+            identity: The input's identity (:func:`seg_runtime.identity.input_identity`): with the
+                run's :attr:`case_fields` (model, settings), what made the output.
             write: Make the line durable now (fsync). ``False`` for lines that change nothing
                 (``skipped``), which are synced with the next durable line or at :meth:`close`.
 
@@ -111,9 +117,10 @@ class RunManifest:
             "output": None if output is None else str(output),
             "seconds": None if seconds is None else round(float(seconds), 3), "error": error,
         }
+        if identity is not None:
+            entry.update(input=identity, **self.case_fields)
         if status == "ok" and output is not None:
-            size, blake = digest if digest is not None else file_digest(output)
-            entry.update(bytes=size, blake2b=blake)
+            entry.update(check if check is not None else output_fields(output))
         self._open().append(entry, sync=write)
         self.counts[status] += 1
         if status == "failed" and len(self._failures) < FAILURES_KEPT:

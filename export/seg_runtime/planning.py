@@ -16,8 +16,9 @@ from typing import TypeVar
 from .bundle import Bundle
 from .cases import Case, NoCasesError, apply_output_format, discover_cases
 from .formats import IMAGE_SUFFIXES
+from .identity import input_identity
 from .manifest import MANIFEST_NAME, RunManifest
-from .records import CaseState, latest_states, verify_output
+from .records import CaseState, Expected, latest_states, verify_output
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +52,15 @@ def plan_cases(
     shard: tuple[int, int] | None = None,
     overwrite: bool = False,
     output_format: str = "auto",
+    made_by: tuple[str, dict] = ("", {}),
 ) -> list[tuple[Case, Path]]:
     """Discover the cases, keep this shard's, and record those that need no prediction.
 
-    Discovery problems are recorded as failed; a case whose output file this tool finished is
-    recorded as skipped. Everything else — no output, an output without a record, a truncated or
-    altered one — is returned to do.
+    Discovery problems are recorded as failed; a case whose output file this tool finished from the
+    same input (:func:`input_identity`, set on each case), with the same model and settings
+    (``made_by``: the model's digest and the settings that change the output) is recorded as
+    skipped. Everything else — no output, an output without a record, one made from another input,
+    model or settings, a truncated or altered one — is returned to do.
 
     Returns:
         ``(case, label file)`` pairs to predict, in sorted case order.
@@ -79,7 +83,7 @@ def plan_cases(
     apply_output_format(cases, output_format, bundle.spatial_dims)
     _record_problems(manifest, select_shard(problems, shard), Path(input_path))
     done = {} if overwrite else latest_states(output)
-    return _plan(manifest, select_shard(cases, shard), output, overwrite, done)
+    return _plan(manifest, select_shard(cases, shard), output, overwrite, done, made_by)
 
 
 def _record_problems(manifest: RunManifest, problems: list[tuple[str, str]], input_path: Path) -> None:
@@ -91,7 +95,8 @@ def _record_problems(manifest: RunManifest, problems: list[tuple[str, str]], inp
 
 
 def _plan(
-    manifest: RunManifest, cases: list[Case], output: Path, overwrite: bool, done: dict[str, CaseState]
+    manifest: RunManifest, cases: list[Case], output: Path, overwrite: bool, done: dict[str, CaseState],
+    made_by: tuple[str, dict],
 ) -> list[tuple[Case, Path]]:
     """Pair each case with its label file; record the ones that need no prediction."""
     todo: list[tuple[Case, Path]] = []
@@ -101,9 +106,13 @@ def _plan(
             error = f"{target}: output would overwrite the input; choose another output folder"
             manifest.add(case.id, inputs=case.paths, status="failed", error=error)
             continue
+        try:
+            case.identity = input_identity(case.paths)
+        except OSError as exc:  # unreadable now: the read stage says why, in the case's record
+            case.identity = f"unreadable: {exc.strerror or exc}"
         if target.exists() and not overwrite:
             state = done.get(case.id)
-            distrust = verify_output(state.record if state else None, target)
+            distrust = verify_output(state.record if state else None, target, Expected(case.identity, *made_by))
             if distrust is None:
                 manifest.add(case.id, inputs=case.paths, status="skipped", output=target, write=False)
                 continue

@@ -14,7 +14,7 @@ from .backends import Backend
 from .dicom_seg import require_highdicom, warn_uncoded_labels
 from .manifest import RunManifest
 from .options import PredictOptions
-from .output_dir import ensure_output_dir
+from .output_dir import ensure_output_dir, run_lock
 from .planning import manifest_name, plan_cases
 from .runners import Runner
 from .runners.local import LocalRunner
@@ -64,12 +64,16 @@ def predict_folder(
     # How the outputs were made, beside what made them.
     model_info = {**backend.describe(), "tta": pipeline.tta, **runner.describe()}
     manifest = RunManifest(output / manifest_name(options.shard), tool=backend.tool, model=model_info)
-    try:
-        todo = plan_cases(input_path, output, bundle, manifest, shard=options.shard,
-                          overwrite=options.overwrite, output_format=options.output_format)
-        if todo:
-            runner.run(todo, pipeline, backend, manifest)
-    finally:
-        manifest.close()
-    manifest.write()
+    settings = pipeline.output_settings()
+    manifest.case_fields = {"model": backend.digest, "settings": settings}
+    with run_lock(output, options.shard):
+        try:
+            todo = plan_cases(input_path, output, bundle, manifest, shard=options.shard,
+                              overwrite=options.overwrite, output_format=options.output_format,
+                              made_by=(backend.digest, settings))
+            if todo:
+                runner.run(todo, pipeline, backend, manifest)
+        finally:
+            manifest.close()
+        manifest.write()
     return manifest

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .hashing import file_digest
+from .identity import sample_digest
 
 logger = logging.getLogger(__name__)
 
@@ -137,11 +138,43 @@ def latest_states(folder: str | os.PathLike[str], *, include_skipped: bool = Fal
     return states
 
 
-def verify_output(record: dict[str, Any] | None, target: Path) -> str | None:
+@dataclass(frozen=True)
+class Expected:
+    """What an output must have been made from for a rerun to keep it.
+
+    Attributes:
+        input: The case's input identity (:func:`seg_runtime.identity.input_identity`).
+        model: The model's digest (``Backend.digest``).
+        settings: The run's settings that change the label map (mirroring, post-processing, encoding).
+    """
+
+    input: str
+    model: str
+    settings: dict[str, Any]
+
+
+def _made_from(record: dict[str, Any], expected: Expected) -> str | None:
+    """Why the record's output was not made from ``expected`` (None when it was)."""
+    if "input" not in record or "model" not in record:
+        return "its record does not say what made it (written by an older version)"
+    if record["input"] != expected.input:
+        return "its input changed since it was made (size, time or contents)"
+    if record["model"] != expected.model:
+        return f"it was made by another model (sha256 {str(record['model'])[:12]}...)"
+    settings = record.get("settings") or {}
+    changed = sorted(k for k in set(settings) | set(expected.settings) if settings.get(k) != expected.settings.get(k))
+    if changed:
+        return f"it was made with other settings ({', '.join(changed)})"
+    return None
+
+
+def verify_output(record: dict[str, Any] | None, target: Path, expected: Expected | None = None) -> str | None:
     """Why ``target`` cannot count as this tool's finished output (None when it can).
 
-    It can only when the newest record of its case is ``ok``, names a file of the same name,
-    and the file on disk has the recorded size and digest.
+    It can only when the newest record of its case is ``ok``, names a file of the same name, was made
+    from the ``expected`` input, model and settings, and the file on disk is the one recorded: same
+    size, and the same modification time and sampled digest (constant cost per case), or, when the
+    time differs (a copied folder), the same full BLAKE2b digest.
     """
     if record is None:
         return "no record of a finished prediction"
@@ -149,10 +182,16 @@ def verify_output(record: dict[str, Any] | None, target: Path) -> str | None:
         return "the last run of this case did not finish it"
     if "bytes" not in record or "blake2b" not in record:
         return "its record carries no checksum (written by an older version)"
+    if expected is not None and (reason := _made_from(record, expected)):
+        return reason
     try:
-        size = target.stat().st_size
-        if size != record["bytes"]:
-            return f"size {size} differs from the recorded {record['bytes']} bytes"
+        stat = target.stat()
+        if stat.st_size != record["bytes"]:
+            return f"size {stat.st_size} differs from the recorded {record['bytes']} bytes"
+        if record.get("mtime_ns") == stat.st_mtime_ns and record.get("sample"):
+            if sample_digest(target, stat.st_size) != record["sample"]:
+                return "its contents differ from the recorded ones"
+            return None
         if file_digest(target)[1] != record["blake2b"]:
             return "its checksum differs from the recorded one"
     except OSError as exc:

@@ -107,6 +107,14 @@ class CasePipeline:
         """Whether outputs are mirrored (recorded with every run)."""
         return self.mirror_axes is not None
 
+    def output_settings(self) -> dict[str, Any]:
+        """The settings of this run that change a label map beside the model: recorded with every case,
+        and a rerun keeps an output only when they are the same (skip-done)."""
+        post = self.postprocessor
+        return {"tta": self.tta, "keep_largest": list(post.keep_largest),
+                "remove_small": {k: float(v) for k, v in sorted(post.remove_small.items())},
+                "label_encoding": "class_indices"}
+
 
 def _check_patch_memory(bundle: Bundle, batch_size: int, max_bytes: int) -> None:
     """A patch so large that one batch's input and output tensors alone exceed the memory limit can

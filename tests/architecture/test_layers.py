@@ -3,7 +3,7 @@ and the import graph, imports inside functions included, has no cycle.
 
 Layers, lowest first (a module may import its own layer and those below):
 
-seg_runtime: base (errors, atomic, hashing, formats, geometry, limits, naming, label_codes, options)
+seg_runtime: base (errors, atomic, hashing, identity, formats, geometry, limits, naming, label_codes, options)
   < io (readers, writers, io, labelmaps, cases, onnx_scan, bundle_files) < pipeline parts (preprocess, tiling, outputs,
   postprocess, preview, consistency, parts) < schema (bundle) < records (dicom_seg, records, manifest,
   output_dir) < stages (stages, backends, session) < runners (planning, runners) < predict
@@ -22,7 +22,8 @@ import pytest
 from .import_graph import cycles, import_graph, modules
 
 RUNTIME_LAYERS = [
-    ["_version", "errors", "atomic", "hashing", "formats", "geometry", "limits", "naming", "label_codes", "options"],
+    ["_version", "errors", "atomic", "hashing", "identity", "formats", "geometry", "limits", "naming", "label_codes",
+     "options"],
     ["readers", "writers", "io", "labelmaps", "cases", "onnx_scan", "bundle_files"],
     ["preprocess", "tiling", "outputs", "postprocess", "preview", "consistency", "parts"],
     ["bundle"],

@@ -117,6 +117,7 @@ def test_mixed_good_and_bad_inputs(tmp_path: Path, bundle_factory: Callable[...,
         "nrrd.nrrd",  # outputs keep the input's format
         "predictions.json",
         "predictions.jsonl",
+        "predictions.lock",  # held by a run while it writes the folder
     ]
 
 

@@ -58,7 +58,8 @@ def test_dicom_seg_skips_non_dicom_inputs(
             == 0
         )
     assert "not a DICOM series input" in caplog.text
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.nii.gz", "predictions.json", "predictions.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.nii.gz", "predictions.json", "predictions.jsonl",
+                                                                  "predictions.lock"]
 
 
 def test_missing_highdicom_is_a_clear_error(

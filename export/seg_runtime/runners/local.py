@@ -61,8 +61,9 @@ def _run_case(loading: Future[Loaded] | None, case: Case, target: Path, pipeline
         message = error_message(exc)
         logger.error("case %s failed: %s", case.id, message, exc_info=logger.isEnabledFor(logging.DEBUG))
         seconds = time.perf_counter() - start
-        manifest.add(case.id, inputs=case.paths, status="failed", error=message, seconds=seconds)
+        manifest.add(case.id, inputs=case.paths, status="failed", error=message, seconds=seconds,
+                     identity=case.identity)
     else:
         seconds = time.perf_counter() - start
         logger.info("case %s: ok in %.2fs -> %s", case.id, seconds, target)
-        manifest.add(case.id, inputs=case.paths, status="ok", output=target, seconds=seconds)
+        manifest.add(case.id, inputs=case.paths, status="ok", output=target, seconds=seconds, identity=case.identity)

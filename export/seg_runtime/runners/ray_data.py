@@ -33,7 +33,7 @@ from typing import Any
 from ..backends import Backend
 from ..cases import Case
 from ..errors import SegError
-from ..hashing import file_digest
+from ..identity import output_fields
 from ..manifest import RunManifest
 from ..stages import CasePipeline, error_message, finish_case, infer_case, load_case
 
@@ -178,10 +178,10 @@ class _InferStage:
 
 
 def _write_stage(row: dict[str, Any], pipeline: CasePipeline) -> dict[str, Any]:
-    def work(previous: Any) -> tuple[int, str]:
+    def work(previous: Any) -> dict[str, Any]:
         loaded, scores = previous
         finish_case(loaded, scores, _case_of(row), Path(row["target"]), pipeline)
-        return file_digest(row["target"])
+        return output_fields(row["target"])
 
     return _stage(row, work)
 
@@ -218,14 +218,14 @@ class RayRunner:
         recipe = backend.recipe(cpus=self.options.cpus_per_worker, gpus=self.options.gpus_per_worker)
         pipeline = dataclasses.replace(pipeline, progress=False)
         rows = [_case_row(case, target) for case, target in todo]
-        inputs = {row["id"]: row["paths"] for row in rows}
+        cases = {case.id: case for case, _ in todo}
         with warnings.catch_warnings():
             # max_restarts has no named parameter in Ray Data's map(); its generic form warns.
             warnings.simplefilter("ignore", DeprecationWarning)
             dataset = _pipeline(ray, rows, pipeline, recipe, self.options)
         with tqdm(total=len(rows), desc="cases", unit="case", disable=not self.progress) as bar:
             for row in dataset.iter_rows():
-                _record(manifest, row, inputs[row["id"]])
+                _record(manifest, row, cases[row["id"]])
                 bar.update(1)
 
 
@@ -254,12 +254,13 @@ def _pipeline(ray: Any, rows: list[dict[str, Any]], pipeline: CasePipeline, reci
     )
 
 
-def _record(manifest: RunManifest, row: dict[str, Any], inputs: list[str]) -> None:
+def _record(manifest: RunManifest, row: dict[str, Any], case: Case) -> None:
     if row["error"]:
         logger.error("case %s failed: %s", row["id"], row["error"])
-        manifest.add(row["id"], inputs=inputs, status="failed", error=row["error"], seconds=row["seconds"])
+        manifest.add(row["id"], inputs=case.paths, status="failed", error=row["error"], seconds=row["seconds"],
+                     identity=case.identity)
         return
-    digest = pickle.loads(row["payload"])
+    check = pickle.loads(row["payload"])
     logger.info("case %s: ok in %.2fs -> %s", row["id"], row["seconds"], row["target"])
-    manifest.add(row["id"], inputs=inputs, status="ok", output=row["target"], seconds=row["seconds"],
-                 digest=digest)
+    manifest.add(row["id"], inputs=case.paths, status="ok", output=row["target"], seconds=row["seconds"],
+                 check=check, identity=case.identity)
