@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,17 +106,45 @@ def discover_cases(
     if not any(image_suffix(p) for p in top_files) and any(is_dicom_file(p) for p in top_files):
         return [Case(root.name, [root], "dicom", ".nii.gz")], []
     excluded = {Path(p).resolve() for p in exclude}
-    entries = [
-        p for p in sorted(root.iterdir()) if not p.name.startswith(".") and p.resolve() not in excluded
-    ]
-    cases, problems = _file_cases([p for p in entries if p.is_file()], spatial_dims, in_channels)
-    for folder in (p for p in entries if p.is_dir()):
+    files, folders, problems = _classify(p for p in sorted(root.iterdir()) if not p.name.startswith("."))
+    folders = [p for p in folders if p.resolve() not in excluded]
+    cases, file_problems = _file_cases(files, spatial_dims, in_channels)
+    problems += file_problems
+    for folder in folders:
         case, problem = _subfolder_case(folder, channel_files, spatial_dims)
         if case is not None:
             cases.append(case)
         else:
             problems.append((folder.name, problem))
     return _dedupe(cases, problems)
+
+
+def _classify(entries: Iterable[Path]) -> tuple[list[Path], list[Path], list[tuple[str, str]]]:
+    """Split folder entries into files and folders; the ones no case can be made of become problems.
+
+    A symbolic link loop, a dangling link, an entry that cannot be read, or a special file with an
+    image name (a pipe would block a reader) is recorded, never a crash and never silently dropped.
+    """
+    files, folders, problems = [], [], []
+    for path in entries:
+        try:
+            mode = path.stat().st_mode  # follows links
+        except FileNotFoundError:
+            if path.is_symlink():
+                problems.append((path.name, f"{path}: dangling symbolic link (its target "
+                                 f"{os.readlink(path)} does not exist)"))
+            continue  # removed while listed
+        except OSError as exc:
+            reason = "symbolic link loop" if exc.errno == errno.ELOOP else f"cannot read it ({exc.strerror or exc})"
+            problems.append((path.name, f"{path}: {reason}"))
+            continue
+        if stat.S_ISREG(mode):
+            files.append(path)
+        elif stat.S_ISDIR(mode):
+            folders.append(path)
+        elif image_suffix(path):
+            problems.append((path.name, f"{path}: not a regular file (a pipe, socket or device)"))
+    return files, folders, problems
 
 
 def _single_file_case(path: Path, spatial_dims: int) -> Case:
@@ -138,7 +168,10 @@ def _subfolder_case(
     case = _folder_case(folder, channel_files, spatial_dims)
     if case is not None:
         return case, ""
-    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    try:
+        files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    except OSError as exc:
+        return None, f"{folder}: cannot read the folder ({exc.strerror or exc})"
     if channel_files:
         present = [name for name in channel_files if (folder / name).is_file()]
         if present:
