@@ -79,6 +79,9 @@ def add_predict_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add("--output-format", choices=OUTPUT_FORMATS, default="auto",
         help="label map format (default auto: the input's format, NRRD -> .nrrd, MHA/MHD -> .mha, NIfTI and "
         "DICOM -> .nii.gz, PNG/TIFF -> .png)")
+    add("--allow-gaps", action="store_true",
+        help="accept DICOM series whose slices are unevenly spaced (a missing slice), resampled onto an even "
+        "grid at the median gap (default: such a series fails, naming its folder)")
     add("--expect-sha256", metavar="HEX",
         help="refuse to run unless the model's SHA-256 is this one (seg-run: the bundle's, printed at the end of "
         "every run; seg predict: the checkpoint's): pins a deployment to the model it was validated with")
@@ -135,6 +138,7 @@ def predict_options(args: argparse.Namespace) -> PredictOptions:
         output_format=args.output_format,
         max_memory_gb=args.max_memory,
         progress=show_progress(args),
+        allow_gaps=args.allow_gaps,
     )
 
 

@@ -84,3 +84,26 @@ def make_geometry(
         source_format=source_format,
         header=header,
     )
+
+
+def check_geometry(path: object, geometry: Geometry) -> None:
+    """Raise when an image's voxel grid cannot be placed in space.
+
+    A non-finite affine, a zero or non-finite spacing, or axes that are not independent (a singular
+    affine: two axes along one direction, or a zero column) would resample into nonsense. A sheared
+    but regular affine (a CT with gantry tilt) is fine.
+
+    Raises:
+        CaseError: naming the file and the problem.
+    """
+    affine = np.asarray(geometry.affine, dtype=np.float64)
+    if not np.isfinite(affine).all():
+        raise CaseError(f"{path}: the image's affine (voxel-to-world matrix) holds NaN or Inf; check its header")
+    spacing = np.asarray(geometry.spacing, dtype=np.float64)
+    if spacing.size and not (np.isfinite(spacing).all() and (spacing > 0).all()):
+        raise CaseError(f"{path}: voxel spacing {tuple(float(s) for s in spacing)} mm has a zero axis; check the "
+                        "header's pixel dimensions")
+    axes = affine[:3, :3] / np.maximum(np.linalg.norm(affine[:3, :3], axis=0), 1e-300)
+    if abs(float(np.linalg.det(axes))) < 1e-6:
+        raise CaseError(f"{path}: the image's affine is singular (its voxel axes are not independent, so the "
+                        "grid cannot be placed in space); check the header's orientation (sform/qform)")

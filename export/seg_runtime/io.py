@@ -14,7 +14,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .formats import FORMATS, IMAGE_SUFFIXES, image_suffix
-from .geometry import CaseError, Geometry
+from .geometry import CaseError, Geometry, check_geometry
 from .readers.dicom import is_dicom_file, read_dicom_series
 from .readers.metaimage import read_metaimage
 from .readers.nifti import read_nifti
@@ -41,13 +41,16 @@ __all__ = [
 _AFFINE_ATOL = 1e-3
 
 
-def read_image(path: str | os.PathLike[str], max_bytes: int | None = None) -> tuple[np.ndarray, Geometry]:
+def read_image(
+    path: str | os.PathLike[str], max_bytes: int | None = None, allow_gaps: bool = False
+) -> tuple[np.ndarray, Geometry]:
     """Read one image file (or a DICOM series folder) with its geometry.
 
     Args:
         path: A NIfTI/NRRD/MetaImage/PNG/TIFF file, or a folder holding one DICOM series.
         max_bytes: Memory limit for decoding (checked on the header before any allocation;
             None: only the header-against-file check).
+        allow_gaps: Accept a DICOM series with uneven slice gaps, resampled onto an even grid.
 
     Returns:
         The array as stored (Shape: [*S] or [*S, C_file] — a channel axis is present exactly
@@ -57,9 +60,14 @@ def read_image(path: str | os.PathLike[str], max_bytes: int | None = None) -> tu
         CaseError: Missing, unreadable, corrupt, truncated or unsupported input; a header
             claiming more voxels than the file holds or ``max_bytes`` allows.
     """
-    path = Path(path)
+    data, geometry = _read(Path(path), max_bytes, allow_gaps)
+    check_geometry(path, geometry)
+    return data, geometry
+
+
+def _read(path: Path, max_bytes: int | None, allow_gaps: bool) -> tuple[np.ndarray, Geometry]:
     if path.is_dir():
-        return read_dicom_series(path)
+        return read_dicom_series(path, allow_gaps=allow_gaps)
     if not path.is_file():
         raise CaseError(f"{path}: no such file")
     suffix = image_suffix(path)
@@ -83,7 +91,7 @@ def read_image(path: str | os.PathLike[str], max_bytes: int | None = None) -> tu
 
 
 def read_case(
-    case: Case, spatial_dims: int, in_channels: int, max_bytes: int | None = None
+    case: Case, spatial_dims: int, in_channels: int, max_bytes: int | None = None, allow_gaps: bool = False
 ) -> tuple[np.ndarray, Geometry]:
     """Read all channel files of a case into one channel-first float32 array.
 
@@ -95,6 +103,7 @@ def read_case(
         spatial_dims: The model's spatial dimensionality (2 or 3).
         in_channels: The number of channels the model expects.
         max_bytes: Memory limit per file (see :func:`read_image`).
+        allow_gaps: See :func:`read_image`.
 
     Returns:
         The image (Shape: [C, *S], float32) and the geometry of its first file.
@@ -106,7 +115,7 @@ def read_case(
     parts: list[np.ndarray] = []
     first: tuple[Path, Geometry] | None = None
     for path in case.paths:
-        data, geometry = read_image(path, max_bytes)
+        data, geometry = read_image(path, max_bytes, allow_gaps)
         channels = data if data.ndim > len(geometry.shape) else data[..., None]
         channels = _match_dims(path, np.moveaxis(channels, -1, 0), geometry, spatial_dims)
         if first is None:

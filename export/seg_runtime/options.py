@@ -28,6 +28,7 @@ class PredictOptions:
         output_format: Label-map format (:data:`seg_runtime.formats.OUTPUT_FORMATS`).
         max_memory_gb: Memory limit per case in GiB (None: ``$SEG_MAX_MEMORY_GB`` or half the RAM).
         progress: Progress bars.
+        allow_gaps: Accept DICOM series with uneven slice gaps, resampled onto an even grid.
     """
 
     tta: bool | None = None
@@ -41,3 +42,4 @@ class PredictOptions:
     output_format: str = "auto"
     max_memory_gb: float | None = None
     progress: bool = True
+    allow_gaps: bool = False

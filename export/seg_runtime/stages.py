@@ -73,6 +73,7 @@ class CasePipeline:
     dicom_seg: bool = False
     max_bytes: int | None = None
     progress: bool = False
+    allow_gaps: bool = False
     version: str = __version__
 
     @classmethod
@@ -100,6 +101,7 @@ class CasePipeline:
             dicom_seg=options.dicom_seg,
             max_bytes=max_bytes,
             progress=options.progress,
+            allow_gaps=options.allow_gaps,
         )
 
     @property
@@ -150,12 +152,40 @@ def load_case(case: Case, pipeline: CasePipeline) -> Loaded:
             (checked on shapes before anything is resampled).
     """
     bundle = pipeline.bundle
-    image, geometry = read_case(case, bundle.spatial_dims, bundle.in_channels, pipeline.max_bytes)
+    image, geometry = read_case(case, bundle.spatial_dims, bundle.in_channels, pipeline.max_bytes,
+                                pipeline.allow_gaps)
+    check_spacing(case.paths[0], geometry, getattr(pipeline.preprocessor, "target_spacing", None),
+                  bundle.spatial_dims)
     grid = pipeline.preprocessor.grid_shape(tuple(image.shape[1:]), geometry)
     check_model_grid(case.paths[0], grid, bundle.in_channels, bundle.output_channels, pipeline.max_bytes)
     first = _preview_copy(image[0]) if pipeline.preview else None
     prepared, state = pipeline.preprocessor.prepare(image, geometry)
     return Loaded(prepared, geometry, state, first)
+
+
+# A voxel more than this many times finer or coarser than the model's, on any axis, is a header in
+# the wrong unit (metres, microns) or a typo, not a scan: resampled, it gives a confident nonsense map.
+SPACING_RATIO_LIMIT = 20.0
+
+
+def check_spacing(path: Path, geometry: Geometry, target: Sequence[float] | None, spatial_dims: int) -> None:
+    """Refuse a voxel spacing absurd for this model (judged against its own spacing, so electron
+    microscopy at 0.004 mm is fine for an EM model). Axes are compared in sorted order, which needs no
+    orientation and keeps anisotropic scans (5 mm slices for a 1 mm model) within bounds.
+
+    Raises:
+        CaseError: naming the file, its spacing and the model's.
+    """
+    if not target:
+        return
+    spacing = sorted(float(s) for s in geometry.spacing[:spatial_dims])
+    ratios = [s / t for s, t in zip(spacing, sorted(target), strict=False)]
+    if any(not 1 / SPACING_RATIO_LIMIT <= r <= SPACING_RATIO_LIMIT for r in ratios):
+        worst = max(ratios, key=lambda r: max(r, 1 / r))
+        how = f"{worst:.3g}x coarser" if worst > 1 else f"{1 / worst:.3g}x finer"
+        raise CaseError(f"{path}: voxel spacing {tuple(round(s, 6) for s in geometry.spacing[:spatial_dims])} mm is "
+                        f"{how} than the model's {tuple(target)} mm: a header in the wrong unit? (limit "
+                        f"{SPACING_RATIO_LIMIT:g}x)")
 
 
 def _preview_copy(channel: np.ndarray) -> np.ndarray:

@@ -55,7 +55,7 @@ MAX_PROBLEMS = 40
 # content is checked otherwise (a gzip stream, a checkpoint holding absolute paths), not on behaviour.
 VOLATILE_KEYS = frozenset({
     "time", "started", "updated", "seconds", "bytes", "blake2b", "version", "seg_version", "config_hash",
-    "fold_config_hashes", "checkpoint_sha256",
+    "fold_config_hashes", "checkpoint_sha256", "mtime_ns", "sample", "input", "sha256",
 })
 VOLATILE_VALUES_KEYS = frozenset({"versions"})  # keep the keys, mask the values
 

@@ -36,8 +36,8 @@ def _run(bundle: Path, src: Path, out: Path, *extra: str) -> dict[str, dict]:
 @pytest.mark.parametrize(
     ("target", "bad_spacing", "good_spacing"),
     [
-        pytest.param([0.01] * 3, 1.0, 0.01, id="tiny-target-spacing"),
-        pytest.param([1.0] * 3, 100.0, 1.0, id="input-spacing-makes-grid-huge"),
+        pytest.param([0.05] * 3, 1.0, 0.05, id="tiny-target-spacing"),
+        pytest.param([1.0] * 3, 20.0, 1.0, id="input-spacing-makes-grid-huge"),
     ],
 )
 def test_huge_resampled_grid_fails_the_case_only(
@@ -48,8 +48,9 @@ def test_huge_resampled_grid_fails_the_case_only(
     bundle = bundle_factory(preprocess=spec)
     src = tmp_path / "in"
     src.mkdir()
-    # 16^3 voxels -> a 1600^3 model grid (4e9 voxels, ~80 GiB): must fail before resampling.
-    save_nifti(src / "bad.nii.gz", np.ones((16, 16, 16), np.float32), np.diag([bad_spacing] * 3 + [1.0]))
+    # 80^3 voxels at 20x the model's spacing (the most it accepts) -> a 1600^3 model grid (4e9 voxels,
+    # ~80 GiB): must fail before resampling.
+    save_nifti(src / "bad.nii.gz", np.ones((80, 80, 80), np.float32), np.diag([bad_spacing] * 3 + [1.0]))
     save_nifti(src / "good.nii.gz", np.full((6, 6, 6), 1.5, np.float32), np.diag([good_spacing] * 3 + [1.0]))
     cases = _run(bundle, src, tmp_path / "out", "--max-memory", "4")
     assert cases["good"]["status"] == "ok" and (tmp_path / "out" / "good.nii.gz").is_file()

@@ -31,11 +31,17 @@ def is_dicom_file(path: Path) -> bool:
         return False
 
 
-def read_dicom_series(folder: Path) -> tuple[np.ndarray, Geometry]:
+def read_dicom_series(folder: Path, allow_gaps: bool = False) -> tuple[np.ndarray, Geometry]:
     """Read every DICOM image in ``folder`` as one volume.
+
+    Slices must be evenly spaced along their normal (a missing slice would otherwise be hidden in a
+    mean gap, misplacing every slice after it by millimetres): uneven gaps fail the series, or with
+    ``allow_gaps`` the slices are resampled (linearly along the normal) onto an even grid at the
+    median gap, so each voxel sits where it was acquired.
 
     Args:
         folder: A folder holding the slices of exactly one series.
+        allow_gaps: Resample a series with uneven gaps instead of refusing it.
 
     Returns:
         The rescaled volume (Shape: [X, Y, Z], float32) and its RAS+ geometry.
@@ -70,8 +76,11 @@ def read_dicom_series(folder: Path) -> tuple[np.ndarray, Geometry]:
     volume = np.stack(planes, axis=-1)
     spacing = [float(v) for v in slices[0][1].PixelSpacing]
     if len(slices) > 1:
-        step = (positions[-1] - positions[0]) / (len(slices) - 1)
-        _warn_if_uneven(folder, np.diff(depths))
+        # The slices' advance per mm along the normal (not the normal itself: a gantry tilt shears it).
+        direction = (positions[-1] - positions[0]) / (depths[-1] - depths[0])
+        if _uneven(np.diff(depths)):
+            volume, depths = _even_grid(folder, volume, depths, allow_gaps)
+        step = direction * (depths[-1] - depths[0]) / (len(depths) - 1)
     else:
         thickness = slices[0][1].get("SpacingBetweenSlices") or slices[0][1].get("SliceThickness") or 1.0
         step = normal * float(thickness)
@@ -135,9 +144,29 @@ def _pixels(path: Path, ds: object) -> np.ndarray:
     return (pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)).T
 
 
-def _warn_if_uneven(folder: Path, gaps: np.ndarray) -> None:
-    """Log when slice gaps vary: the affine assumes the mean gap."""
-    if np.ptp(gaps) > 0.01 * max(float(np.mean(gaps)), 1e-6):
-        logger.warning(
-            "%s: uneven DICOM slice spacing (%.3g..%.3g mm); using the mean", folder, gaps.min(), gaps.max()
-        )
+# Gaps may differ by rounding in the positions' decimal strings; beyond this share they are uneven.
+GAP_TOLERANCE = 0.01
+
+
+def _uneven(gaps: np.ndarray) -> bool:
+    return bool(np.ptp(gaps) > GAP_TOLERANCE * max(float(np.median(gaps)), 1e-6))
+
+
+def _even_grid(folder: Path, volume: np.ndarray, depths: np.ndarray, allow: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The volume on an even grid at the median gap (linear along the slice normal), or a CaseError."""
+    gaps = np.diff(depths)
+    median = float(np.median(gaps))
+    if not allow:
+        worst = float(np.max(np.abs(np.cumsum(gaps) - median * np.arange(1, len(gaps) + 1))))
+        raise CaseError(
+            f"{folder}: DICOM slices are unevenly spaced ({gaps.min():.3g} to {gaps.max():.3g} mm apart: a missing "
+            f"slice?); an even grid would misplace slices by up to {worst:.3g} mm. Pass --allow-gaps to resample "
+            "the series onto an even grid")
+    count = int(round((depths[-1] - depths[0]) / median)) + 1
+    even = depths[0] + median * np.arange(count)
+    upper = np.clip(np.searchsorted(depths, even, side="right"), 1, len(depths) - 1)
+    weight = ((even - depths[upper - 1]) / (depths[upper] - depths[upper - 1])).astype(np.float32)
+    resampled = volume[..., upper - 1] * (1 - weight) + volume[..., upper] * weight
+    logger.warning("%s: uneven DICOM slice gaps (%.3g..%.3g mm) resampled onto %d slices %.3g mm apart (--allow-gaps)",
+                   folder, gaps.min(), gaps.max(), count, median)
+    return resampled.astype(np.float32), even
