@@ -15,7 +15,7 @@ from pathlib import Path
 
 import seg
 from seg import commands
-from seg.errors import is_user_error
+from seg.errors import is_user_error, one_line
 
 EPILOG = "Docs and examples: README.md. Every command has its own --help."
 
@@ -212,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:
         if args.debug or not is_user_error(err):
             raise
-        print(f"seg {args.command}: error: {err}", file=sys.stderr)
+        print(f"seg {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 2
 
 

@@ -25,7 +25,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _train_folds(cfg, args)
     result = fit(cfg, run_dir=args.run_dir, resume=args.resume)
     state = "interrupted (resume with --resume)" if result.interrupted else "done"
-    print(f"training {state}: {result.epochs_done} epochs, best val Dice {result.best_metric:.4f}")
+    best = ("not validated (the validation split is empty)" if result.best_metric is None
+            else f"{result.best_metric:.4f}")
+    print(f"training {state}: {result.epochs_done} epochs, best val Dice {best}")
     print(f"run folder: {result.run_dir}")
     return 130 if result.interrupted else 0
 
@@ -133,7 +135,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_folders(args.pred, args.ref, labels, regions, surface=not args.no_surface,
                               tolerance=args.tolerance, label_values=values)
     if not result["cases"]:
-        raise SegError(f"no case of {args.ref} has a prediction in {args.pred}")
+        reasons = "; ".join(f["error"] for f in result["failed"][:3])
+        raise SegError(f"no case of {args.ref} could be scored against {args.pred}" + (f" ({reasons})" if reasons else ""))
     csv_path, json_path = write_evaluation(result, args.output or args.pred)
     keys = list(result["mean"])
     rows = [[r["id"], *[r[k] for k in keys]] for r in result["cases"]]
@@ -142,8 +145,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     warning = unknown_labels_warning(result)
     if warning:
         print(warning)
+    failed = result["failed"]
+    if failed:
+        total = len(failed) + len(result["cases"])
+        print(f"FAILED {len(failed)} of {total} cases (not in the means):")
+        print("\n".join(f"  {f['id']}: {f['error']}" for f in failed[:10]))
     print(f"written: {csv_path}, {json_path}")
-    return 0
+    return 1 if failed else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -7,9 +7,9 @@ is a bug and keeps its traceback. This module is a leaf: it imports nothing of `
 
 from __future__ import annotations
 
-from seg_runtime.errors import SegError
+from seg_runtime.errors import SegError, is_environment_error, one_line
 
-__all__ = ["CheckpointError", "ConfigError", "SegError", "UnknownNameError"]
+__all__ = ["CheckpointError", "ConfigError", "SegError", "UnknownNameError", "is_user_error", "one_line"]
 
 
 class ConfigError(SegError, ValueError):
@@ -33,4 +33,4 @@ USER_OS_ERRORS = (FileNotFoundError, PermissionError, NotADirectoryError, IsADir
 
 def is_user_error(err: BaseException) -> bool:
     """Errors whose message is the whole story: print one line, no traceback (unless ``--debug``)."""
-    return isinstance(err, (SegError, *USER_OS_ERRORS))
+    return isinstance(err, (SegError, *USER_OS_ERRORS)) or is_environment_error(err)

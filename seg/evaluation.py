@@ -47,35 +47,58 @@ def evaluate_folders(pred_dir: Path, ref_dir: Path, labels: Mapping[str, int],
     both folders, plus means. Distances use the reference's voxel spacing (mm). References with
     raw values (e.g. ISBI's 0/255) are mapped to class indices through ``label_values``.
 
+    Every case it can score is scored; a reference without a prediction, an unreadable file or a
+    prediction of another shape is a failure (``failed``, with its reason), never the end of the run.
+
     Returns ``{"cases": [{"id", <metric>: value...}], "mean": {<metric>: value}, "missing": [ids],
-    "unknown_labels": {id: [raw values]}}``; ``unknown_labels`` lists, per case, the reference values
-    that are not in the label map (``label_values`` keys when given, else ``labels`` values): they
-    count as background, so a wrong label map shows here rather than as a silently low Dice.
+    "failed": [{"id", "error"}], "unknown_labels": {id: [raw values]}}``; the means are over the scored
+    cases; ``unknown_labels`` lists, per case, the reference values that are not in the label map
+    (``label_values`` keys when given, else ``labels`` values): they count as background, so a wrong
+    label map shows here rather than as a silently low Dice.
     """
     preds, refs = label_files(pred_dir), label_files(ref_dir)
     rows, missing = [], sorted(set(refs) - set(preds))
+    failed = [{"id": cid, "error": f"{ref_dir / refs[cid].name}: no prediction in {pred_dir}"} for cid in missing]
     known = set(label_values) if label_values else set(labels.values())
     unknown: dict[str, list[int]] = {}
     for cid in sorted(set(preds) & set(refs)):
-        ref, spacing = load_labels_with_spacing(refs[cid])
-        extra = sorted(int(v) for v in np.unique(ref) if int(v) not in known)
+        try:
+            row, extra = _score_case(preds[cid], refs[cid], known, labels, regions, surface, tolerance, label_values)
+        except (SegError, OSError) as exc:
+            failed.append({"id": cid, "error": str(exc)})
+            log.error("case %s: %s", cid, exc)
+            continue
+        rows.append({"id": cid, **row})
         if extra:
             unknown[cid] = extra
-        if label_values:
-            ref = remap_values(ref, label_values)
-        pred = load_labels(preds[cid])
-        if pred.shape != ref.shape:
-            raise SegError(f"{preds[cid]}: prediction shape {pred.shape} differs from the reference "
-                           f"{refs[cid]} shape {ref.shape}")
-        scores = {f"dice_{k}": v for k, v in dice_scores(pred, ref, labels, regions).items()}
-        if surface:
-            scores.update(surface_scores(pred, ref, labels, regions, spacing, tolerance))
-        rows.append({"id": cid, **scores})
     keys = [k for k in (rows[0] if rows else {}) if k != "id"]
     mean = {k: nanmean([r[k] for r in rows]) for k in keys}
     if missing:
         log.warning("%d reference cases have no prediction: %s", len(missing), ", ".join(missing[:10]))
-    return {"cases": rows, "mean": mean, "missing": missing, "unknown_labels": unknown}
+    return {"cases": rows, "mean": mean, "missing": missing, "failed": sorted(failed, key=lambda f: f["id"]),
+            "unknown_labels": unknown}
+
+
+def _score_case(pred_path: Path, ref_path: Path, known: set[int], labels: Mapping[str, int],
+                regions: Mapping[str, Sequence[int]] | None, surface: bool, tolerance: float,
+                label_values: Mapping[int, int] | None) -> tuple[dict[str, float], list[int]]:
+    """One case's scores, and the reference values outside the label map.
+
+    Raises:
+        SegError: a file cannot be read, or the prediction's shape differs from the reference's.
+    """
+    ref, spacing = load_labels_with_spacing(ref_path)
+    extra = sorted(int(v) for v in np.unique(ref) if int(v) not in known)
+    if label_values:
+        ref = remap_values(ref, label_values)
+    pred = load_labels(pred_path)
+    if pred.shape != ref.shape:
+        raise SegError(f"{pred_path}: prediction shape {pred.shape} differs from the reference {ref_path} "
+                       f"shape {ref.shape}")
+    scores = {f"dice_{k}": v for k, v in dice_scores(pred, ref, labels, regions).items()}
+    if surface:
+        scores.update(surface_scores(pred, ref, labels, regions, spacing, tolerance))
+    return scores, extra
 
 
 def unknown_labels_warning(result: dict) -> str | None:

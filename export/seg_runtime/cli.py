@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ._version import __version__
 from .cli_options import EXIT_CODES, add_predict_options, predict_options, preflight, runner_from_args
-from .errors import SegError
+from .errors import SegError, one_line
 from .manifest import folder_summary
 from .session import PROVIDERS
 from .summary import folder_summary_text, run_summary
@@ -145,10 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (SegError, OSError, ValueError) as exc:  # bundle, output folder, settings: one line
+    except (SegError, OSError, ValueError) as exc:  # bundle, output folder, disk, settings: one line
         if args.verbose > 1:
             logging.getLogger(__name__).debug("traceback", exc_info=True)
-        print(f"seg-run: error: {exc}", file=sys.stderr)
+        print(f"seg-run: error: {one_line(exc)}", file=sys.stderr)
         return 2
 
 

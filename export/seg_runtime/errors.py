@@ -7,7 +7,15 @@ bug and keeps its traceback. ``seg`` imports this module (``seg.errors``); it ha
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Sequence
+
+# Operating-system errors that are about the user's machine or paths, not a bug: a full disk or
+# quota, a read-only or failing file system, missing or forbidden paths. Printed as one line.
+ENVIRONMENT_ERRNOS = frozenset({
+    errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG, errno.EACCES, errno.EPERM, errno.ENOENT,
+    errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP, errno.EXDEV,
+})
 
 
 class SegError(Exception):
@@ -21,3 +29,17 @@ class DataError(SegError, ValueError):
     def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.problems = list(problems)
+
+
+def is_environment_error(exc: BaseException) -> bool:
+    """An OSError about the machine or the user's paths (disk full, permission denied...), not a bug."""
+    return isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS
+
+
+def one_line(exc: BaseException) -> str:
+    """The message a CLI prints for a user-facing error: ``path: No space left on device`` for an
+    OSError (with the second path of a rename), the message itself otherwise."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename} -> {exc.filename2}" if exc.filename2 else exc.filename
+        return f"{where}: {exc.strerror}" if where else exc.strerror
+    return str(exc)

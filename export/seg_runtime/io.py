@@ -6,6 +6,7 @@ record it and move on. Every write is atomic (temp file in the same folder + ren
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +16,7 @@ import numpy as np
 from .atomic import atomic_path
 from .formats import FORMATS, IMAGE_SUFFIXES, image_suffix
 from .geometry import CaseError, Geometry, check_geometry
+from .limits import check_case_memory
 from .readers.dicom import is_dicom_file, read_dicom_series
 from .readers.metaimage import read_metaimage
 from .readers.nifti import read_nifti
@@ -114,8 +116,10 @@ def read_case(
     """
     parts: list[np.ndarray] = []
     first: tuple[Path, Geometry] | None = None
+    held = 0  # bytes of the files read so far: the next file may only use what they leave
     for path in case.paths:
-        data, geometry = read_image(path, max_bytes, allow_gaps)
+        data, geometry = read_image(path, None if max_bytes is None else max(max_bytes - held, 0), allow_gaps)
+        held += data.nbytes
         channels = data if data.ndim > len(geometry.shape) else data[..., None]
         channels = _match_dims(path, np.moveaxis(channels, -1, 0), geometry, spatial_dims)
         if first is None:
@@ -135,7 +139,9 @@ def read_case(
             f"case '{case.id}' ({names}): has {count} channel(s) but the model expects {in_channels}"
         )
     # One C-ordered float32 allocation: no float32 copy per file, no concatenation copy.
-    image = np.empty((count, *parts[0].shape[1:]), dtype=np.float32)
+    shape = (count, *parts[0].shape[1:])
+    check_case_memory(case.paths[0], held + 4 * math.prod(shape), max_bytes, "reading this case")
+    image = np.empty(shape, dtype=np.float32)
     start = 0
     while parts:
         part = parts.pop(0)  # drop each file's array as soon as it is copied
@@ -226,8 +232,10 @@ def write_probabilities(path: str | os.PathLike[str], probabilities: np.ndarray,
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.savez_compressed(handle, probabilities=probabilities.astype(np.float16, copy=False))
         return path
-    stacked = np.stack([_on_stored_grid(p, geometry) for p in probabilities], axis=-1)
-    quantised = np.rint(np.clip(stacked.astype(np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+    quantised = np.empty((*geometry.shape, len(probabilities)), np.uint8)
+    for index, channel in enumerate(probabilities):  # one float32 channel at a time
+        scaled = np.clip(_on_stored_grid(channel, geometry).astype(np.float32), 0.0, 1.0) * 255.0
+        quantised[..., index] = np.rint(scaled, out=scaled)
     image = _nifti_image(quantised, geometry)
     image.header.set_slope_inter(1.0 / 255.0, 0.0)
     with atomic_path(path) as tmp:

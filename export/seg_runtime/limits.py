@@ -1,11 +1,13 @@
-"""Memory bounds checked before allocating: a header's claimed size and a case's model grid.
+"""Memory bounds checked before allocating: a header's claimed size and a case's whole footprint.
 
 A header may lie (a 1 KiB file claiming 10^12 voxels) and a spacing may be absurd (a 0.001 mm
 target grid): both would allocate far more than the machine has before failing. These checks
 run on shapes alone, so a bad case fails in one line and costs nothing.
 
 The limit is ``--max-memory GB``, else the ``SEG_MAX_MEMORY_GB`` environment variable, else
-half of the physical memory.
+half of the physical memory. It bounds the data a run holds beyond the loaded model: every case
+reserves :func:`case_peak_bytes` before anything of it beyond its files is allocated, and a case
+read ahead only gets what the current case leaves (:mod:`seg_runtime.runners.local`).
 """
 
 from __future__ import annotations
@@ -23,10 +25,6 @@ MEMORY_ENV = "SEG_MAX_MEMORY_GB"
 # n bytes can never hold more than this many times n bytes of voxels.
 DEFLATE_MAX_RATIO = 1032
 _FALLBACK_BYTES = 16 * 2**30
-# Bytes per model-grid voxel per channel held at once: the image (normalised and resampled
-# copies, float32) and the probabilities (float32).
-_GRID_BYTES_PER_IMAGE_CHANNEL = 8
-_GRID_BYTES_PER_CLASS = 4
 
 
 def _gib(nbytes: float) -> str:
@@ -68,6 +66,14 @@ def max_memory_bytes(gigabytes: float | None = None) -> int:
     return int(gigabytes * 2**30)
 
 
+class MemoryBudgetError(CaseError):
+    """A case needs more memory than it may have (:attr:`needed` bytes): refused before allocating."""
+
+    def __init__(self, message: str, needed: int) -> None:
+        super().__init__(message)
+        self.needed = needed
+
+
 def check_claimed_size(
     path: Path, shape: Sequence[int], itemsize: int, stored_bytes: int, *, compressed: bool
 ) -> None:
@@ -98,16 +104,44 @@ def check_claimed_size(
 def check_memory(path: Path, what: str, shape: Sequence[int], nbytes: int, limit: int | None) -> None:
     """Raise when ``nbytes`` (an array of ``shape``) would exceed the memory ``limit`` (bytes)."""
     if limit is not None and nbytes > limit:
-        raise CaseError(
+        raise MemoryBudgetError(
             f"{path}: {what} of shape {tuple(int(s) for s in shape)} needs {_gib(nbytes)}, over the memory "
-            f"limit of {_gib(limit)} (raise it with --max-memory GB or {MEMORY_ENV})"
-        )
+            f"limit of {_gib(limit)} (raise it with --max-memory GB or {MEMORY_ENV})", nbytes)
 
 
-def check_model_grid(
-    path: Path, grid: Sequence[int], in_channels: int, out_channels: int, limit: int | None
-) -> None:
-    """Raise when predicting on the resampled model ``grid`` would exceed ``limit`` (bytes)."""
-    voxels = math.prod(int(s) for s in grid)
-    nbytes = voxels * (_GRID_BYTES_PER_IMAGE_CHANNEL * in_channels + _GRID_BYTES_PER_CLASS * out_channels)
-    check_memory(path, "the resampled model grid", grid, nbytes, limit)
+def case_peak_bytes(
+    input_shape: Sequence[int], in_channels: int, grid_shape: Sequence[int], out_channels: int, *,
+    score_itemsize: int, resampled: bool, reoriented: bool, keep_probabilities: bool = False,
+    preview: bool = False,
+) -> int:
+    """An upper bound of the bytes one case holds at once, phase by phase (the largest phase counts).
+
+    S input voxels, G model-grid voxels, C input channels, K output channels:
+
+    - prepare: the float32 image (C S 4), normalised in place, and either the model grid (C G 4)
+      with one channel's float32 temporary (G 4) or, reoriented without resampling, a contiguous copy;
+    - infer: the grid image and the blended scores (K G, float32 or float16) and a padded copy;
+    - restore: the scores, and per channel its restored copy, the running maximum and the label map
+      (2 S s + S) plus the resampling's temporaries (float16 scores: a float32 grid copy and the
+      float32 and float16 restored forms, G 4 + S 6; float32 scores: S 4); the probabilities kept
+      (K S 2) and quantised for writing (K S + S 4) when asked for.
+    - a float16 first channel for the preview (S 2) through every phase when asked for.
+    """
+    voxels, grid = math.prod(int(s) for s in input_shape), math.prod(int(s) for s in grid_shape)
+    image = in_channels * voxels * 4
+    prepare = image + (in_channels * grid * 4 + grid * 4 if resampled else image if reoriented else 0)
+    scores = out_channels * grid * score_itemsize
+    infer = 2 * in_channels * grid * 4 + scores
+    transient = grid * 4 + voxels * 6 if score_itemsize < 4 else voxels * 4
+    restore = scores + voxels * (2 * score_itemsize + 1) + transient
+    if keep_probabilities:
+        restore += out_channels * voxels * 3 + voxels * 4
+    return max(prepare, infer, restore) + (voxels * 2 if preview else 0)
+
+
+def check_case_memory(path: Path, needed: int, limit: int | None, what: str = "this case") -> None:
+    """Raise :class:`MemoryBudgetError` when ``needed`` bytes exceed ``limit``, with the figure."""
+    if limit is not None and needed > limit:
+        raise MemoryBudgetError(
+            f"{path}: {what} needs {_gib(needed)} (image, model grid, scores and label map at their peak), over "
+            f"the memory limit of {_gib(limit)} (raise it with --max-memory GB or {MEMORY_ENV})", needed)

@@ -20,6 +20,7 @@ stages that run them (:mod:`seg_runtime.stages`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -46,7 +47,15 @@ class Preprocessor(Protocol):
         ...
 
     def prepare(self, image: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, Any]:
-        """The model-grid image (Shape: [C, *S'], float32) and the state :meth:`restore` needs."""
+        """The model-grid image (Shape: [C, *S'], float32) and the state :meth:`restore` needs.
+
+        ``image`` (float32, from :func:`seg_runtime.io.read_case`) is the caller's to give away: the
+        part may overwrite it to save a copy.
+        """
+        ...
+
+    def layout(self, shape: tuple[int, ...], geometry: Geometry) -> tuple[tuple[int, ...], bool, bool]:
+        """``(model grid shape, resampled, reoriented)`` from shapes alone: what the memory bound needs."""
         ...
 
     def restore(self, array: np.ndarray, state: Any, *, labels: bool = False) -> np.ndarray:
@@ -88,7 +97,13 @@ class SegPreprocessor:
         return model_grid_shape(shape, geometry, self.spec)
 
     def prepare(self, image: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, Any]:
-        return preprocess_image(image, geometry, self.spec)
+        return preprocess_image(image, geometry, self.spec, inplace=True)
+
+    def layout(self, shape: tuple[int, ...], geometry: Geometry) -> tuple[tuple[int, ...], bool, bool]:
+        grid = model_grid_shape(shape, geometry, self.spec)
+        oriented = model_grid_shape(shape, geometry, dataclasses.replace(self.spec, target_spacing=None))
+        reoriented = len(shape) == 3 and self.spec.orientation is not None and _reorients(geometry, self.spec)
+        return grid, tuple(grid) != tuple(oriented), reoriented
 
     def restore(self, array: np.ndarray, state: Any, *, labels: bool = False) -> np.ndarray:
         return restore_to_input(array, state, labels=labels)
@@ -145,6 +160,13 @@ class SegPostprocessor:
     def apply(self, labels: np.ndarray, voxel_volume: float) -> np.ndarray:
         return postprocess_labels(labels, self.keep_largest, self.remove_small, self.labels, self.regions,
                                   voxel_volume=voxel_volume)
+
+
+def _reorients(geometry: Geometry, spec: PreprocessSpec) -> bool:
+    """Whether the image's axes differ from the target axis codes (flips or transposes needed)."""
+    from nibabel.orientations import axcodes2ornt, io_orientation
+
+    return not np.array_equal(io_orientation(geometry.affine), axcodes2ornt(tuple(spec.orientation.upper())))
 
 
 PREPROCESSORS: dict[str, type] = {"seg": SegPreprocessor}

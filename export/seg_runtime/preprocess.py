@@ -125,30 +125,43 @@ class PreprocessState:
 
 
 def preprocess_image(
-    image: np.ndarray, geometry: Geometry, spec: PreprocessSpec
+    image: np.ndarray, geometry: Geometry, spec: PreprocessSpec, *, inplace: bool = False
 ) -> tuple[np.ndarray, PreprocessState]:
     """Reorient, normalise and resample an image for the model.
+
+    Normalisation is per channel and does not depend on the axis order, so it runs first, on the
+    input grid; the reorientation is a view, and the resampling writes each channel into one
+    preallocated model-grid array. Memory beyond ``image``: the model grid and one channel, or, when
+    nothing is resampled, at most one reoriented copy.
 
     Args:
         image: Channel-first image. Shape: [C, *S].
         geometry: The image's geometry (affine for orientation, spacing for resampling).
         spec: The model's preprocessing.
+        inplace: Normalise ``image`` itself (a float32 array the caller owns and no longer needs).
 
     Returns:
         The model-ready image (Shape: [C, *S'], float32) and the state to undo the spatial steps.
     """
     ndim = image.ndim - 1
-    oriented, ornt_in, ornt_target, spacing = _orient(image, geometry, spec, ndim, channel_axis=True)
-    normalised = normalize(oriented, spec.normalization)
+    if inplace and image.dtype == np.float32:
+        normalised = image
+        for index, channel in enumerate(image):
+            _normalize_channel(channel, _entry(spec.normalization, index, image.shape[0]))
+    else:
+        normalised = normalize(image, spec.normalization)
+    oriented, ornt_in, ornt_target, spacing = _orient(normalised, geometry, spec, ndim, channel_axis=True)
     output_shape = _target_shape(oriented.shape[1:], spacing, spec)
     if tuple(output_shape) == tuple(oriented.shape[1:]):
-        resampled = normalised  # no resampling: skip a full-size copy
+        resampled = np.ascontiguousarray(oriented)  # no resampling: no copy unless reoriented
     else:
-        resampled = np.stack([resize(channel, output_shape, order=1) for channel in normalised])
+        resampled = np.empty((oriented.shape[0], *output_shape), np.float32)
+        for index, channel in enumerate(oriented):
+            resize(channel, output_shape, order=1, out=resampled[index])
     state = PreprocessState(
         tuple(image.shape[1:]), tuple(oriented.shape[1:]), output_shape, ornt_in, ornt_target
     )
-    return resampled.astype(np.float32, copy=False), state
+    return resampled, state
 
 
 def model_grid_shape(shape: tuple[int, ...], geometry: Geometry, spec: PreprocessSpec) -> tuple[int, ...]:
@@ -193,7 +206,7 @@ def preprocess_label(label: np.ndarray, geometry: Geometry, spec: PreprocessSpec
     if label.dtype.kind not in "iub":
         label = np.rint(label).astype(np.int32)
     oriented, _, _, spacing = _orient(label, geometry, spec, label.ndim, channel_axis=False)
-    return resize(oriented, _target_shape(oriented.shape, spacing, spec), order=0)
+    return resize(np.ascontiguousarray(oriented), _target_shape(oriented.shape, spacing, spec), order=0)
 
 
 def restore_to_input(array: np.ndarray, state: PreprocessState, *, labels: bool = False) -> np.ndarray:
@@ -243,8 +256,15 @@ def normalize(image: np.ndarray, entries: list[dict[str, Any]]) -> np.ndarray:
     out = np.empty(image.shape, dtype=np.float32)
     for index, channel in enumerate(image):
         out[index] = channel
-        _normalize_channel(out[index], entries[index if len(entries) > 1 else 0])
+        _normalize_channel(out[index], _entry(entries, index, image.shape[0]))
     return out
+
+
+def _entry(entries: list[dict[str, Any]], index: int, channels: int) -> dict[str, Any]:
+    """The normalisation entry of channel ``index`` (one entry serves every channel)."""
+    if len(entries) not in (1, channels):
+        raise ValueError(f"normalization has {len(entries)} entries for {channels} channels")
+    return entries[index if len(entries) > 1 else 0]
 
 
 def _normalize_channel(x: np.ndarray, entry: dict[str, Any]) -> None:
@@ -300,7 +320,8 @@ def _mean_std(x: np.ndarray) -> tuple[float, float]:
 def _orient(
     array: np.ndarray, geometry: Geometry, spec: PreprocessSpec, ndim: int, *, channel_axis: bool
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, tuple[float, ...]]:
-    """Reorient a 3D array to ``spec.orientation``; returns it, the ornts and the new spacing."""
+    """Reorient a 3D array to ``spec.orientation`` (a view: flips and transposes); returns it, the
+    ornts and the new spacing."""
     spacing = tuple(float(s) for s in geometry.spacing[:ndim])
     if ndim != 3 or spec.orientation is None:
         return array, None, None, spacing
@@ -311,7 +332,7 @@ def _orient(
     transform = ornt_transform(ornt_in, ornt_target)
     moved = np.moveaxis(array, 0, -1) if channel_axis else array
     oriented = apply_orientation(moved, transform)
-    oriented = np.ascontiguousarray(np.moveaxis(oriented, -1, 0) if channel_axis else oriented)
+    oriented = np.moveaxis(oriented, -1, 0) if channel_axis else oriented
     new_spacing = [0.0] * 3
     for axis, (target_axis, _) in enumerate(transform):
         new_spacing[int(target_axis)] = spacing[axis]
@@ -331,18 +352,22 @@ def _target_shape(
     )
 
 
-def resize(array: np.ndarray, shape: tuple[int, ...], *, order: int) -> np.ndarray:
+def resize(array: np.ndarray, shape: tuple[int, ...], *, order: int, out: np.ndarray | None = None) -> np.ndarray:
     """Resample a spatial array to exactly ``shape`` (voxel extents aligned, not centres).
 
     Args:
-        array: Shape: [*S].
+        array: Shape: [*S] (any strides: a reoriented view is read as it is).
         shape: Target spatial shape.
         order: Spline order: 0 nearest (labels, keeps dtype), 1 linear (float32).
+        out: A float32 array of ``shape`` to write into (float32 input only), instead of a new one.
 
     Returns:
         Shape: ``shape``.
     """
     if tuple(array.shape) == tuple(shape):
+        if out is not None:
+            out[...] = array
+            return out
         return array
     from scipy import ndimage
 
@@ -350,7 +375,8 @@ def resize(array: np.ndarray, shape: tuple[int, ...], *, order: int) -> np.ndarr
     # ndimage has no float16/bool kernels, and interpolating integers would truncate.
     unsupported = array.dtype in (np.float16, np.bool_) or (order > 0 and array.dtype.kind != "f")
     source = array.astype(np.float32) if unsupported else array
-    out = np.empty(tuple(shape), dtype=source.dtype)
+    if out is None or out.dtype != source.dtype:
+        out = np.empty(tuple(shape), dtype=source.dtype)
     # grid_mode maps voxel edges onto voxel edges, so the physical extent is preserved.
     ndimage.zoom(source, factors, output=out, order=order, mode="nearest", grid_mode=True)
     return (

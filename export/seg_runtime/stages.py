@@ -31,7 +31,7 @@ from .cases import Case
 from .dicom_seg import DICOM_SEG_SUFFIX, write_dicom_seg
 from .geometry import CaseError, Geometry
 from .io import read_case, write_labels, write_probabilities
-from .limits import check_model_grid, max_memory_bytes
+from .limits import case_peak_bytes, check_case_memory, max_memory_bytes
 from .options import PredictOptions
 from .outputs import labels_on_input_grid
 from .parts import Blend
@@ -109,6 +109,15 @@ class CasePipeline:
         """Whether outputs are mirrored (recorded with every run)."""
         return self.mirror_axes is not None
 
+    def peak_bytes(self, shape: tuple[int, ...], geometry: Geometry) -> int:
+        """An upper bound of the bytes a case of this spatial shape holds at its peak (limits.case_peak_bytes)."""
+        bundle = self.bundle
+        grid, resampled, reoriented = self.preprocessor.layout(shape, geometry)
+        score_itemsize = np.dtype(probability_dtype(bundle.output_channels, grid)).itemsize
+        return case_peak_bytes(shape, bundle.in_channels, grid, bundle.output_channels,
+                               score_itemsize=score_itemsize, resampled=resampled, reoriented=reoriented,
+                               keep_probabilities=self.save_probabilities, preview=self.preview)
+
     def output_settings(self) -> dict[str, Any]:
         """The settings of this run that change a label map beside the model: recorded with every case,
         and a rerun keeps an output only when they are the same (skip-done)."""
@@ -137,6 +146,7 @@ class Loaded:
     geometry: Geometry
     state: Any
     first_channel: np.ndarray | None = None  # the raw first channel (float16), for the preview
+    reserved: int = 0  # the bytes this case may hold at its peak (limits.case_peak_bytes)
 
 
 def error_message(exc: BaseException) -> str:
@@ -144,23 +154,30 @@ def error_message(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, CaseError) else f"{type(exc).__name__}: {exc}"
 
 
-def load_case(case: Case, pipeline: CasePipeline) -> Loaded:
+def load_case(case: Case, pipeline: CasePipeline, max_bytes: int | None = None) -> Loaded:
     """Read and prepare one case (a prefetch thread's, or a Ray task's, work).
 
+    Args:
+        case: The case.
+        pipeline: The run's pipeline.
+        max_bytes: The memory this case may use (a case read ahead gets what the current one leaves);
+            default: the run's limit.
+
     Raises:
-        CaseError: unreadable input, or a case whose model grid would exceed the memory limit
-            (checked on shapes before anything is resampled).
+        CaseError: unreadable input, degenerate geometry, an absurd spacing.
+        MemoryBudgetError: the case would need more than ``max_bytes`` at its peak (checked on
+            headers, then on shapes, before anything is resampled).
     """
     bundle = pipeline.bundle
-    image, geometry = read_case(case, bundle.spatial_dims, bundle.in_channels, pipeline.max_bytes,
-                                pipeline.allow_gaps)
+    limit = pipeline.max_bytes if max_bytes is None else max_bytes
+    image, geometry = read_case(case, bundle.spatial_dims, bundle.in_channels, limit, pipeline.allow_gaps)
     check_spacing(case.paths[0], geometry, getattr(pipeline.preprocessor, "target_spacing", None),
                   bundle.spatial_dims)
-    grid = pipeline.preprocessor.grid_shape(tuple(image.shape[1:]), geometry)
-    check_model_grid(case.paths[0], grid, bundle.in_channels, bundle.output_channels, pipeline.max_bytes)
+    needed = pipeline.peak_bytes(tuple(image.shape[1:]), geometry)
+    check_case_memory(case.paths[0], needed, limit)
     first = _preview_copy(image[0]) if pipeline.preview else None
     prepared, state = pipeline.preprocessor.prepare(image, geometry)
-    return Loaded(prepared, geometry, state, first)
+    return Loaded(prepared, geometry, state, first, needed)
 
 
 # A voxel more than this many times finer or coarser than the model's, on any axis, is a header in

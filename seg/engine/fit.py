@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from seg.config import Config
+from seg.config import Config, config_changes
 from seg.data.datalist import build_datalist
 from seg.data.loaders import build_loaders
 from seg.engine import distributed as dist
@@ -52,7 +52,7 @@ class FitResult:
 
     run_dir: Path
     epochs_done: int
-    best_metric: float
+    best_metric: float | None  # None: never validated (an empty validation split)
     interrupted: bool = False
 
 
@@ -198,25 +198,31 @@ class Trainer:
                 self.interrupted_mid_epoch = True
                 self.save()
                 log.warning("interrupted: saved %s; continue with --resume", self.run_dir / "last.pt")
-                return FitResult(self.run_dir, self.epoch, self.best, interrupted=True)
+                return FitResult(self.run_dir, self.epoch, self._best(), interrupted=True)
             self.epoch += 1
             self.interrupted_mid_epoch = False
             record = {"epoch": self.epoch, "train_loss": train_loss, "lr": self.opt.param_groups[0]["lr"]}
             improved = False
             if self.epoch % cfg.val_every == 0 or self.epoch == cfg.epochs:
                 record.update(self.run_validation())
-                improved = record["val_dice_mean"] >= self.best or not math.isfinite(self.best)
-                self.best = max(self.best, record["val_dice_mean"]) if improved else self.best
+                score = record["val_dice_mean"]
+                improved = score is None or score >= self.best or not math.isfinite(self.best)
+                self.best = max(self.best, score) if improved and score is not None else self.best
             record["seconds"] = round(time.perf_counter() - start, 3)
             self.save(best=improved)
             if self.folder is not None:
                 self.folder.log_epoch(record)
-            log.info("epoch %d: %s", self.epoch, {k: round(v, 4) for k, v in record.items() if k != "epoch"})
-        return FitResult(self.run_dir, self.epoch, self.best)
+            log.info("epoch %d: %s", self.epoch, {k: v if v is None else round(v, 4) for k, v in record.items()
+                                                 if k != "epoch"})
+        return FitResult(self.run_dir, self.epoch, self._best())
 
-    def run_validation(self) -> dict[str, float]:
+    def _best(self) -> float | None:
+        """The best validation score, or None when no validation ever scored a case."""
+        return self.best if math.isfinite(self.best) else None
+
+    def run_validation(self) -> dict[str, float | None]:
         if not self.ctx.is_main or len(self.loaders.val) == 0:
-            return {"val_dice_mean": float("nan")} if self.ctx.is_main else {"val_dice_mean": float("nan")}
+            return {"val_dice_mean": None}  # not a score: no case was validated (an empty split, or a non-main rank)
         model = self.ema.module if self.ema is not None else self.model
         return validate(model, self.loaders.val, self.cfg, self.device, limit=self.cfg.train.val_cases)
 
@@ -233,13 +239,36 @@ def default_run_dir(cfg: Config) -> Path:
     return Path(cfg.output_dir) / cfg.name
 
 
+def resumed_config(ck: Checkpoint, cfg: Config) -> Config:
+    """The config a resumed run trains with: ``cfg`` where it only changes what resuming may change
+    (more epochs, where it runs and caches, how it predicts), never silently the run's own otherwise.
+
+    Raises:
+        TrainingError: ``cfg`` changes a training setting (named with both values): resuming would
+            ignore it.
+        CheckpointError: the stored weights do not fit the stored config (checked before any data).
+    """
+    stored = ck.config
+    if ck.training is not None:  # fail on wrong weights before any data is read (restore checks the rest)
+        ck.build_model("trained")
+    changes = config_changes(ck.config_dict, cfg.to_dict())
+    if changes:
+        shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more" if len(changes) > 4 else "")
+        raise TrainingError(f"{ck.path}: --resume continues the run as it was configured, so these settings "
+                            f"would be ignored: {shown}. Drop them, or train a new run (name=...)")
+    resumed = cfg.model_copy(deep=True)
+    resumed.train.epochs = max(stored.train.epochs, cfg.train.epochs)
+    return resumed
+
+
 def fit(cfg: Config, run_dir: Path | None = None, resume: bool = False, progress: bool = True,
         stop_after: int | None = None) -> FitResult:
     """Train ``cfg`` into ``run_dir`` (default ``output_dir/name``).
 
     Args:
-        resume: continue from ``run_dir/last.pt``; the run's own config is used, except that
-            ``train.epochs`` may be raised to extend a finished run.
+        resume: continue from ``run_dir/last.pt``; ``cfg`` may raise ``train.epochs`` (to extend a
+            finished run) and change where the run executes and caches; any other change is refused
+            (see :func:`resumed_config`).
         stop_after: train at most this many epochs in this call (e.g. a job's time slice);
             ``resume`` continues exactly where it stopped.
 
@@ -255,12 +284,7 @@ def fit(cfg: Config, run_dir: Path | None = None, resume: bool = False, progress
     if resume:
         if not last.is_file():
             raise TrainingError(f"nothing to resume: {last} does not exist")
-        ck = load_checkpoint(last)
-        stored = ck.config
-        if ck.training is not None:  # fail on wrong weights before any data is read (restore checks the rest)
-            ck.build_model("trained")
-        stored.train.epochs = max(stored.train.epochs, cfg.train.epochs)
-        cfg = stored
+        cfg = resumed_config(load_checkpoint(last), cfg)
     elif last.is_file():
         raise TrainingError(f"{run_dir} already holds a run; pass --resume to continue it, or choose "
                             "another run folder (name=... or output_dir=...)")

@@ -72,11 +72,13 @@ class RunFolder:
         atomic_write_text(self.metrics_file, "".join(json.dumps(r) + "\n" for r in rows))
 
     def log_epoch(self, record: dict[str, Any]) -> None:
+        """Append one epoch's record; a non-finite number is written as null (strict JSON, no bare NaN)."""
+        clean = {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in record.items()}
         with open(self.metrics_file, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+            fh.write(json.dumps(clean, allow_nan=False) + "\n")
         if self._tb is not None:
             for key, value in record.items():
-                if isinstance(value, (int, float)) and key != "epoch" and math.isfinite(value):
+                if isinstance(value, (int, float)) and key != "epoch" and math.isfinite(value):  # null: skipped
                     self._tb.add_scalar(key, value, record["epoch"])
             self._tb.flush()
         self.plot_curves()

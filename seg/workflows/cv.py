@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from seg.config import Config, config_from_dict
+from seg.config import Config, config_changes
 from seg.data.datalist import DataItem, build_datalist, split_datalist
 from seg.engine.checkpoint import load_checkpoint
 from seg.engine.fit import TrainingError, default_run_dir, fit
@@ -138,38 +138,6 @@ def train_fold(cfg: Config, run_dir: Path, progress: bool = True) -> tuple[str, 
         return "done", False
     result = fit(cfg, run_dir=run_dir, resume=True, progress=progress)
     return "resumed", result.interrupted
-
-
-# Settings a finished or half-trained fold may differ in: epochs may grow (resume extends them), the
-# parent folder may move, and how data is cached, where it runs and how it predicts do not change it.
-IGNORED_KEYS = ("train.epochs", "output_dir", "data.cache", "data.num_workers", "train.device")
-IGNORED_PREFIXES = ("infer.", "export.")
-
-
-def config_changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """``key: old -> new`` for every training setting that differs (dotted keys).
-
-    A setting the stored config predates (a key added to seg since) counts as its default, which is
-    what that run trained with.
-    """
-    try:
-        stored = config_from_dict(stored, "stored config").to_dict()
-    except ConfigError:  # a key since removed: compare as stored, the difference is then named
-        pass
-    old, new = _flatten(stored), _flatten(current)
-    keys = sorted(k for k in set(old) | set(new) if k not in IGNORED_KEYS and not k.startswith(IGNORED_PREFIXES)
-                  and old.get(k) != new.get(k))
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys]
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def predict_fold(cfg: Config, run_dir: Path, val: list[DataItem], device: str = "auto") -> dict[str, Any]:

@@ -56,7 +56,7 @@ def test_huge_resampled_grid_fails_the_case_only(
     assert cases["good"]["status"] == "ok" and (tmp_path / "out" / "good.nii.gz").is_file()
     error = cases["bad"]["error"]
     assert cases["bad"]["status"] == "failed" and "bad.nii.gz" in error
-    assert "resampled model grid of shape (1600, 1600, 1600)" in error and "memory limit of 4 GiB" in error
+    assert "this case needs 53.4 GiB" in error and "memory limit of 4 GiB" in error
 
 
 def _lying_nifti(path: Path) -> Path:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from seg.cli import main
-from seg.config import Config, load_config
+from seg.config import Config, config_changes, load_config
 from seg.engine.fit import TrainingError, fit
-from seg.workflows.cv import config_changes, cross_validate, fold_config, parse_folds
+from seg.workflows.cv import cross_validate, fold_config, parse_folds
 from tests.raw_datasets import write_nnunet_raw
 
 # 2 folds of 2 epochs of 2 iterations; validation in the loop only at the end (the CV predicts anyway).

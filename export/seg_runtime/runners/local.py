@@ -10,6 +10,7 @@ from typing import Any
 
 from ..backends import Backend
 from ..cases import Case
+from ..limits import MemoryBudgetError
 from ..manifest import RunManifest
 from ..stages import CasePipeline, Loaded, error_message, finish_case, infer_case, load_case
 
@@ -18,6 +19,10 @@ logger = logging.getLogger(__name__)
 
 class LocalRunner:
     """Predicts the cases in this process; a background thread reads case i+1 while case i runs.
+
+    The memory limit bounds both together: case i+1 is read ahead with only what case i's reservation
+    leaves of the limit (:func:`seg_runtime.stages.load_case`'s ``max_bytes``); one that does not fit
+    beside it is read again, with the whole limit, once case i is done.
 
     Args:
         progress: A progress bar over the cases.
@@ -42,8 +47,8 @@ class LocalRunner:
             pending: Future[Loaded] | None = pool.submit(load_case, todo[0][0], pipeline) if todo else None
             for index, (case, target) in enumerate(todo):
                 start = time.perf_counter()
-                current, pending = pending, (
-                    pool.submit(load_case, todo[index + 1][0], pipeline) if index + 1 < len(todo) else None)
+                current = _settle(pending, case, pipeline)
+                pending = _read_ahead(pool, todo, index + 1, pipeline, current)
                 _run_case(current, case, target, pipeline, backend, manifest, start)
                 current = None  # drop the finished case before the next one arrives
                 bar.update(1)
@@ -51,7 +56,37 @@ class LocalRunner:
         bar.close()
 
 
-def _run_case(loading: Future[Loaded] | None, case: Case, target: Path, pipeline: CasePipeline,
+def _settle(pending: Future[Loaded], case: Case, pipeline: CasePipeline) -> Future[Loaded]:
+    """The current case: what was read ahead, or, when it did not fit beside the previous case (but
+    fits the whole limit), read again now that the previous case is done and dropped."""
+    error = pending.exception()
+    limit = pipeline.max_bytes
+    if isinstance(error, MemoryBudgetError) and (limit is None or error.needed <= limit):
+        return _done(load_case, case, pipeline)
+    return pending
+
+
+def _read_ahead(pool: ThreadPoolExecutor, todo: list[tuple[Case, Path]], index: int, pipeline: CasePipeline,
+                current: Future[Loaded]) -> Future[Loaded] | None:
+    """Start reading case ``index`` in the background with what the current case leaves of the limit."""
+    if index >= len(todo):
+        return None
+    reserved = 0 if current.exception() is not None else current.result().reserved
+    left = None if pipeline.max_bytes is None else max(pipeline.max_bytes - reserved, 0)
+    return pool.submit(load_case, todo[index][0], pipeline, left)
+
+
+def _done(function: Any, *args: Any) -> Future[Loaded]:
+    """``function(*args)`` run here, as a finished future (its result or its exception)."""
+    future: Future[Loaded] = Future()
+    try:
+        future.set_result(function(*args))
+    except Exception as exc:
+        future.set_exception(exc)
+    return future
+
+
+def _run_case(loading: Future[Loaded], case: Case, target: Path, pipeline: CasePipeline,
               backend: Backend, manifest: RunManifest, start: float) -> None:
     """Infer and write one case; record it as ok or failed (isolation: never raises for the case)."""
     try:
