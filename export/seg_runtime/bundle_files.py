@@ -9,29 +9,16 @@ pinning it (``--expect-sha256``) are for.
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from .hashing import sha256_file
 from .onnx_scan import OnnxFormatError, scan_onnx
+from .paths import confined
 
 
 def bundle_digest(folder: Path, json_name: str = "model.json") -> str:
     """SHA-256 of the bundle's ``model.json`` as stored (it holds the hashes of every other file)."""
     return hashlib.sha256((folder / json_name).read_bytes()).hexdigest()
-
-
-def confined(folder: Path, name: str) -> Path | None:
-    """``folder / name`` when ``name`` is a relative path that stays inside ``folder`` (symbolic links
-    resolved), else None (absolute paths, ``..``, a link pointing out)."""
-    pure = PurePosixPath(name.replace("\\", "/"))
-    if not name or pure.is_absolute() or ".." in pure.parts or ":" in name:
-        return None
-    path = folder / Path(*pure.parts)
-    try:
-        path.resolve().relative_to(folder.resolve())
-    except ValueError:
-        return None
-    return path
 
 
 def _external(folder: Path, model_file: str) -> list[str]:

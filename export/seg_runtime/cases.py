@@ -209,11 +209,11 @@ def _file_cases(
             # Names like case_0001 without a _0000 are numbered cases, not channels.
             cases += [Case(_stem(p), [p], "file", _output_ext(p, spatial_dims)) for p in channels.values()]
             continue
+        files = ", ".join(channels[c].name for c in sorted(channels))
         if in_channels == 1 and len(channels) > 1:
             # CASE_0000 + CASE_0001...: a channel-split case for a model with more channels; running
             # each file as its own one-channel case would give confident nonsense.
-            found = ", ".join(f"_{c:04d}" for c in sorted(channels))
-            problems.append((case_id, f"channel files {found} ({len(channels)} channels) but the model "
+            problems.append((case_id, f"{files}: channel files of {len(channels)} channels but the model "
                              "takes 1 channel (rename the files if they are separate cases)"))
             continue
         expected = set(range(in_channels))
@@ -222,7 +222,7 @@ def _file_cases(
             extra = sorted(set(channels) - expected)
             detail = [f"missing channel file(s) {', '.join(f'_{c:04d}' for c in missing)}"] if missing else []
             detail += [f"unexpected channel file(s) {', '.join(f'_{c:04d}' for c in extra)}"] if extra else []
-            problems.append((case_id, f"{'; '.join(detail)} (the model takes {in_channels} channel(s))"))
+            problems.append((case_id, f"{files}: {'; '.join(detail)} (the model takes {in_channels} channel(s))"))
             continue
         paths = [channels[c] for c in range(in_channels)]
         cases.append(Case(case_id, paths, "nnunet", _output_ext(paths[0], spatial_dims)))
@@ -233,8 +233,9 @@ def _dedupe(cases: list[Case], problems: list[tuple[str, str]]) -> tuple[list[Ca
     """Sort by id; a second case with an id already taken becomes a problem."""
     seen: dict[str, Case] = {}
     for case in sorted(cases, key=lambda c: (c.id, str(c.paths[0]))):
-        if case.id in seen:
-            problems.append((case.id, f"duplicate case id: {case.paths[0]} and {seen[case.id].paths[0]}"))
+        if case.id in seen:  # recorded under the file's own name: the case id stays the kept case's
+            problems.append((case.paths[0].name, f"{case.paths[0]}: duplicate case id {case.id!r} (already "
+                             f"{seen[case.id].paths[0].name}); rename one of them"))
         else:
             seen[case.id] = case
     return list(seen.values()), sorted(problems)

@@ -126,6 +126,8 @@ def read_case(
             first = (path, geometry)
         else:
             _check_same_grid(first, (path, geometry))
+        if channels.dtype.kind not in "biuf":
+            raise CaseError(f"{path}: {channels.dtype} voxels are not a scalar image (complex or structured data)")
         if channels.dtype.kind == "f" and not np.isfinite(channels).all():
             bad = int(np.size(channels) - np.count_nonzero(np.isfinite(channels)))
             raise CaseError(f"{path}: contains NaN or Inf values ({bad} voxels)")

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 from .backends import Backend
+from .bundle import BUNDLE_JSON, BundleError
 from .dicom_seg import require_highdicom, warn_uncoded_labels
 from .manifest import RunManifest
 from .options import PredictOptions
@@ -59,7 +61,12 @@ def predict_folder(
     if options.dicom_seg:
         require_highdicom()
         warn_uncoded_labels(bundle)
-    pipeline = CasePipeline.resolve(bundle, options, backend.default_batch_size)
+    try:
+        pipeline = CasePipeline.resolve(bundle, options, backend.default_batch_size)
+    except BundleError as exc:  # name the model, as every other bundle error does
+        info = backend.describe()
+        where = Path(info["bundle"]) / BUNDLE_JSON if info.get("bundle") else info.get("checkpoint", "the model")
+        raise BundleError(f"{where}: {exc}") from None
     output = ensure_output_dir(output_dir)
     # How the outputs were made, beside what made them.
     model_info = {**backend.describe(), "tta": pipeline.tta, **runner.describe()}

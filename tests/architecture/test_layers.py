@@ -23,6 +23,7 @@ from .import_graph import cycles, import_graph, modules
 
 RUNTIME_LAYERS = [
     ["_version", "errors", "atomic", "hashing", "identity", "formats", "geometry", "limits", "naming", "label_codes",
+     "paths",
      "options"],
     ["readers", "writers", "io", "labelmaps", "cases", "onnx_scan", "bundle_files"],
     ["preprocess", "tiling", "outputs", "postprocess", "preview", "consistency", "parts"],
@@ -34,7 +35,7 @@ RUNTIME_LAYERS = [
     ["cli_options", "summary", "cli", "__main__", ""],
 ]
 SEG_LAYERS = [
-    ["", "errors", "registry", "table", "config"],
+    ["", "errors", "registry", "table", "config", "config_diff"],
     ["layers"],
     ["models"],
     ["data"],

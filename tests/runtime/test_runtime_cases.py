@@ -39,7 +39,7 @@ def test_nnunet_channels_grouped_and_missing_reported(tmp_path: Path) -> None:
         ("a", "nnunet", ["a_0000.nii.gz", "a_0001.nii.gz"]),
         ("b", "nnunet", ["b_0000.nii.gz", "b_0001.nii.gz"]),
     ]
-    assert problems == [("c", "missing channel file(s) _0001 (the model takes 2 channel(s))")]
+    assert problems == [("c", "c_0000.nii.gz: missing channel file(s) _0001 (the model takes 2 channel(s))")]
 
 
 def test_flat_folder_single_channel(tmp_path: Path) -> None:
@@ -86,4 +86,4 @@ def test_duplicates_and_excluded_output(tmp_path: Path) -> None:
     _touch(tmp_path / "pred", "a.nii.gz")
     cases, problems = discover_cases(tmp_path, spatial_dims=3, in_channels=1, exclude=[tmp_path / "pred"])
     assert [c.id for c in cases] == ["a", "b"]
-    assert len(problems) == 1 and problems[0][0] == "a" and "duplicate case id" in problems[0][1]
+    assert len(problems) == 1 and problems[0][0] == "a.nrrd" and "duplicate case id 'a'" in problems[0][1]

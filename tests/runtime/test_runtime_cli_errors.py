@@ -85,7 +85,8 @@ def test_channel_split_folder_not_matching_the_model_is_one_problem(
     cases, problems = discover_cases(src, spatial_dims=3, in_channels=1)
     assert [c.id for c in cases] == ["solo"]
     assert len(problems) == 1 and problems[0][0] == "brain"
-    assert "_0000, _0001, _0002" in problems[0][1] and "model takes 1 channel" in problems[0][1]
+    assert "brain_0000.nii.gz, brain_0001.nii.gz, brain_0002.nii.gz" in problems[0][1]
+    assert "model takes 1 channel" in problems[0][1]
     out = tmp_path / "out"
     assert main([str(bundle_factory()), "-i", str(src), "-o", str(out), "--provider", "cpu"]) == 1
     manifest = json.loads((out / "predictions.json").read_text())

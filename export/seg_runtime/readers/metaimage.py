@@ -14,6 +14,7 @@ import numpy as np
 
 from ..geometry import LPS_SIGNS, CaseError, Geometry, affine_from_axes, make_geometry
 from ..limits import check_claimed_size, check_memory
+from ..paths import confined
 
 _TYPES = {
     "MET_CHAR": np.int8,
@@ -103,7 +104,9 @@ def _load_data(
     if data_file.upper() != "LOCAL":
         if data_file.upper().startswith("LIST") or "%" in data_file:
             raise CaseError(f"{path}: multi-file MetaImage data ('{data_file}') is not supported")
-        source = path.parent / data_file
+        source = confined(path.parent, data_file)
+        if source is None:
+            raise CaseError(f"{path}: MetaImage data file {data_file!r} is not in the header's folder (refused)")
         try:
             blob, offset = source.read_bytes(), 0
         except OSError as exc:

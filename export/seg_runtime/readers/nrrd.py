@@ -16,6 +16,7 @@ import numpy as np
 
 from ..geometry import CaseError, Geometry, affine_from_axes, make_geometry
 from ..limits import check_claimed_size, check_memory
+from ..paths import confined
 
 _TYPES = {
     np.dtype(np.int8): ("signed char", "int8", "int8_t"),
@@ -103,7 +104,9 @@ def _load_data(
     if data_file:
         if data_file.split()[0].upper() == "LIST" or len(data_file.split()) > 1:
             raise CaseError(f"{path}: multi-file NRRD data ('{data_file}') is not supported")
-        source = path.parent / data_file
+        source = confined(path.parent, data_file)
+        if source is None:
+            raise CaseError(f"{path}: NRRD data file {data_file!r} is not in the header's folder (refused)")
         try:
             blob, offset = source.read_bytes(), 0
         except OSError as exc:
