@@ -86,8 +86,10 @@ def add_predict_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         help="refuse to run unless the model's SHA-256 is this one (seg-run: the bundle's, printed at the end of "
         "every run; seg predict: the checkpoint's): pins a deployment to the model it was validated with")
     add("--max-memory", type=parse_memory_gb, metavar="GB",
-        help=f"memory limit per case: a case whose header or resampled grid needs more fails at once "
-        f"(default: ${MEMORY_ENV}, else half the RAM)")
+        help="memory for the data a run holds beyond the loaded model: the image as read, the model grid, the "
+        "blended scores, the restored label map, and the next case read ahead (which only gets what the current "
+        "case leaves). A case that cannot fit is refused up front with the figure it needs; with --engine ray "
+        f"the limit is per worker process (default: ${MEMORY_ENV}, else half the RAM)")
     add_engine_options(parser)
     return parser
 
