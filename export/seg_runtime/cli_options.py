@@ -73,6 +73,9 @@ def add_predict_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add("--dicom-seg", action="store_true",
         help="also write <case>.seg.dcm (DICOM-SEG) for DICOM series inputs (needs highdicom: "
         "pip install \"seg-runtime[dicom]\" or \"seg[dicom]\")")
+    add("--rtstruct", action="store_true",
+        help="also write <case>.rtstruct.dcm (RT Structure Set: closed planar contours per slice, one ROI per "
+        "class and region) for DICOM series inputs")
     add("--statistics", action="store_true",
         help="also write per-structure volume (ml), voxel count and the input's mean/std/percentiles inside "
         "each class and region: OUTPUT/statistics/<case>.json and OUTPUT/statistics.csv over the run")
@@ -132,6 +135,7 @@ def predict_options(args: argparse.Namespace) -> PredictOptions:
         save_probabilities=args.save_probabilities,
         preview=args.preview,
         dicom_seg=args.dicom_seg,
+        rtstruct=args.rtstruct,
         statistics=args.statistics,
         output_format=args.output_format,
         max_memory_gb=args.max_memory,

@@ -5,8 +5,8 @@ Layers, lowest first (a module may import its own layer and those below):
 
 seg_runtime: base (errors, atomic, hashing, formats, geometry, limits, naming, label_codes, options)
   < io (readers, writers, io, labelmaps, cases) < pipeline parts (preprocess, tiling, outputs,
-  postprocess, preview, statistics, consistency, parts) < schema (bundle) < records (dicom_seg, records,
-  manifest, output_dir, store) < stages (stages, backends, session) < runners (planning, runners) < predict
+  postprocess, preview, statistics, contours, consistency, parts) < schema (bundle) < records
+  (dicom_sources, dicom_seg, rtstruct, records, manifest, output_dir, store) < stages (stages, backends, session) < runners (planning, runners) < predict
   < cli (cli_options, summary, cli, the package's __init__ and __main__).
 
 seg: base (errors, registry, table, config) < layers < models < data < scoring (losses, metrics,
@@ -24,9 +24,9 @@ from .import_graph import cycles, import_graph, modules
 RUNTIME_LAYERS = [
     ["_version", "errors", "atomic", "hashing", "formats", "geometry", "limits", "naming", "label_codes", "options"],
     ["readers", "writers", "io", "labelmaps", "cases"],
-    ["preprocess", "tiling", "outputs", "postprocess", "preview", "statistics", "consistency", "parts"],
+    ["preprocess", "tiling", "outputs", "postprocess", "preview", "statistics", "contours", "consistency", "parts"],
     ["bundle"],
-    ["dicom_seg", "records", "manifest", "output_dir", "store"],
+    ["dicom_sources", "dicom_seg", "rtstruct", "records", "manifest", "output_dir", "store"],
     ["stages", "backends", "session"],
     ["planning", "runners"],
     ["predict"],
