@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -97,14 +98,23 @@ def show_progress(args: argparse.Namespace) -> bool:
     return not args.no_progress and sys.stderr.isatty()
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got '{text}'")
-    return value
+def number_type(low: float, *, strict: bool = False, integer: bool = False) -> Callable[[str], Any]:
+    """An argparse type for numbers ``>= low`` (``> low`` when ``strict``), integers when ``integer``."""
+    kind = "an integer" if integer else "a number"
+
+    def parse(text: str) -> Any:
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (strict and value == low) or value != value:
+            raise argparse.ArgumentTypeError(f"expected {kind} {'>' if strict else '>='} {low:g}, got '{text}'")
+        return value
+
+    return parse
+
+
+_fraction = number_type(0)
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:

@@ -6,8 +6,9 @@ Layers, lowest first (a module may import its own layer and those below):
 seg_runtime: base (errors, atomic, hashing, formats, geometry, limits, naming, label_codes, options)
   < io (readers, writers, io, labelmaps, cases) < pipeline parts (preprocess, tiling, outputs,
   postprocess, preview, statistics, contours, consistency, parts) < schema (bundle) < records
-  (dicom_sources, dicom_seg, rtstruct, records, manifest, output_dir, store) < stages (stages, backends, session) < runners (planning, runners) < predict
-  < cli (cli_options, summary, cli, the package's __init__ and __main__).
+  (dicom_sources, dicom_seg, rtstruct, records, manifest, output_dir, store) < stages (stages, backends,
+  session) < runners (planning, runners) < predict < dicom_node (the DICOM node: a runner with its own
+  front door) < cli (cli_options, cli_dicom, summary, cli, the package's __init__ and __main__).
 
 seg: base (errors, registry, table, config) < layers < models < data < scoring (losses, metrics,
   evaluation) < engine < inference < export (export_onnx) < workflows < cli (commands, cli).
@@ -30,7 +31,8 @@ RUNTIME_LAYERS = [
     ["stages", "backends", "session"],
     ["planning", "runners"],
     ["predict"],
-    ["cli_options", "summary", "cli", "__main__", ""],
+    ["dicom_node"],
+    ["cli_options", "cli_dicom", "summary", "cli", "__main__", ""],
 ]
 SEG_LAYERS = [
     ["", "errors", "registry", "table", "config"],
