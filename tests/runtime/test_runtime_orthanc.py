@@ -14,11 +14,10 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from dicom_builders import tilted_affine, write_series
+from dicom_builders import dciodvfy_errors, tilted_affine, write_series
 from node_helpers import records, wait_for
 from orthanc_server import Orthanc, free_port, orthanc_binary
 from runtime_helpers import make_bundle_dir, oblique_affine
-from test_runtime_dicom_outputs import dciodvfy_errors
 
 from seg_runtime.cli import main as seg_run
 from seg_runtime.rtstruct import rtstruct_masks
