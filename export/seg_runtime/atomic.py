@@ -88,6 +88,21 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", newline: str | N
         os.fsync(handle.fileno())
 
 
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make a folder's entries (a rename, a new file) durable: fsync the folder itself.
+
+    A no-op where folders cannot be opened for reading (not POSIX).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except (PermissionError, IsADirectoryError):  # pragma: no cover - non-POSIX
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (flushed and fsynced before the rename)."""
     with atomic_open(path, "wb") as handle:

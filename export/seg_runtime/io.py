@@ -69,7 +69,7 @@ def read_image(
 
 def _read(path: Path, max_bytes: int | None, allow_gaps: bool) -> tuple[np.ndarray, Geometry]:
     if path.is_dir():
-        return read_dicom_series(path, allow_gaps=allow_gaps)
+        return read_dicom_series(path, max_bytes, allow_gaps=allow_gaps)
     if not path.is_file():
         raise CaseError(f"{path}: no such file")
     suffix = image_suffix(path)

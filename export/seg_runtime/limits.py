@@ -112,7 +112,7 @@ def check_memory(path: Path, what: str, shape: Sequence[int], nbytes: int, limit
 def case_peak_bytes(
     input_shape: Sequence[int], in_channels: int, grid_shape: Sequence[int], out_channels: int, *,
     score_itemsize: int, resampled: bool, reoriented: bool, keep_probabilities: bool = False,
-    preview: bool = False,
+    preview: bool = False, kept_input: bool = False,
 ) -> int:
     """An upper bound of the bytes one case holds at once, phase by phase (the largest phase counts).
 
@@ -125,7 +125,9 @@ def case_peak_bytes(
       (2 S s + S) plus the resampling's temporaries (float16 scores: a float32 grid copy and the
       float32 and float16 restored forms, G 4 + S 6; float32 scores: S 4); the probabilities kept
       (K S 2) and quantised for writing (K S + S 4) when asked for.
-    - a float16 first channel for the preview (S 2) through every phase when asked for.
+    - a float16 first channel for the preview (S 2) through every phase when asked for;
+    - the input as read (C S 4) through every phase when ``kept_input`` (``--statistics``), and then
+      the preprocessing works on a copy of it.
     """
     voxels, grid = math.prod(int(s) for s in input_shape), math.prod(int(s) for s in grid_shape)
     image = in_channels * voxels * 4
@@ -136,7 +138,7 @@ def case_peak_bytes(
     restore = scores + voxels * (2 * score_itemsize + 1) + transient
     if keep_probabilities:
         restore += out_channels * voxels * 3 + voxels * 4
-    return max(prepare, infer, restore) + (voxels * 2 if preview else 0)
+    return max(prepare, infer, restore) + (voxels * 2 if preview else 0) + (image if kept_input else 0)
 
 
 def check_case_memory(path: Path, needed: int, limit: int | None, what: str = "this case") -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,7 @@ class RunManifest:
         # What made every output of this run besides its input: the model's digest, the settings.
         self.case_fields: dict[str, Any] = {}
         self._loaded_cases: list[dict[str, Any]] | None = None
+        self._lock = threading.RLock()  # the DICOM node records from several threads
 
     def _open(self) -> RecordWriter:
         if self._writer is None:
@@ -89,6 +91,7 @@ class RunManifest:
         check: dict[str, Any] | None = None,
         identity: str | None = None,
         write: bool = True,
+        extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Append one case's outcome to the record file.
 
@@ -105,6 +108,7 @@ class RunManifest:
                 run's :attr:`case_fields` (model, settings), what made the output.
             write: Make the line durable now (fsync). ``False`` for lines that change nothing
                 (``skipped``), which are synced with the next durable line or at :meth:`close`.
+            extra: More fields for the line (the DICOM node's store entry and series UID).
 
         Returns:
             The recorded entry.
@@ -116,15 +120,31 @@ class RunManifest:
             "inputs": [str(p) for p in inputs], "status": status,
             "output": None if output is None else str(output),
             "seconds": None if seconds is None else round(float(seconds), 3), "error": error,
+            **(extra or {}),
         }
         if identity is not None:
             entry.update(input=identity, **self.case_fields)
         if status == "ok" and output is not None:
             entry.update(check if check is not None else output_fields(output))
-        self._open().append(entry, sync=write)
-        self.counts[status] += 1
-        if status == "failed" and len(self._failures) < FAILURES_KEPT:
-            self._failures.append(entry)
+        with self._lock:
+            self._open().append(entry, sync=write)
+            self.counts[status] += 1
+            if status == "failed" and len(self._failures) < FAILURES_KEPT:
+                self._failures.append(entry)
+        return entry
+
+    def event(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """Append one durable line of another ``type`` than ``case`` (the DICOM node's ``received`` and
+        ``sent`` objects, its ``association`` events); readers of case states skip these lines.
+
+        Returns:
+            The recorded line.
+        """
+        if kind in ("case", "run"):
+            raise ValueError(f"event type {kind!r} is reserved")
+        entry = {"type": kind, "run": self.run_id, "time": now(), **fields}
+        with self._lock:
+            self._open().append(entry)
         return entry
 
     @property
@@ -169,9 +189,10 @@ class RunManifest:
 
     def close(self) -> None:
         """Sync and close the record file."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        with self._lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RunManifest:

@@ -19,6 +19,7 @@ from .formats import IMAGE_SUFFIXES
 from .identity import input_identity
 from .manifest import MANIFEST_NAME, RunManifest
 from .records import CaseState, Expected, latest_states, verify_output
+from .statistics import statistics_path
 
 logger = logging.getLogger(__name__)
 
@@ -53,14 +54,16 @@ def plan_cases(
     overwrite: bool = False,
     output_format: str = "auto",
     made_by: tuple[str, dict] = ("", {}),
+    statistics: bool = False,
 ) -> list[tuple[Case, Path]]:
     """Discover the cases, keep this shard's, and record those that need no prediction.
 
     Discovery problems are recorded as failed; a case whose output file this tool finished from the
     same input (:func:`input_identity`, set on each case), with the same model and settings
     (``made_by``: the model's digest and the settings that change the output) is recorded as
-    skipped. Everything else — no output, an output without a record, one made from another input,
-    model or settings, a truncated or altered one — is returned to do.
+    skipped (with ``statistics``: only when its statistics file exists too). Everything else — no
+    output, an output without a record, one made from another input, model or settings, a truncated
+    or altered one — is returned to do.
 
     Returns:
         ``(case, label file)`` pairs to predict, in sorted case order.
@@ -83,7 +86,7 @@ def plan_cases(
     apply_output_format(cases, output_format, bundle.spatial_dims)
     _record_problems(manifest, select_shard(problems, shard), Path(input_path))
     done = {} if overwrite else latest_states(output)
-    return _plan(manifest, select_shard(cases, shard), output, overwrite, done, made_by)
+    return _plan(manifest, select_shard(cases, shard), output, overwrite, done, made_by, statistics)
 
 
 def _record_problems(manifest: RunManifest, problems: list[tuple[str, str]], input_path: Path) -> None:
@@ -97,6 +100,7 @@ def _record_problems(manifest: RunManifest, problems: list[tuple[str, str]], inp
 def _plan(
     manifest: RunManifest, cases: list[Case], output: Path, overwrite: bool, done: dict[str, CaseState],
     made_by: tuple[str, dict],
+    statistics: bool = False,
 ) -> list[tuple[Case, Path]]:
     """Pair each case with its label file; record the ones that need no prediction."""
     todo: list[tuple[Case, Path]] = []
@@ -113,6 +117,8 @@ def _plan(
         if target.exists() and not overwrite:
             state = done.get(case.id)
             distrust = verify_output(state.record if state else None, target, Expected(case.identity, *made_by))
+            if distrust is None and statistics and not statistics_path(output, case.id).is_file():
+                distrust = "it has no statistics yet"
             if distrust is None:
                 manifest.add(case.id, inputs=case.paths, status="skipped", output=target, write=False)
                 continue

@@ -21,8 +21,19 @@ from .planning import manifest_name, plan_cases
 from .runners import Runner
 from .runners.local import LocalRunner
 from .stages import CasePipeline
+from .statistics import csv_name, statistics_path, write_run_csv
 
 logger = logging.getLogger(__name__)
+
+
+def resolve_pipeline(backend: Backend, options: PredictOptions) -> CasePipeline:
+    """The run's :class:`CasePipeline`; a bundle the options cannot run is a BundleError naming the model."""
+    try:
+        return CasePipeline.resolve(backend.bundle, options, backend.default_batch_size)
+    except BundleError as exc:  # name the model, as every other bundle error does
+        info = backend.describe()
+        where = Path(info["bundle"]) / BUNDLE_JSON if info.get("bundle") else info.get("checkpoint", "the model")
+        raise BundleError(f"{where}: {exc}") from None
 
 
 def predict_folder(
@@ -61,12 +72,7 @@ def predict_folder(
     if options.dicom_seg:
         require_highdicom()
         warn_uncoded_labels(bundle)
-    try:
-        pipeline = CasePipeline.resolve(bundle, options, backend.default_batch_size)
-    except BundleError as exc:  # name the model, as every other bundle error does
-        info = backend.describe()
-        where = Path(info["bundle"]) / BUNDLE_JSON if info.get("bundle") else info.get("checkpoint", "the model")
-        raise BundleError(f"{where}: {exc}") from None
+    pipeline = resolve_pipeline(backend, options)
     output = ensure_output_dir(output_dir)
     # How the outputs were made, beside what made them.
     model_info = {**backend.describe(), "tta": pipeline.tta, **runner.describe()}
@@ -77,10 +83,23 @@ def predict_folder(
         try:
             todo = plan_cases(input_path, output, bundle, manifest, shard=options.shard,
                               overwrite=options.overwrite, output_format=options.output_format,
-                              made_by=(backend.digest, settings))
+                              made_by=(backend.digest, settings), statistics=options.statistics)
             if todo:
                 runner.run(todo, pipeline, backend, manifest)
         finally:
             manifest.close()
         manifest.write()
+        if options.statistics:
+            write_statistics_csv(manifest, output)
     return manifest
+
+
+def write_statistics_csv(manifest: RunManifest, output: Path) -> Path:
+    """``OUTPUT/statistics.csv`` (one per shard): the run's ok and skipped cases, streamed from their
+    per-case JSON files."""
+    cases = (statistics_path(output, str(case["id"])) for case in manifest.iter_cases()
+             if case.get("status") in ("ok", "skipped"))
+    path, missing = write_run_csv(output / csv_name(manifest.path.name), cases)
+    if missing:
+        logger.warning("%s: no statistics for %d case(s), e.g. %s", path.name, len(missing), missing[0])
+    return path

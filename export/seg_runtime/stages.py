@@ -36,6 +36,8 @@ from .options import PredictOptions
 from .outputs import labels_on_input_grid
 from .parts import Blend
 from .preview import preview_path, write_preview
+from .rtstruct import RTSTRUCT_SUFFIX, write_rtstruct
+from .statistics import case_statistics, statistics_path, write_case_statistics
 from .tiling import PredictBatch, sliding_window_inference
 
 logger = logging.getLogger(__name__)
@@ -56,7 +58,7 @@ class CasePipeline:
         postprocessor: The post-processing part, with ``--keep-largest`` applied.
         mirror_axes: Spatial axes mirrored for TTA; None without mirroring.
         batch_size: Patches per ``predict_batch`` call.
-        save_probabilities, preview, dicom_seg: The optional outputs.
+        save_probabilities, preview, dicom_seg, rtstruct, statistics: The optional outputs.
         max_bytes: Memory limit per case in bytes.
         progress: A progress bar over each case's patches.
         version: The runtime version written into DICOM-SEG.
@@ -71,6 +73,8 @@ class CasePipeline:
     save_probabilities: bool = False
     preview: bool = False
     dicom_seg: bool = False
+    rtstruct: bool = False
+    statistics: bool = False
     max_bytes: int | None = None
     progress: bool = False
     allow_gaps: bool = False
@@ -99,6 +103,8 @@ class CasePipeline:
             save_probabilities=options.save_probabilities,
             preview=options.preview,
             dicom_seg=options.dicom_seg,
+            rtstruct=options.rtstruct,
+            statistics=options.statistics,
             max_bytes=max_bytes,
             progress=options.progress,
             allow_gaps=options.allow_gaps,
@@ -116,7 +122,8 @@ class CasePipeline:
         score_itemsize = np.dtype(probability_dtype(bundle.output_channels, grid)).itemsize
         return case_peak_bytes(shape, bundle.in_channels, grid, bundle.output_channels,
                                score_itemsize=score_itemsize, resampled=resampled, reoriented=reoriented,
-                               keep_probabilities=self.save_probabilities, preview=self.preview)
+                               keep_probabilities=self.save_probabilities, preview=self.preview,
+                               kept_input=self.statistics)
 
     def output_settings(self) -> dict[str, Any]:
         """The settings of this run that change a label map beside the model: recorded with every case,
@@ -147,6 +154,9 @@ class Loaded:
     state: Any
     first_channel: np.ndarray | None = None  # the raw first channel (float16), for the preview
     reserved: int = 0  # the bytes this case may hold at its peak (limits.case_peak_bytes)
+    # The input as read (float32, [C, *S]), for --statistics: the exact values (HU, not a float16
+    # rounding) on the input grid; the preprocessing then normalises a copy, never this one.
+    source: np.ndarray | None = None
 
 
 def error_message(exc: BaseException) -> str:
@@ -174,10 +184,12 @@ def load_case(case: Case, pipeline: CasePipeline, max_bytes: int | None = None) 
     check_spacing(case.paths[0], geometry, getattr(pipeline.preprocessor, "target_spacing", None),
                   bundle.spatial_dims)
     needed = pipeline.peak_bytes(tuple(image.shape[1:]), geometry)
-    check_case_memory(case.paths[0], needed, limit)
+    what = "this case (with the input kept for --statistics)" if pipeline.statistics else "this case"
+    check_case_memory(case.paths[0], needed, limit, what)
     first = _preview_copy(image[0]) if pipeline.preview else None
-    prepared, state = pipeline.preprocessor.prepare(image, geometry)
-    return Loaded(prepared, geometry, state, first, needed)
+    # The preprocessing may overwrite what it is given: --statistics keeps the input as read.
+    prepared, state = pipeline.preprocessor.prepare(image.copy() if pipeline.statistics else image, geometry)
+    return Loaded(prepared, geometry, state, first, needed, image if pipeline.statistics else None)
 
 
 # A voxel more than this many times finer or coarser than the model's, on any axis, is a header in
@@ -260,7 +272,9 @@ def finish_case(loaded: Loaded, scores: np.ndarray, case: Case, target: Path, pi
 
 
 def _write_extras(loaded: Loaded, labels: np.ndarray, case: Case, target: Path, pipeline: CasePipeline) -> None:
-    """The optional outputs: preview PNG (best effort) and DICOM-SEG (for DICOM inputs)."""
+    """The optional outputs: statistics, preview PNG (best effort), DICOM-SEG and RTSTRUCT (DICOM inputs)."""
+    if pipeline.statistics:
+        _write_statistics(loaded, labels, case, target, pipeline.bundle)
     if pipeline.preview and loaded.first_channel is not None:
         try:
             where = write_preview(
@@ -273,17 +287,30 @@ def _write_extras(loaded: Loaded, labels: np.ndarray, case: Case, target: Path, 
         except Exception as exc:  # a quick-look picture must never cost the prediction
             logger.warning("case %s: no preview (%s: %s)", case.id, type(exc).__name__, exc)
         loaded.first_channel = None
+    if pipeline.dicom_seg or pipeline.rtstruct:
+        _write_dicom(loaded, labels, case, target, pipeline)
+
+
+def _write_dicom(loaded: Loaded, labels: np.ndarray, case: Case, target: Path, pipeline: CasePipeline) -> None:
+    """DICOM-SEG and RTSTRUCT of a DICOM series input, referencing its images."""
+    if case.kind != "dicom":
+        logger.warning("case %s: not a DICOM series input; no DICOM-SEG or RTSTRUCT written", case.id)
+        return
+    volume = labels.reshape(tuple(loaded.geometry.shape))  # a 2D model drops a lone slice axis
     if pipeline.dicom_seg:
-        if case.kind != "dicom":
-            logger.warning("case %s: not a DICOM series input; no DICOM-SEG written", case.id)
-            return
-        write_dicom_seg(
-            target.parent / f"{case.id}{DICOM_SEG_SUFFIX}",
-            labels.reshape(tuple(loaded.geometry.shape)),  # a 2D model drops a lone slice axis
-            case.paths[0],
-            pipeline.bundle,
-            software_version=pipeline.version,
-        )
+        write_dicom_seg(target.parent / f"{case.id}{DICOM_SEG_SUFFIX}", volume, case.paths[0], pipeline.bundle,
+                        software_version=pipeline.version)
+    if pipeline.rtstruct:
+        write_rtstruct(target.parent / f"{case.id}{RTSTRUCT_SUFFIX}", volume, case.paths[0], pipeline.bundle,
+                       software_version=pipeline.version)
+
+
+def _write_statistics(loaded: Loaded, labels: np.ndarray, case: Case, target: Path, bundle: Bundle) -> None:
+    """``OUTPUT/statistics/<case>.json``: every structure's size and the input's intensities inside it."""
+    stats = case_statistics(labels, loaded.source, loaded.geometry.spacing, bundle.labels, bundle.regions,
+                            bundle.channel_names)
+    loaded.source = None
+    write_case_statistics(statistics_path(target.parent, case.id), case.id, stats)
 
 
 def probability_dtype(num_classes: int, shape: Sequence[int]) -> type:

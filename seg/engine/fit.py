@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from seg.config import Config, config_changes
+from seg.config import Config
+from seg.config_diff import config_changes
 from seg.data.datalist import build_datalist
 from seg.data.loaders import build_loaders
 from seg.engine import distributed as dist

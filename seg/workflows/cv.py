@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from seg.config import Config, config_changes
+from seg.config import Config
+from seg.config_diff import config_changes
 from seg.data.datalist import DataItem, build_datalist, split_datalist
 from seg.engine.checkpoint import load_checkpoint
 from seg.engine.fit import TrainingError, default_run_dir, fit

@@ -3,11 +3,13 @@ and the import graph, imports inside functions included, has no cycle.
 
 Layers, lowest first (a module may import its own layer and those below):
 
-seg_runtime: base (errors, atomic, hashing, identity, formats, geometry, limits, naming, label_codes, options)
-  < io (readers, writers, io, labelmaps, cases, onnx_scan, bundle_files) < pipeline parts (preprocess, tiling, outputs,
-  postprocess, preview, consistency, parts) < schema (bundle) < records (dicom_seg, records, manifest,
-  output_dir) < stages (stages, backends, session) < runners (planning, runners) < predict
-  < cli (cli_options, summary, cli, the package's __init__ and __main__).
+seg_runtime: base (errors, atomic, hashing, identity, paths, formats, geometry, limits, naming, label_codes,
+  options) < io (readers, writers, io, labelmaps, cases, onnx_scan, bundle_files) < pipeline parts
+  (preprocess, tiling, outputs, postprocess, preview, statistics, contours, consistency, parts) < schema
+  (bundle) < records (dicom_sources, dicom_seg, rtstruct, records, manifest, output_dir, store) < stages
+  (stages, backends, session) < runners (planning, runners) < predict < dicom_node (the DICOM node: a
+  runner with its own front door) < cli (cli_options, cli_dicom, summary, cli, the package's __init__
+  and __main__).
 
 seg: base (errors, registry, table, config) < layers < models < data < scoring (losses, metrics,
   evaluation) < engine < inference < export (export_onnx) < workflows < cli (commands, cli).
@@ -23,16 +25,16 @@ from .import_graph import cycles, import_graph, modules
 
 RUNTIME_LAYERS = [
     ["_version", "errors", "atomic", "hashing", "identity", "formats", "geometry", "limits", "naming", "label_codes",
-     "paths",
-     "options"],
+     "paths", "options"],
     ["readers", "writers", "io", "labelmaps", "cases", "onnx_scan", "bundle_files"],
-    ["preprocess", "tiling", "outputs", "postprocess", "preview", "consistency", "parts"],
+    ["preprocess", "tiling", "outputs", "postprocess", "preview", "statistics", "contours", "consistency", "parts"],
     ["bundle"],
-    ["dicom_seg", "records", "manifest", "output_dir"],
+    ["dicom_sources", "dicom_seg", "rtstruct", "records", "manifest", "output_dir", "store"],
     ["stages", "backends", "session"],
     ["planning", "runners"],
     ["predict"],
-    ["cli_options", "summary", "cli", "__main__", ""],
+    ["dicom_node"],
+    ["cli_options", "cli_dicom", "summary", "cli", "__main__", ""],
 ]
 SEG_LAYERS = [
     ["", "errors", "registry", "table", "config", "config_diff"],
