@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from seg.cli import main
-from seg.config import Config
-from seg.config_diff import config_changes, load_config
+from seg.config import Config, load_config
+from seg.config_diff import config_changes
 from seg.engine.fit import TrainingError, fit
 from seg.workflows.cv import cross_validate, fold_config, parse_folds
 from tests.raw_datasets import write_nnunet_raw
