@@ -46,3 +46,21 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is absent")
     return SHARED_DATA
+
+
+# Tests that need something most machines lack run only when asked for by name: ``pytest -m gpu``
+# (CUDA) and ``pytest -m integration`` (real components: nnU-Net, Orthanc, Chromium, Ray Serve, the
+# README's blocks). Any other selection, ``pytest -m "not slow"`` included, leaves them out, so the
+# plain ``pytest`` and every narrower ``-m`` stay within the unit and contract tier.
+OPT_IN_MARKERS = ("gpu", "integration")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    expression = config.getoption("markexpr") or ""
+    hidden = [marker for marker in OPT_IN_MARKERS if marker not in expression]
+    keep, drop = [], []
+    for item in items:
+        (drop if any(item.get_closest_marker(m) for m in hidden) else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
