@@ -1,7 +1,8 @@
 """``seg-run``: the torch-free runtime's command line, one subcommand per way of running a bundle.
 
 ``seg-run predict BUNDLE -i IN -o OUT`` predicts a scan folder; ``seg-run summary -o OUT`` prints
-the merged state of an output folder. The form without a subcommand (``seg-run BUNDLE -i IN -o
+the merged state of an output folder; ``seg-run serve BUNDLE ...`` serves bundles over HTTP
+(:mod:`seg_runtime.serve`). The form without a subcommand (``seg-run BUNDLE -i IN -o
 OUT``, ``seg-run --summary -o OUT``) is ``predict``, as before subcommands existed.
 """
 
@@ -18,6 +19,7 @@ from ._version import __version__
 from .cli_options import EXIT_CODES, add_predict_options, predict_options, preflight, runner_from_args
 from .errors import SegError
 from .manifest import folder_summary
+from .serve.command import add_serve_parser
 from .session import PROVIDERS
 from .summary import folder_summary_text, run_summary
 
@@ -47,7 +49,7 @@ examples:
   seg-run bundles/brats -i scans/ -o labels/                         # the same as seg-run predict
 """
 
-SUBCOMMANDS = ("predict", "summary")
+SUBCOMMANDS = ("predict", "summary", "serve")
 
 
 def _add_verbosity(parser: argparse.ArgumentParser) -> None:
@@ -85,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_predict(sub)
     _add_summary(sub)
+    add_serve_parser(sub)
     return parser
 
 
@@ -135,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     if args.command is None:
         parser.print_usage(sys.stderr)
-        print("seg-run: error: a command is required (predict, summary)", file=sys.stderr)
+        print("seg-run: error: a command is required (predict, summary, serve)", file=sys.stderr)
         return 2
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

@@ -111,3 +111,27 @@ def check_model_grid(
     voxels = math.prod(int(s) for s in grid)
     nbytes = voxels * (_GRID_BYTES_PER_IMAGE_CHANNEL * in_channels + _GRID_BYTES_PER_CLASS * out_channels)
     check_memory(path, "the resampled model grid", grid, nbytes, limit)
+
+
+def estimate_case_bytes(
+    voxels: int, in_channels: int, itemsize: int, grid: Sequence[int], out_channels: int
+) -> int:
+    """Bytes one case holds at its peak through the three stages, from shapes alone.
+
+    The sum of what the stages hold (an upper bound; they do not all live at once): the image as
+    stored plus its float32 copy, the model grid (see :func:`check_model_grid`), the scores restored
+    to the input grid (float32) and the label map. The service reserves this much of ``--max-memory``
+    for a job before it starts.
+
+    Args:
+        voxels: Spatial voxels of the input.
+        in_channels: Input channels.
+        itemsize: Bytes per stored input value.
+        grid: The model-grid shape.
+        out_channels: Network output channels.
+    """
+    grid_voxels = math.prod(int(s) for s in grid)
+    read = voxels * in_channels * (itemsize + 4)
+    model = grid_voxels * (_GRID_BYTES_PER_IMAGE_CHANNEL * in_channels + _GRID_BYTES_PER_CLASS * out_channels)
+    restore = voxels * (4 * out_channels + 1)
+    return int(read + model + restore)

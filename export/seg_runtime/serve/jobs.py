@@ -1,0 +1,180 @@
+"""Jobs: entries of kind ``job`` in the one store of accepted work (:mod:`seg_runtime.store`).
+
+An upload becomes an entry only once every file is in the store and fsynced (the 202 comes after
+:meth:`~seg_runtime.store.Store.stage` returns); a refused upload leaves nothing behind. A job's
+entry holds the model's name, its owner (the hash of the token that made it), the case's files
+(server-chosen names) and the memory it will reserve. Running it is the three stages of
+``seg-run`` (:func:`~seg_runtime.stages.load_case`, :func:`~seg_runtime.stages.infer_case`,
+:func:`~seg_runtime.stages.finish_case`) with the model's warm backend, so its label map is the
+file ``seg-run`` writes for the same input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..cases import Case
+from ..dicom_seg import DICOM_SEG_SUFFIX
+from ..geometry import CaseError
+from ..limits import check_memory, estimate_case_bytes
+from ..probe import probe_case
+from ..stages import error_message, finish_case, infer_case, load_case
+from ..store import Entry, Store, StoreError
+from ..tiling import patch_grid
+from .models import ServedModel
+
+logger = logging.getLogger(__name__)
+
+KIND = "job"
+CASE_ID = "labels"  # the label map is output/labels<ext>, its DICOM-SEG output/labels.seg.dcm
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who may see a job: the owner id of the caller's token (see :func:`~.security.owner_id`)."""
+
+    id: str
+
+
+def job_case(entry: Entry) -> Case:
+    """The case a job's entry holds (its files are in the entry's ``input`` folder)."""
+    case = entry.meta["case"]
+    if case["kind"] == "dicom":
+        return Case(CASE_ID, [entry.input_dir], "dicom", case["output_ext"])
+    return Case(CASE_ID, [entry.input_dir / name for name in case["files"]], case["kind"], case["output_ext"])
+
+
+def estimate(case: Case, model: ServedModel, limit: int) -> int:
+    """The memory a job will reserve, from its headers; over ``limit`` it is refused.
+
+    Raises:
+        CaseError: An unreadable header, a case the model cannot take, or a job over the budget
+            (the message names the file and says how much it needs).
+    """
+    bundle = model.bundle
+    header = probe_case(case, bundle.spatial_dims, bundle.in_channels)
+    shape = header.shape[:2] if bundle.spatial_dims == 2 else header.shape
+    grid = model.pipeline.preprocessor.grid_shape(tuple(shape), header.geometry)
+    need = estimate_case_bytes(header.voxels, header.channels, header.itemsize, grid, bundle.output_channels)
+    check_memory(case.paths[0], "this job (input, model grid and restored scores)", grid, need, limit)
+    return need
+
+
+def owned(store: Store, job_id: str, owner: Owner) -> Entry | None:
+    """The job ``job_id`` if it exists and belongs to ``owner``; None otherwise (the same answer for both)."""
+    try:
+        entry = store.get(job_id)
+    except StoreError:
+        return None
+    if entry.kind != KIND or entry.meta.get("owner") != owner.id:
+        return None
+    return entry
+
+
+class Progress:
+    """Fine-grained progress of the jobs this process runs (patch batches done / expected)."""
+
+    def __init__(self) -> None:
+        self._done: dict[str, float] = {}
+
+    def get(self, job_id: str) -> float | None:
+        return self._done.get(job_id)
+
+    def set(self, job_id: str, fraction: float) -> None:
+        self._done[job_id] = fraction
+
+    def drop(self, job_id: str) -> None:
+        self._done.pop(job_id, None)
+
+
+def run_job(store: Store, job_id: str, models: dict[str, ServedModel], progress: Progress,
+            on_end: Callable[[Entry, float], None] | None = None) -> None:
+    """Run one accepted job: claim it, run the three stages, record the outputs (or the failure).
+
+    One job's failure is recorded on the job (its one-line error), never raised.
+    """
+    try:
+        entry = store.claim(job_id)
+    except StoreError:
+        entry = None  # deleted while it waited
+    if entry is None:
+        return  # gone, or another worker has it
+    start = time.perf_counter()
+    progress.set(job_id, 0.0)
+    try:
+        model = models.get(entry.meta.get("model", ""))
+        if model is None:
+            raise CaseError(f"model {entry.meta.get('model')!r} is not served by this server")
+        outputs = _predict(entry, model, lambda f: progress.set(job_id, f))
+        seconds = time.perf_counter() - start
+        entry = store.finish(job_id, outputs, record={"status": "ok", "seconds": round(seconds, 3)})
+        logger.info("job %s: done in %.2fs", job_id, seconds)
+    except Exception as exc:  # isolation: the job fails, the server goes on
+        message = error_message(exc)
+        logger.warning("job %s failed: %s", job_id, message, exc_info=logger.isEnabledFor(logging.DEBUG))
+        seconds = time.perf_counter() - start
+        entry = _fail(store, job_id, message, seconds)
+    finally:
+        progress.drop(job_id)
+    if on_end is not None and entry is not None:
+        on_end(entry, time.perf_counter() - start)
+
+
+def _fail(store: Store, job_id: str, message: str, seconds: float) -> Entry | None:
+    try:
+        return store.fail(job_id, message, record={"status": "failed", "seconds": round(seconds, 3)})
+    except StoreError as exc:  # deleted while it ran
+        logger.info("job %s: %s", job_id, exc)
+        return None
+
+
+def _predict(entry: Entry, model: ServedModel, report: Callable[[float], None]) -> list[str]:
+    """The three stages into the entry's output folder; returns the output file names."""
+    case = job_case(entry)
+    # DICOM-SEG only for DICOM inputs (the model's pipeline asks for it wherever highdicom is installed).
+    pipeline = model.pipeline if case.kind == "dicom" else dataclasses.replace(model.pipeline, dicom_seg=False)
+    target = entry.output_dir / f"{CASE_ID}{case.output_ext}"
+    loaded = load_case(case, pipeline)
+    report(0.05)
+    predict_batch = _counting(model.backend.predict_batch, _expected_calls(loaded.image.shape[1:], pipeline),
+                              lambda f: report(0.05 + 0.85 * f))
+    scores = infer_case(loaded, pipeline, predict_batch)
+    report(0.9)
+    finish_case(loaded, scores, case, target, pipeline)
+    outputs = [target.name]
+    seg = entry.output_dir / f"{CASE_ID}{DICOM_SEG_SUFFIX}"
+    if seg.is_file():
+        outputs.append(seg.name)
+    return outputs
+
+
+def _expected_calls(shape: tuple[int, ...], pipeline: Any) -> int:
+    bundle = pipeline.bundle
+    padded = [max(s, p) for s, p in zip(shape, bundle.patch_size)]
+    windows = len(patch_grid(padded, bundle.patch_size, bundle.overlap))
+    flips = 2 ** len(pipeline.mirror_axes or ())
+    return max(1, math.ceil(windows / max(1, pipeline.batch_size)) * flips)
+
+
+def _counting(predict_batch: Callable, expected: int, report: Callable[[float], None]) -> Callable:
+    calls = 0
+
+    def counted(x: Any) -> Any:
+        nonlocal calls
+        result = predict_batch(x)
+        calls += 1
+        report(min(1.0, calls / expected))
+        return result
+
+    return counted
+
+
+def pending(store: Store) -> list[Entry]:
+    """After a restart: the accepted jobs to run again, oldest first (see :meth:`Store.recover`)."""
+    return [entry for entry in store.recover() if entry.kind == KIND]
