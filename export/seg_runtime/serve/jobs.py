@@ -14,9 +14,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..cases import Case
@@ -40,6 +42,15 @@ class Owner:
     """Who may see a job: the owner id of the caller's token (see :func:`~.security.owner_id`)."""
 
     id: str
+
+
+def public(message: str, folder: Path) -> str:
+    """``message`` without the store's paths: files by their upload names, the series as such.
+
+    A client never learns where the server keeps its files; ``input/file.nii.gz: truncated...``
+    becomes ``file.nii.gz: truncated...``.
+    """
+    return message.replace(f"{folder}{os.sep}", "").replace(str(folder), "the uploaded DICOM series")
 
 
 def job_case(entry: Entry) -> Case:
@@ -116,7 +127,7 @@ def run_job(store: Store, job_id: str, models: dict[str, ServedModel], progress:
         entry = store.finish(job_id, outputs, record={"status": "ok", "seconds": round(seconds, 3)})
         logger.info("job %s: done in %.2fs", job_id, seconds)
     except Exception as exc:  # isolation: the job fails, the server goes on
-        message = error_message(exc)
+        message = public(error_message(exc), entry.input_dir)
         logger.warning("job %s failed: %s", job_id, message, exc_info=logger.isEnabledFor(logging.DEBUG))
         seconds = time.perf_counter() - start
         entry = _fail(store, job_id, message, seconds)

@@ -21,8 +21,9 @@ from typing import IO, Any
 from ..cases import Case
 from ..errors import SegError
 from ..formats import FORMATS, image_suffix, output_suffix
+from ..geometry import CaseError
 from ..store import Staging, Store
-from .jobs import CASE_ID, KIND, estimate
+from .jobs import CASE_ID, KIND, estimate, public
 from .models import ServedModel
 
 ZIP_SUFFIX = ".zip"
@@ -125,7 +126,10 @@ def accept_upload(store: Store, model: ServedModel, files: Sequence[tuple[str, U
     meta = {"model": model.name, "owner": owner}
     with store.stage(KIND, meta) as staging:
         case, source = _store_files(staging, fields, model, zip_limits, file_limit)
-        reserve = estimate(case, model, memory_limit)
+        try:
+            reserve = estimate(case, model, memory_limit)
+        except CaseError as exc:
+            raise CaseError(public(str(exc), staging.input_dir)) from None
         names = [] if case.kind == "dicom" else [p.name for p in case.paths]
         staging.entry.meta.update(case={"kind": case.kind, "files": names, "output_ext": case.output_ext},
                                   input_format=source, reserve=reserve)

@@ -1,0 +1,121 @@
+"""The bounded queue, the server-wide memory budget, and restarting on a store with unfinished jobs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from runtime_helpers import save_nifti
+from serve_helpers import TOKEN, auth, build, client, resampling_bundle, upload, volume, wait_done
+
+from seg_runtime.serve.admission import JobQueue, MemoryBudget, QueuedJob
+
+pytest.importorskip("fastapi")
+
+
+class _Recorder:
+    """Runs 'jobs' that hold for a while and records how many ran at once."""
+
+    def __init__(self, hold: float = 0.15) -> None:
+        self.hold, self.now, self.most, self.done = hold, 0, 0, []
+        self.lock = threading.Lock()
+
+    def __call__(self, job_id: str) -> None:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        time.sleep(self.hold)
+        with self.lock:
+            self.now -= 1
+            self.done.append(job_id)
+
+
+def _drain(queue: JobQueue, recorder: _Recorder, count: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(recorder.done) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    queue.close(timeout=5)
+
+
+@pytest.mark.parametrize(("reserve", "most"), [(60, 1), (40, 2)])
+def test_running_jobs_never_reserve_more_than_the_budget(reserve: int, most: int) -> None:
+    budget, recorder = MemoryBudget(100), _Recorder()
+    queue = JobQueue(capacity=8, workers=3, budget=budget, run=recorder)
+    for index in range(4):
+        assert queue.submit(QueuedJob(f"job{index}", reserve))
+    queue.start()
+    _drain(queue, recorder, 4)
+    assert sorted(recorder.done) == [f"job{i}" for i in range(4)]
+    assert recorder.most == most  # 60 + 60 > 100: one at a time; 40 + 40 fits, a third would not
+    assert budget.reserved == 0
+
+
+def test_jobs_start_first_come_first_served() -> None:
+    recorder = _Recorder(hold=0.05)
+    queue = JobQueue(capacity=8, workers=2, budget=MemoryBudget(100), run=recorder)
+    for name, reserve in (("big", 90), ("small1", 10), ("small2", 10)):
+        queue.submit(QueuedJob(name, reserve))
+    queue.start()
+    _drain(queue, recorder, 3)
+    assert recorder.done[0] == "big"  # the small ones fit beside nothing else; none overtakes the big one
+
+
+def test_a_full_queue_refuses_and_a_draining_one_starts_nothing() -> None:
+    recorder = _Recorder(hold=0.3)
+    queue = JobQueue(capacity=2, workers=1, budget=MemoryBudget(100), run=recorder)
+    assert queue.submit(QueuedJob("a", 10)) and queue.submit(QueuedJob("b", 10))
+    assert not queue.submit(QueuedJob("c", 10))
+    assert queue.submit(QueuedJob("recovered", 10), force=True)
+    queue.start()
+    time.sleep(0.1)  # "a" is running
+    queue.drain()  # SIGTERM: "a" finishes, "b" and "recovered" wait in the store for the next start
+    queue.close(timeout=5)
+    assert recorder.done == ["a"] and queue.depth == 2
+    assert not queue.submit(QueuedJob("d", 10))
+
+
+def test_429_with_retry_after_when_the_queue_is_full(tmp_path: Path) -> None:
+    bundle = resampling_bundle(tmp_path / "brain")
+    scans = [save_nifti(tmp_path / f"s{i}.nii.gz", volume(i), np.eye(4)) for i in range(3)]
+    service = build(tmp_path, [bundle], provider="cpu", queue_size=2, workers=1)
+    gate, run = threading.Event(), service.queue._run
+    service.queue._run = lambda job_id: (gate.wait(30), run(job_id))  # the worker holds its first job
+    with client(service) as c:
+        first, second, third = (upload(c, "brain", path) for path in scans)
+        gate.set()
+        jobs = [wait_done(c, r.json()["id"]) for r in (first, second)]
+        metrics = c.get("/metrics", headers=auth()).text
+    assert [first.status_code, second.status_code, third.status_code] == [202, 202, 429]
+    assert int(third.headers["retry-after"]) >= 1 and "queue is full" in third.json()["detail"]
+    assert [j["state"] for j in jobs] == ["done", "done"]
+    assert 'seg_uploads_total{outcome="busy"} 1.0' in metrics
+    assert 'seg_job_seconds_count{model="brain",outcome="done"} 2.0' in metrics
+
+
+def test_a_restarted_server_finishes_every_accepted_job(tmp_path: Path) -> None:
+    """Jobs accepted (one mid-run when the server died) are all done by the next server on the store."""
+    from seg_runtime.serve.jobs import KIND
+    from seg_runtime.serve.uploads import UploadFile, ZipLimits, accept_upload
+
+    bundle = resampling_bundle(tmp_path / "brain")
+    first = build(tmp_path, [bundle], provider="cpu")  # never started: a server killed before its workers ran
+    model, owner = first.models["brain"], "0" * 32
+    ids = []
+    for index in range(3):
+        path = save_nifti(tmp_path / f"s{index}.nii.gz", volume(10 + index), np.eye(4))
+        with open(path, "rb") as handle:
+            entry = accept_upload(first.store, model, [("file", UploadFile(path.name, handle))], owner,
+                                  2**30, ZipLimits(), 2**30)
+        ids.append(entry.id)
+    first.store.claim(ids[0])  # it was running when the server died
+    from seg_runtime.serve.security import owner_id
+
+    for entry_id in ids:  # hand them to the test token (the owner is the hash of the token)
+        first.store.update(entry_id, meta={"owner": owner_id(TOKEN)})
+    with client(build(tmp_path, [bundle], provider="cpu")) as c:
+        jobs = [wait_done(c, entry_id) for entry_id in ids]
+    assert [j["state"] for j in jobs] == ["done"] * 3
+    assert all(e.kind == KIND for e in first.store.entries())
