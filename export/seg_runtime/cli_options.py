@@ -73,6 +73,9 @@ def add_predict_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add("--dicom-seg", action="store_true",
         help="also write <case>.seg.dcm (DICOM-SEG) for DICOM series inputs (needs highdicom: "
         "pip install \"seg-runtime[dicom]\" or \"seg[dicom]\")")
+    add("--statistics", action="store_true",
+        help="also write per-structure volume (ml), voxel count and the input's mean/std/percentiles inside "
+        "each class and region: OUTPUT/statistics/<case>.json and OUTPUT/statistics.csv over the run")
     add("--threads", type=parse_positive, metavar="N", help="CPU threads (default: the physical cores)")
     add("--no-progress", action="store_true",
         help="hide progress bars (they are off anyway when stderr is not a terminal)")
@@ -129,6 +132,7 @@ def predict_options(args: argparse.Namespace) -> PredictOptions:
         save_probabilities=args.save_probabilities,
         preview=args.preview,
         dicom_seg=args.dicom_seg,
+        statistics=args.statistics,
         output_format=args.output_format,
         max_memory_gb=args.max_memory,
         progress=show_progress(args),

@@ -105,12 +105,18 @@ def check_memory(path: Path, what: str, shape: Sequence[int], nbytes: int, limit
 
 
 def check_model_grid(
-    path: Path, grid: Sequence[int], in_channels: int, out_channels: int, limit: int | None
+    path: Path, grid: Sequence[int], in_channels: int, out_channels: int, limit: int | None,
+    held_bytes: int = 0,
 ) -> None:
-    """Raise when predicting on the resampled model ``grid`` would exceed ``limit`` (bytes)."""
+    """Raise when predicting on the resampled model ``grid`` would exceed ``limit`` (bytes).
+
+    ``held_bytes``: memory the case keeps besides the grid while it runs (the input image kept for
+    ``--statistics``).
+    """
     voxels = math.prod(int(s) for s in grid)
     nbytes = voxels * (_GRID_BYTES_PER_IMAGE_CHANNEL * in_channels + _GRID_BYTES_PER_CLASS * out_channels)
-    check_memory(path, "the resampled model grid", grid, nbytes, limit)
+    what = "the resampled model grid" + (" (with the input kept for --statistics)" if held_bytes else "")
+    check_memory(path, what, grid, nbytes + held_bytes, limit)
 
 
 def estimate_case_bytes(

@@ -25,6 +25,8 @@ class PredictOptions:
         save_probabilities: Also write ``<id>_probabilities.nii.gz`` (3D) / ``.npz`` (2D).
         preview: Also write ``OUTPUT/preview/<id>.png``.
         dicom_seg: Also write ``<id>.seg.dcm`` for DICOM series inputs (needs highdicom).
+        statistics: Also write per-structure volumes and input intensities:
+            ``statistics/<id>.json`` per case and ``statistics.csv`` over the run.
         output_format: Label-map format (:data:`seg_runtime.formats.OUTPUT_FORMATS`).
         max_memory_gb: Memory limit per case in GiB (None: ``$SEG_MAX_MEMORY_GB`` or half the RAM).
         progress: Progress bars.
@@ -38,6 +40,7 @@ class PredictOptions:
     save_probabilities: bool = False
     preview: bool = False
     dicom_seg: bool = False
+    statistics: bool = False
     output_format: str = "auto"
     max_memory_gb: float | None = None
     progress: bool = True

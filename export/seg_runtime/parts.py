@@ -46,7 +46,9 @@ class Preprocessor(Protocol):
         ...
 
     def prepare(self, image: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, Any]:
-        """The model-grid image (Shape: [C, *S'], float32) and the state :meth:`restore` needs."""
+        """The model-grid image (Shape: [C, *S'], float32) and the state :meth:`restore` needs.
+
+        ``image`` is left as it is (``--statistics`` reads the input values after inference)."""
         ...
 
     def restore(self, array: np.ndarray, state: Any, *, labels: bool = False) -> np.ndarray:

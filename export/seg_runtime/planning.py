@@ -18,6 +18,7 @@ from .cases import Case, NoCasesError, apply_output_format, discover_cases
 from .formats import IMAGE_SUFFIXES
 from .manifest import MANIFEST_NAME, RunManifest
 from .records import CaseState, latest_states, verify_output
+from .statistics import statistics_path
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +52,13 @@ def plan_cases(
     shard: tuple[int, int] | None = None,
     overwrite: bool = False,
     output_format: str = "auto",
+    statistics: bool = False,
 ) -> list[tuple[Case, Path]]:
     """Discover the cases, keep this shard's, and record those that need no prediction.
 
     Discovery problems are recorded as failed; a case whose output file this tool finished is
-    recorded as skipped. Everything else — no output, an output without a record, a truncated or
-    altered one — is returned to do.
+    recorded as skipped (with ``statistics``: only when its statistics file exists too). Everything
+    else — no output, an output without a record, a truncated or altered one — is returned to do.
 
     Returns:
         ``(case, label file)`` pairs to predict, in sorted case order.
@@ -79,7 +81,7 @@ def plan_cases(
     apply_output_format(cases, output_format, bundle.spatial_dims)
     _record_problems(manifest, select_shard(problems, shard), Path(input_path))
     done = {} if overwrite else latest_states(output)
-    return _plan(manifest, select_shard(cases, shard), output, overwrite, done)
+    return _plan(manifest, select_shard(cases, shard), output, overwrite, done, statistics)
 
 
 def _record_problems(manifest: RunManifest, problems: list[tuple[str, str]], input_path: Path) -> None:
@@ -91,7 +93,8 @@ def _record_problems(manifest: RunManifest, problems: list[tuple[str, str]], inp
 
 
 def _plan(
-    manifest: RunManifest, cases: list[Case], output: Path, overwrite: bool, done: dict[str, CaseState]
+    manifest: RunManifest, cases: list[Case], output: Path, overwrite: bool, done: dict[str, CaseState],
+    statistics: bool = False,
 ) -> list[tuple[Case, Path]]:
     """Pair each case with its label file; record the ones that need no prediction."""
     todo: list[tuple[Case, Path]] = []
@@ -104,6 +107,8 @@ def _plan(
         if target.exists() and not overwrite:
             state = done.get(case.id)
             distrust = verify_output(state.record if state else None, target)
+            if distrust is None and statistics and not statistics_path(output, case.id).is_file():
+                distrust = "it has no statistics yet"
             if distrust is None:
                 manifest.add(case.id, inputs=case.paths, status="skipped", output=target, write=False)
                 continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 from .backends import Backend
 from .dicom_seg import require_highdicom, warn_uncoded_labels
@@ -19,6 +20,7 @@ from .planning import manifest_name, plan_cases
 from .runners import Runner
 from .runners.local import LocalRunner
 from .stages import CasePipeline
+from .statistics import csv_name, statistics_path, write_run_csv
 
 logger = logging.getLogger(__name__)
 
@@ -65,11 +67,24 @@ def predict_folder(
     model_info = {**backend.describe(), "tta": pipeline.tta, **runner.describe()}
     manifest = RunManifest(output / manifest_name(options.shard), tool=backend.tool, model=model_info)
     try:
-        todo = plan_cases(input_path, output, bundle, manifest, shard=options.shard,
-                          overwrite=options.overwrite, output_format=options.output_format)
+        todo = plan_cases(input_path, output, bundle, manifest, shard=options.shard, overwrite=options.overwrite,
+                          output_format=options.output_format, statistics=options.statistics)
         if todo:
             runner.run(todo, pipeline, backend, manifest)
     finally:
         manifest.close()
     manifest.write()
+    if options.statistics:
+        write_statistics_csv(manifest, output)
     return manifest
+
+
+def write_statistics_csv(manifest: RunManifest, output: Path) -> Path:
+    """``OUTPUT/statistics.csv`` (one per shard): the run's ok and skipped cases, streamed from their
+    per-case JSON files."""
+    cases = (statistics_path(output, str(case["id"])) for case in manifest.iter_cases()
+             if case.get("status") in ("ok", "skipped"))
+    path, missing = write_run_csv(output / csv_name(manifest.path.name), cases)
+    if missing:
+        logger.warning("%s: no statistics for %d case(s), e.g. %s", path.name, len(missing), missing[0])
+    return path

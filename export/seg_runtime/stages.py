@@ -35,6 +35,7 @@ from .options import PredictOptions
 from .outputs import labels_on_input_grid
 from .parts import Blend
 from .preview import preview_path, write_preview
+from .statistics import case_statistics, statistics_path, write_case_statistics
 from .tiling import PredictBatch, sliding_window_inference
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class CasePipeline:
         postprocessor: The post-processing part, with ``--keep-largest`` applied.
         mirror_axes: Spatial axes mirrored for TTA; None without mirroring.
         batch_size: Patches per ``predict_batch`` call.
-        save_probabilities, preview, dicom_seg: The optional outputs.
+        save_probabilities, preview, dicom_seg, statistics: The optional outputs.
         max_bytes: Memory limit per case in bytes.
         progress: A progress bar over each case's patches.
         version: The runtime version written into DICOM-SEG.
@@ -70,6 +71,7 @@ class CasePipeline:
     save_probabilities: bool = False
     preview: bool = False
     dicom_seg: bool = False
+    statistics: bool = False
     max_bytes: int | None = None
     progress: bool = False
     version: str = __version__
@@ -89,6 +91,7 @@ class CasePipeline:
             save_probabilities=options.save_probabilities,
             preview=options.preview,
             dicom_seg=options.dicom_seg,
+            statistics=options.statistics,
             max_bytes=max_memory_bytes(options.max_memory_gb),
             progress=options.progress,
         )
@@ -107,6 +110,9 @@ class Loaded:
     geometry: Geometry
     state: Any
     first_channel: np.ndarray | None = None  # the raw first channel (float16), for the preview
+    # The input as read (float32, [C, *S]), for --statistics: the exact values (HU, not a float16
+    # rounding) on the input grid; the preprocessing never edits it in place (it normalises a copy).
+    source: np.ndarray | None = None
 
 
 def error_message(exc: BaseException) -> str:
@@ -124,10 +130,11 @@ def load_case(case: Case, pipeline: CasePipeline) -> Loaded:
     bundle = pipeline.bundle
     image, geometry = read_case(case, bundle.spatial_dims, bundle.in_channels, pipeline.max_bytes)
     grid = pipeline.preprocessor.grid_shape(tuple(image.shape[1:]), geometry)
-    check_model_grid(case.paths[0], grid, bundle.in_channels, bundle.output_channels, pipeline.max_bytes)
+    held = image.nbytes if pipeline.statistics else 0
+    check_model_grid(case.paths[0], grid, bundle.in_channels, bundle.output_channels, pipeline.max_bytes, held)
     first = _preview_copy(image[0]) if pipeline.preview else None
     prepared, state = pipeline.preprocessor.prepare(image, geometry)
-    return Loaded(prepared, geometry, state, first)
+    return Loaded(prepared, geometry, state, first, image if pipeline.statistics else None)
 
 
 def _preview_copy(channel: np.ndarray) -> np.ndarray:
@@ -185,7 +192,9 @@ def finish_case(loaded: Loaded, scores: np.ndarray, case: Case, target: Path, pi
 
 
 def _write_extras(loaded: Loaded, labels: np.ndarray, case: Case, target: Path, pipeline: CasePipeline) -> None:
-    """The optional outputs: preview PNG (best effort) and DICOM-SEG (for DICOM inputs)."""
+    """The optional outputs: statistics, preview PNG (best effort) and DICOM-SEG (for DICOM inputs)."""
+    if pipeline.statistics:
+        _write_statistics(loaded, labels, case, target, pipeline.bundle)
     if pipeline.preview and loaded.first_channel is not None:
         try:
             where = write_preview(
@@ -209,6 +218,14 @@ def _write_extras(loaded: Loaded, labels: np.ndarray, case: Case, target: Path, 
             pipeline.bundle,
             software_version=pipeline.version,
         )
+
+
+def _write_statistics(loaded: Loaded, labels: np.ndarray, case: Case, target: Path, bundle: Bundle) -> None:
+    """``OUTPUT/statistics/<case>.json``: every structure's size and the input's intensities inside it."""
+    stats = case_statistics(labels, loaded.source, loaded.geometry.spacing, bundle.labels, bundle.regions,
+                            bundle.channel_names)
+    loaded.source = None
+    write_case_statistics(statistics_path(target.parent, case.id), case.id, stats)
 
 
 def probability_dtype(num_classes: int, shape: Sequence[int]) -> type:

@@ -312,3 +312,30 @@ def test_runtime_cuda_provider_matches_cpu(trained, tmp_path: Path) -> None:
     agreement = _agreement(tmp_path / "cpu", tmp_path / "cuda")
     print(f"{dims}D seg-run CUDA provider vs CPU provider: {agreement:.5f} of voxels agree")
     assert agreement >= 0.999
+
+
+def test_seg_predict_statistics_equal_voxel_counts_times_voxel_size(trained, tmp_path: Path) -> None:
+    """--statistics through seg predict (the torch backend): volumes (3D) or areas (2D) are the written label
+    map's voxel counts times the input's voxel size; the CSV has a row per case, structure and channel."""
+    from seg_runtime.io import read_image
+
+    dims, root, tmp = trained
+    out = tmp_path / "stats"
+    assert seg(["predict", "--model", str(tmp / "runs" / f"demo{dims}d"), "-i", str(root / "imagesTs"), "-o",
+                str(out), "--statistics", "--no-progress", "--backend", "torch"]) == 0
+    ext = ".nii.gz" if dims == 3 else ".png"
+    files = sorted((out / "statistics").glob("*.json"))
+    assert files
+    rows = (out / "statistics.csv").read_text().strip().splitlines()
+    for path in files:
+        stats = json.loads(path.read_text())
+        labels, geometry = read_image(out / f"{stats['case']}{ext}")
+        unit = float(np.prod(geometry.spacing[:dims]))
+        assert stats["structures"]
+        for entry in stats["structures"]:
+            voxels = int(np.isin(labels, entry["labels"]).sum())
+            assert entry["voxels"] == voxels
+            size = entry["volume_ml"] * 1000 if dims == 3 else entry["area_mm2"]
+            assert size == pytest.approx(voxels * unit, rel=1e-9)
+    channels = len(json.loads(files[0].read_text())["channels"])
+    assert len(rows) == 1 + sum(len(json.loads(p.read_text())["structures"]) for p in files) * channels

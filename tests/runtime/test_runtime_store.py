@@ -73,7 +73,11 @@ def test_states_follow_the_allowed_transitions_and_done_needs_its_files(tmp_path
         store.finish(entry.id, ["labels.nii.gz"])  # no such output: never reported done
     assert store.get(entry.id).state == RUNNING
     store.output_path(entry.id, "labels.nii.gz").write_bytes(b"labels")
-    done = store.finish(entry.id, ["labels.nii.gz"], record={"status": "ok"})
+    store.output_path(entry.id, "statistics/case.json").write_bytes(b"{}")  # one folder level is allowed
+    for bad in ("a/b/c.json", "../x.json", "statistics/../../x"):
+        with pytest.raises(StoreError):
+            store.output_path(entry.id, bad)
+    done = store.finish(entry.id, ["labels.nii.gz", "statistics/case.json"], record={"status": "ok"})
     assert done.state == DONE and done.outputs["labels.nii.gz"]["bytes"] == 6 and done.record == {"status": "ok"}
     assert done.attempts == 1 and done.finished is not None
     with pytest.raises(StoreError, match="cannot go from done to running"):

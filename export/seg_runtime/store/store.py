@@ -226,8 +226,12 @@ class Store:
                 yield entry
 
     def output_path(self, entry_id: str, name: str) -> Path:
-        """Where an entry's output ``name`` goes (checked; the folder exists)."""
-        return self._entry_path(entry_id) / "output" / check_name(name)
+        """Where an entry's output ``name`` goes: a safe name, or ``folder/name`` (each part checked; the
+        folder is created, e.g. ``statistics/<case>.json``)."""
+        parts = [check_name(part) for part in _relative(name)]
+        path = self._entry_path(entry_id).joinpath("output", *parts)
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        return path
 
     # -- state changes ---------------------------------------------------------------------------
     def update(self, entry_id: str, state: str | None = None, *, meta: dict[str, Any] | None = None,
@@ -268,7 +272,8 @@ class Store:
             path = self.output_path(entry_id, name)
             size, digest = file_digest(path)
             found[name] = {"bytes": size, "blake2b": digest}
-        fsync_dir(self._entry_path(entry_id) / "output")
+        for folder in {self.output_path(entry_id, name).parent for name in found}:
+            fsync_dir(folder)
         with self._lock:
             entry = self.get(entry_id)
             self._used += sum(v["bytes"] for v in found.values()) - sum(
@@ -285,7 +290,7 @@ class Store:
         """Why a ``done`` entry's outputs cannot be trusted (None when every one matches its record)."""
         for name, expected in entry.outputs.items():
             try:
-                size, digest = file_digest(entry.output_dir / check_name(name))
+                size, digest = file_digest(entry.output_dir.joinpath(*map(check_name, _relative(name))))
             except (OSError, StoreError) as exc:
                 return f"output {name}: {exc}"
             if (size, digest) != (expected.get("bytes"), expected.get("blake2b")):
@@ -363,3 +368,11 @@ class Store:
     def _forget(self, nbytes: int) -> None:
         with self._lock:
             self._used = max(0, self._used - nbytes)
+
+
+def _relative(name: str) -> list[str]:
+    """The parts of an output name: ``name`` or ``folder/name`` (deeper paths are refused)."""
+    parts = str(name).split("/")
+    if len(parts) > 2:
+        raise StoreError(f"not a safe output name: {str(name)[:80]!r}")
+    return parts
