@@ -58,7 +58,7 @@ def test_nrrd_in_gives_nrrd_out_and_formats_convert(tmp_path: Path) -> None:
     expected, expected_geometry = read_image(_seg_run(bundle, scan, tmp_path / "cli"))
     with client(build(tmp_path, [bundle], provider="cpu")) as c:
         job = wait_done(c, upload(c, "brain", scan).json()["id"])
-        assert job["result"]["formats"] == ["nrrd", "nii.gz", "mha"]
+        assert job["result"]["formats"] == ["nrrd", "nii.gz", "mha", "json"]
         native = c.get(f"/v1/jobs/{job['id']}/result", headers=auth())
         other = c.get(f"/v1/jobs/{job['id']}/result?format=mha", headers=auth())
         wrong = c.get(f"/v1/jobs/{job['id']}/result?format=png", headers=auth())
@@ -186,3 +186,19 @@ def test_delete_removes_the_job_and_its_files(tmp_path: Path) -> None:
         deleted = c.delete(f"/v1/jobs/{job['id']}", headers=auth())
         again = c.get(f"/v1/jobs/{job['id']}", headers=auth())
     assert deleted.status_code == 204 and not folder.exists() and again.status_code == 404
+
+
+def test_statistics_give_volumes_equal_to_voxel_counts_times_voxel_volume(tmp_path: Path) -> None:
+    bundle = resampling_bundle(tmp_path / "brain")
+    scan = save_nifti(tmp_path / "scan.nii.gz", volume(8), np.diag([0.9, 1.1, 2.5, 1.0]))
+    with client(build(tmp_path, [bundle], provider="cpu")) as c:
+        job = wait_done(c, upload(c, "brain", scan).json()["id"])
+        stats = c.get(f"/v1/jobs/{job['id']}/result?format=json", headers=auth())
+        labels, _ = _served(tmp_path, c.get(f"/v1/jobs/{job['id']}/result", headers=auth()).content, ".nii.gz")
+    assert job["result"]["formats"][-1] == "json" and stats.headers["content-type"] == "application/json"
+    by_name = {s["name"]: s for s in stats.json()["structures"]}
+    for name, value in (("class1", 1), ("class2", 2)):
+        assert by_name[name]["voxels"] == int((labels == value).sum())
+        assert by_name[name]["volume_ml"] == pytest.approx(by_name[name]["voxels"] * 0.9 * 1.1 * 2.5 / 1000)
+    assert by_name["foreground"]["voxels"] == int((labels > 0).sum())
+    assert by_name["class1"]["intensity"]["ch0"]["min"] >= 1.0 - 1e-6 or by_name["class1"]["voxels"] == 0

@@ -20,11 +20,12 @@ class _Recorder:
     """Runs 'jobs' that hold for a while and records how many ran at once."""
 
     def __init__(self, hold: float = 0.15) -> None:
-        self.hold, self.now, self.most, self.done = hold, 0, 0, []
+        self.hold, self.now, self.most, self.done, self.started = hold, 0, 0, [], []
         self.lock = threading.Lock()
 
     def __call__(self, job_id: str) -> None:
         with self.lock:
+            self.started.append(job_id)
             self.now += 1
             self.most = max(self.most, self.now)
         time.sleep(self.hold)
@@ -54,13 +55,14 @@ def test_running_jobs_never_reserve_more_than_the_budget(reserve: int, most: int
 
 
 def test_jobs_start_first_come_first_served() -> None:
-    recorder = _Recorder(hold=0.05)
+    recorder = _Recorder(hold=0.1)
     queue = JobQueue(capacity=8, workers=2, budget=MemoryBudget(100), run=recorder)
-    for name, reserve in (("big", 90), ("small1", 10), ("small2", 10)):
+    for name, reserve in (("small1", 10), ("big", 95), ("small2", 10)):
         queue.submit(QueuedJob(name, reserve))
     queue.start()
     _drain(queue, recorder, 3)
-    assert recorder.done[0] == "big"  # the small ones fit beside nothing else; none overtakes the big one
+    # small2 would fit beside small1, but the big job waiting at the head is never overtaken.
+    assert recorder.started == ["small1", "big", "small2"]
 
 
 def test_a_full_queue_refuses_and_a_draining_one_starts_nothing() -> None:
@@ -87,7 +89,9 @@ def test_429_with_retry_after_when_the_queue_is_full(tmp_path: Path) -> None:
         first, second, third = (upload(c, "brain", path) for path in scans)
         gate.set()
         jobs = [wait_done(c, r.json()["id"]) for r in (first, second)]
-        metrics = c.get("/metrics", headers=auth()).text
+        deadline, metrics = time.monotonic() + 10, ""
+        while 'outcome="done"} 2.0' not in metrics and time.monotonic() < deadline:  # recorded just after
+            metrics = c.get("/metrics", headers=auth()).text
     assert [first.status_code, second.status_code, third.status_code] == [202, 202, 429]
     assert int(third.headers["retry-after"]) >= 1 and "queue is full" in third.json()["detail"]
     assert [j["state"] for j in jobs] == ["done", "done"]

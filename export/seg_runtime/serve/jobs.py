@@ -27,6 +27,7 @@ from ..geometry import CaseError
 from ..limits import check_memory, estimate_case_bytes
 from ..probe import probe_case
 from ..stages import error_message, finish_case, infer_case, load_case
+from ..statistics import statistics_path
 from ..store import Entry, Store, StoreError
 from ..tiling import patch_grid
 from .models import ServedModel
@@ -158,11 +159,13 @@ def _predict(entry: Entry, model: ServedModel, report: Callable[[float], None]) 
     scores = infer_case(loaded, pipeline, predict_batch)
     report(0.9)
     finish_case(loaded, scores, case, target, pipeline)
-    outputs = [target.name]
-    seg = entry.output_dir / f"{CASE_ID}{DICOM_SEG_SUFFIX}"
-    if seg.is_file():
-        outputs.append(seg.name)
-    return outputs
+    extras = [f"{CASE_ID}{DICOM_SEG_SUFFIX}", statistics_name()]
+    return [target.name] + [name for name in extras if (entry.output_dir / name).is_file()]
+
+
+def statistics_name() -> str:
+    """The job's statistics file, relative to its output folder (``statistics/labels.json``)."""
+    return statistics_path(".", CASE_ID).as_posix().removeprefix("./")
 
 
 def _expected_calls(shape: tuple[int, ...], pipeline: Any) -> int:

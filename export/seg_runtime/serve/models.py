@@ -30,7 +30,8 @@ class ServedModel:
     Attributes:
         name: Its name in the URLs (``/v1/models/{name}/jobs``).
         backend: The loaded network (kept warm for the server's life).
-        pipeline: The stages' settings, resolved once from the bundle (no progress bars).
+        pipeline: The stages' settings, resolved once from the bundle (no progress bars; statistics
+            on: every job gets its per-structure volumes and intensities).
         description: ``model.json`` as stored (what ``GET /v1/models`` shows).
     """
 
@@ -94,7 +95,7 @@ def load_models(bundles: Sequence[Path], names: Sequence[str] | None,
     models = {}
     for name, folder in zip(model_names(bundles, names), bundles):
         backend = make_backend(Path(folder))
-        options = PredictOptions(progress=False, dicom_seg=dicom_seg)
+        options = PredictOptions(progress=False, dicom_seg=dicom_seg, statistics=True)
         pipeline = CasePipeline.resolve(backend.bundle, options, backend.default_batch_size)
         description = json.loads((Path(folder) / "model.json").read_text(encoding="utf-8"))
         models[name] = ServedModel(name, backend, pipeline, description)

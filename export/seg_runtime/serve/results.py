@@ -1,5 +1,8 @@
 """A finished job's result files: the label map in the input's format or another, DICOM-SEG, statistics.
 
+The statistics (``?format=json``) are ``--statistics``'s per-case JSON (:mod:`seg_runtime.statistics`):
+per structure (class and region) the voxel count, the volume in ml and the input's intensities inside it.
+
 The job writes its label map once, in the input's format (``seg-run``'s rule: NRRD in, NRRD out;
 DICOM in, NIfTI out, plus DICOM-SEG when highdicom is installed). Another ``?format=`` is converted
 from that file on first request (read and written with the runtime's own reader and writer, so the
@@ -16,7 +19,7 @@ from typing import Any
 from ..dicom_seg import DICOM_SEG_SUFFIX
 from ..io import read_image, write_labels
 from ..store import ACCEPTED, DONE, Entry, Store
-from .jobs import CASE_ID
+from .jobs import CASE_ID, statistics_name
 
 LABEL_FORMATS = ("nii.gz", "nrrd", "mha", "png")
 MEDIA = {"nii.gz": "application/gzip", "nrrd": "application/octet-stream", "mha": "application/octet-stream",
@@ -55,7 +58,8 @@ def formats_for(entry: Entry) -> list[str]:
     found = ["seg"] if (entry.output_dir / f"{CASE_ID}{DICOM_SEG_SUFFIX}").is_file() else []
     labels = [native_format(entry)] + [f for f in LABEL_FORMATS if f != native_format(entry)]
     two_d = native_format(entry) == "png" or entry.meta.get("spatial_dims") == 2
-    return found + [f for f in labels if f != "png" or two_d]
+    stats = ["json"] if statistics_name() in entry.outputs else []
+    return found + [f for f in labels if f != "png" or two_d] + stats
 
 
 def result_file(store: Store, entry: Entry, fmt: str | None) -> ResultFile:
@@ -78,6 +82,8 @@ def result_file(store: Store, entry: Entry, fmt: str | None) -> ResultFile:
     name = f"{entry.id}"
     if fmt == "seg":
         return ResultFile(entry.output_dir / f"{CASE_ID}{DICOM_SEG_SUFFIX}", MEDIA[fmt], f"{name}{DICOM_SEG_SUFFIX}")
+    if fmt == "json":
+        return ResultFile(entry.output_dir / statistics_name(), MEDIA[fmt], f"{name}.statistics.json")
     return ResultFile(converted(entry, fmt), MEDIA[fmt], f"{name}.{fmt}")
 
 
@@ -107,6 +113,7 @@ def describe(entry: Entry, progress: float | None = None) -> dict[str, Any]:
         "input": {"kind": entry.meta["case"]["kind"], "format": entry.meta.get("input_format")},
     }
     if state == DONE:
-        info["result"] = {"label_map": f"/v1/jobs/{entry.id}/result", "formats": formats_for(entry)}
+        info["result"] = {"label_map": f"/v1/jobs/{entry.id}/result", "formats": formats_for(entry),
+                          "statistics": f"/v1/jobs/{entry.id}/result?format=json"}
         info["seconds"] = (entry.record or {}).get("seconds")
     return info
