@@ -123,3 +123,25 @@ def test_a_restarted_server_finishes_every_accepted_job(tmp_path: Path) -> None:
         jobs = [wait_done(c, entry_id) for entry_id in ids]
     assert [j["state"] for j in jobs] == ["done"] * 3
     assert all(e.kind == KIND for e in first.store.entries())
+
+
+def test_a_holder_is_alive_until_its_process_dies(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from seg_runtime.serve.holders import Holder
+
+    me = Holder(tmp_path)
+    code = ("import sys, time; from pathlib import Path; from seg_runtime.serve.holders import Holder; "
+            f"h = Holder(Path({str(tmp_path)!r})); print(h.id, flush=True); time.sleep(60)")
+    other = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        other_id = other.stdout.readline().strip()
+        assert me.alive(other_id) and me.alive(me.id)
+    finally:
+        other.kill()
+        other.wait(10)
+    assert not me.alive(other_id)  # the kernel dropped the dead process's lock
+    assert not (tmp_path / "holders" / f"{other_id}.lock").exists()
+    assert not me.alive("../../etc/passwd") and not me.alive(None)
+    me.close()

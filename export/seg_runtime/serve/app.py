@@ -199,7 +199,7 @@ async def _accept(service: Service, model: Any, request: Any, owner: Owner) -> A
         files = [(name, UploadFile(value.filename or "", value.file)) for name, value in form.multi_items()
                  if isinstance(value, FormFile)]
         loop = asyncio.get_running_loop()
-        limits = (service.budget.total, service.zip_limits, service.settings.max_body_bytes)
+        limits = (service.budget.total, service.zip_limits, service.settings.max_body_bytes, service.holder.id)
         return await loop.run_in_executor(None, accept_upload, service.store, model, files, owner.id, *limits)
     except UploadError as exc:
         raise HTTPException(exc.status, str(exc)) from None

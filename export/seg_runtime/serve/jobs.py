@@ -189,6 +189,11 @@ def _counting(predict_batch: Callable, expected: int, report: Callable[[float], 
     return counted
 
 
-def pending(store: Store) -> list[Entry]:
-    """After a restart: the accepted jobs to run again, oldest first (see :meth:`Store.recover`)."""
-    return [entry for entry in store.recover() if entry.kind == KIND]
+def pending(store: Store, held: Callable[[Entry], bool]) -> list[Entry]:
+    """After a restart: the accepted jobs to run again, oldest first (see :meth:`Store.recover`).
+
+    Args:
+        store: The job store.
+        held: True for a job a live process sharing the store holds (it is left to that process).
+    """
+    return [entry for entry in store.recover(held) if entry.kind == KIND]

@@ -18,6 +18,7 @@ from ..backends import Backend
 from ..limits import max_memory_bytes
 from ..store import Entry, Store, StoreError
 from .admission import JobQueue, MemoryBudget, QueuedJob
+from .holders import Holder
 from .jobs import KIND, Progress, pending, run_job
 from .metrics import Metrics
 from .models import ServedModel, load_models
@@ -68,6 +69,7 @@ class Service:
         self.progress = Progress()
         self.metrics = Metrics(lambda: self.queue.depth, lambda: self.queue.running, lambda: self.budget.reserved)
         self.zip_limits = ZipLimits(settings.zip_max_entries, int(settings.zip_max_mb * 2**20))
+        self.holder = Holder(store.root)
         self._stopping = threading.Event()
         self._expiry: threading.Thread | None = None
         self.ready = False
@@ -83,8 +85,9 @@ class Service:
 
     def start(self) -> None:
         """Re-queue the jobs an earlier server accepted, start the workers and the expiry."""
-        recovered = pending(self.store)
+        recovered = pending(self.store, lambda entry: self.holder.alive(entry.meta.get("holder")))
         for entry in recovered:
+            self.store.update(entry.id, meta={"holder": self.holder.id})  # this process runs it now
             self.queue.submit(QueuedJob(entry.id, int(entry.meta.get("reserve", 0))), force=True)
         if recovered:
             logger.warning("%d accepted job(s) from an earlier run queued again", len(recovered))
@@ -98,6 +101,7 @@ class Service:
         self.ready = False
         self._stopping.set()
         self.queue.close(timeout)
+        self.holder.close()
         logger.info("service stopped (%d job(s) left waiting in the store)", self.queue.depth)
 
     def run(self, job_id: str) -> None:

@@ -106,7 +106,7 @@ def check_fields(files: Sequence[tuple[str, UploadFile]], allowed: Sequence[str]
 
 
 def accept_upload(store: Store, model: ServedModel, files: Sequence[tuple[str, UploadFile]], owner: str,
-                  memory_limit: int, zip_limits: ZipLimits, file_limit: int) -> Any:
+                  memory_limit: int, zip_limits: ZipLimits, file_limit: int, holder: str = "") -> Any:
     """Check an upload, store it as an accepted job, and return its entry (durable on return).
 
     Args:
@@ -117,13 +117,14 @@ def accept_upload(store: Store, model: ServedModel, files: Sequence[tuple[str, U
         memory_limit: The server's memory budget in bytes (a job estimated above it is refused).
         zip_limits: Bounds on a DICOM zip.
         file_limit: Bytes per stored file at most.
+        holder: The id of the process that will run the job (see :mod:`.holders`).
 
     Raises:
         UploadError: A bad form or zip. CaseError: an unreadable header, a case the model does not
         take, a job over the memory budget. StoreFull: the store's quota.
     """
     fields = check_fields(files, model.fields)
-    meta = {"model": model.name, "owner": owner}
+    meta = {"model": model.name, "owner": owner, "holder": holder}
     with store.stage(KIND, meta) as staging:
         case, source = _store_files(staging, fields, model, zip_limits, file_limit)
         try:
