@@ -98,3 +98,107 @@ def zip_folder(folder: Path) -> bytes:
 
 def volume(seed: int, shape: tuple[int, int, int] = (20, 18, 14)) -> np.ndarray:
     return np.random.default_rng(seed).normal(1.5, 1.0, shape).astype(np.float32)
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """``seg-run serve`` in its own process, on loopback, with a log file; stopped by :meth:`stop`.
+
+    Args:
+        tmp: Folder for the log (and the token file).
+        bundles: Bundle folders.
+        store: The job store folder.
+        extra: More ``seg-run serve`` arguments.
+        ready_s: How long to wait for ``/readyz``.
+    """
+
+    def __init__(self, tmp: Path, bundles: list[Path], store: Path, *extra: str, ready_s: float = 90.0) -> None:
+        import subprocess
+        import sys
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp / f"server-{self.port}.log"
+        tokens = tmp / "tokens.txt" if (tmp / "tokens.txt").exists() else token_file(tmp)
+        command = [sys.executable, "-m", "seg_runtime", "serve", *map(str, bundles), "--port", str(self.port),
+                   "--store", str(store), "--token-file", str(tokens), "--provider", "cpu", "--threads", "1",
+                   *extra]
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.wait_ready(ready_s)
+
+    def wait_ready(self, seconds: float) -> None:
+        import httpx
+
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"seg-run serve exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise AssertionError(f"seg-run serve not ready after {seconds}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def signal(self, sig: int) -> None:
+        import os
+
+        os.kill(self.process.pid, sig)
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM, then SIGKILL after ``timeout``; returns the exit status."""
+        import signal
+        import subprocess
+
+        if self.process.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.process.wait(10)
+        return self.process.returncode
+
+
+def post_file(url: str, model: str, path: Path, token: str = TOKEN, timeout: float = 60.0) -> Any:
+    import httpx
+
+    with open(path, "rb") as handle:
+        return httpx.post(f"{url}/v1/models/{model}/jobs", headers=auth(token),
+                          files={"file": (path.name, handle)}, timeout=timeout)
+
+
+def wait_job(url: str, job_id: str, token: str = TOKEN, timeout: float = 120.0) -> dict[str, Any]:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        job = httpx.get(f"{url}/v1/jobs/{job_id}?wait=5", headers=auth(token), timeout=30).json()
+        if job["state"] in ("done", "failed") or time.monotonic() > deadline:
+            return job
+
+
+def result_labels(url: str, job_id: str, folder: Path, token: str = TOKEN) -> np.ndarray:
+    import httpx
+
+    from seg_runtime.io import read_image
+
+    response = httpx.get(f"{url}/v1/jobs/{job_id}/result", headers=auth(token), timeout=60)
+    assert response.status_code == 200, response.text
+    path = folder / f"{job_id}.nii.gz"
+    path.write_bytes(response.content)
+    return np.asarray(read_image(path)[0])
