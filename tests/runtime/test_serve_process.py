@@ -138,3 +138,36 @@ def test_sigterm_stops_admitting_and_finishes_what_runs(tmp_path: Path,
         assert all(wait_job(restarted.url, job_id)["state"] == "done" for job_id in ids)
     finally:
         restarted.stop()
+
+
+def test_ray_serve_replicas_share_the_store_and_equal_seg_run(
+        tmp_path: Path, cases: tuple[Path, list[Path], list[np.ndarray]]) -> None:
+    pytest.importorskip("ray.serve")
+    from seg_runtime.serve.holders import Holder
+
+    bundle, scans, expected = cases
+    store = tmp_path / "store"
+    server = ServerProcess(tmp_path, [bundle], store, "--name", "brain", "--engine", "ray", "--replicas", "2",
+                           "--cpus-per-replica", "0.5", ready_s=240)
+    try:
+        answers: dict[int, object] = {}
+
+        def send(case: int) -> None:
+            answers[case] = post_file(server.url, "brain", scans[case])
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(CASES)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        for case, response in sorted(answers.items()):
+            assert response.status_code == 202, response.text
+            job = wait_job(server.url, response.json()["id"])
+            assert job["state"] == "done", job
+            np.testing.assert_array_equal(result_labels(server.url, job["id"], tmp_path), expected[case])
+        me = Holder(store)
+        replicas = [p.stem for p in (store / "holders").glob("*.lock") if p.stem != me.id]
+        assert len(replicas) == 2 and all(me.alive(r) for r in replicas)  # two replicas, each holding the store
+        me.close()
+    finally:
+        assert server.stop(timeout=150) in STOPPED, server.log_tail()
