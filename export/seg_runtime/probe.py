@@ -179,7 +179,7 @@ def _probe_dicom(folder: Path) -> ImageHeader:
     import pydicom
 
     rows = cols = 0
-    positions, first = [], None
+    positions, first, series = [], None, set()
     for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
         if not is_dicom_file(path):
             continue
@@ -189,11 +189,14 @@ def _probe_dicom(folder: Path) -> ImageHeader:
             raise CaseError(f"{path}: unreadable DICOM file ({type(exc).__name__}: {exc})") from exc
         if "Rows" not in ds or "Columns" not in ds:
             continue  # no image (a report, a presentation state): the reader skips it too
+        series.add(str(ds.get("SeriesInstanceUID", "")))
         rows, cols = max(rows, int(ds.Rows)), max(cols, int(ds.Columns))
         positions.append([float(v) for v in ds.get("ImagePositionPatient", [0.0, 0.0, len(positions)])])
         first = first or ds
     if first is None:
         raise CaseError(f"{folder}: empty DICOM folder (no DICOM images with pixel data)")
+    if len(series) > 1:
+        raise CaseError(f"{folder}: mixed DICOM series ({len(series)} SeriesInstanceUIDs); send one series")
     spacing = [float(v) for v in first.get("PixelSpacing", [1.0, 1.0])]
     cosines = np.array([float(v) for v in first.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0])])
     row, col = cosines[:3], cosines[3:]

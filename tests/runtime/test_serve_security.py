@@ -159,3 +159,19 @@ def test_settings_refuse_an_exposed_server(tmp_path: Path) -> None:
         build(tmp_path, [resampling_bundle(tmp_path / "b")], token_file=tmp_path / "short.txt")
     settings(tmp_path, host="::1", no_auth=True).check()  # loopback: allowed, with a warning
     settings(tmp_path, host="0.0.0.0", ssl_certfile=Path("c.pem"), ssl_keyfile=Path("k.pem")).check()
+
+
+def test_seg_run_serve_refuses_bad_settings_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from seg_runtime.cli import main
+
+    bundle = resampling_bundle(tmp_path / "brain")
+    assert main(["serve", str(tmp_path / "missing"), "--no-auth", "--store", str(tmp_path / "s")]) == 2
+    assert main(["serve", str(bundle), "--store", str(tmp_path / "s")]) == 2
+    assert main(["serve", str(bundle), str(bundle), "--no-auth", "--store", str(tmp_path / "s")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("seg-run: error:")]
+    assert errors == [
+        f"seg-run: error: {tmp_path / 'missing' / 'model.json'}: not found (is {tmp_path / 'missing'} a seg bundle "
+        "folder?)",
+        "seg-run: error: a --token-file is required (one token per line; --no-auth on loopback only)",
+        "seg-run: error: model name(s) brain used twice (give each bundle its own --name)",
+    ]

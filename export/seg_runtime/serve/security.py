@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +100,8 @@ class Gate:
         hosts = {bind.strip("[]").lower(), *(h.strip("[]").lower() for h in extra_hosts)}
         if is_loopback(bind) or bind in ("0.0.0.0", "::"):
             hosts.update(_LOOPBACK_NAMES)
+        if bind in ("0.0.0.0", "::"):  # every interface: the machine's own names too
+            hosts.update(name.lower() for name in (socket.gethostname(), socket.getfqdn()))
         return cls(frozenset(hosts), frozenset(o.rstrip("/").lower() for o in origins), "https" if tls else "http")
 
     def host_ok(self, host: str | None) -> bool:
