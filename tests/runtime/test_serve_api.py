@@ -202,3 +202,33 @@ def test_statistics_give_volumes_equal_to_voxel_counts_times_voxel_volume(tmp_pa
         assert by_name[name]["volume_ml"] == pytest.approx(by_name[name]["voxels"] * 0.9 * 1.1 * 2.5 / 1000)
     assert by_name["foreground"]["voxels"] == int((labels > 0).sum())
     assert by_name["class1"]["intensity"]["ch0"]["min"] >= 1.0 - 1e-6 or by_name["class1"]["voxels"] == 0
+
+
+TORCH_FREE = r"""
+import importlib.abc, sys
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"torch", "monai", "seg"}:
+            raise ImportError(f"{name} is blocked in this test")
+sys.meta_path.insert(0, Blocker())
+sys.path.insert(0, sys.argv[2])
+from pathlib import Path
+from serve_helpers import auth, build, client, upload, wait_done
+import seg_runtime.serve.ray_serve, seg_runtime.serve.server  # the whole package imports without torch
+tmp = Path(sys.argv[1])
+with client(build(tmp, [tmp / "brain"], provider="cpu")) as c:
+    job = wait_done(c, upload(c, "brain", tmp / "scan.nii.gz").json()["id"])
+print(job["state"], sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "monai", "seg"}))
+"""
+
+
+def test_the_service_runs_without_torch(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    resampling_bundle(tmp_path / "brain")
+    save_nifti(tmp_path / "scan.nii.gz", volume(9), np.eye(4))
+    result = subprocess.run([sys.executable, "-c", TORCH_FREE, str(tmp_path), str(Path(__file__).parent)],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "done []"
