@@ -120,12 +120,14 @@ class ServerProcess:
         ready_s: How long to wait for ``/readyz``.
     """
 
-    def __init__(self, tmp: Path, bundles: list[Path], store: Path, *extra: str, ready_s: float = 90.0) -> None:
+    def __init__(self, tmp: Path, bundles: list[Path], store: Path, *extra: str, ready_s: float = 90.0,
+                 verify: Path | None = None) -> None:
         import subprocess
         import sys
 
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.verify = str(verify) if verify else True
+        self.url = f"{'https' if verify else 'http'}://127.0.0.1:{self.port}"
         self.log = tmp / f"server-{self.port}.log"
         tokens = tmp / "tokens.txt" if (tmp / "tokens.txt").exists() else token_file(tmp)
         command = [sys.executable, "-m", "seg_runtime", "serve", *map(str, bundles), "--port", str(self.port),
@@ -143,7 +145,7 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise AssertionError(f"seg-run serve exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}/readyz", timeout=2, verify=self.verify).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from runtime_helpers import oblique_affine, predict, save_nifti
-from serve_helpers import ServerProcess, post_file, resampling_bundle, result_labels, volume, wait_job
+from serve_helpers import TOKEN, ServerProcess, post_file, resampling_bundle, result_labels, volume, wait_job
 
 from seg_runtime.io import read_image
 from seg_runtime.session import OnnxBackend
@@ -171,3 +171,34 @@ def test_ray_serve_replicas_share_the_store_and_equal_seg_run(
         me.close()
     finally:
         assert server.stop(timeout=150) in STOPPED, server.log_tail()
+
+
+def test_tls_when_asked(tmp_path: Path, cases: tuple[Path, list[Path], list[np.ndarray]]) -> None:
+    import shutil
+    import subprocess
+
+    import httpx
+
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl to make a test certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    bundle, scans, expected = cases
+    server = ServerProcess(tmp_path, [bundle], tmp_path / "store", "--name", "brain", "--ssl-certfile", str(cert),
+                           "--ssl-keyfile", str(key), verify=cert)
+    try:
+        with open(scans[0], "rb") as handle:
+            response = httpx.post(f"{server.url}/v1/models/brain/jobs?wait=60", files={"file": (scans[0].name, handle)},
+                                  headers={"Authorization": f"Bearer {TOKEN}"}, verify=str(cert), timeout=90)
+        try:
+            plain: object = httpx.get(f"http://127.0.0.1:{server.port}/healthz", timeout=5)
+        except httpx.HTTPError as exc:  # plain HTTP to a TLS port gets no answer
+            plain = exc
+    finally:
+        server.stop()
+    assert response.status_code == 200
+    (tmp_path / "tls.nii.gz").write_bytes(response.content)
+    np.testing.assert_array_equal(np.asarray(read_image(tmp_path / "tls.nii.gz")[0]), expected[0])
+    assert not isinstance(plain, httpx.Response) or plain.status_code >= 400
