@@ -2,7 +2,8 @@
 
 ``seg-run predict BUNDLE -i IN -o OUT`` predicts a scan folder; ``seg-run summary -o OUT`` prints
 the merged state of an output folder; ``seg-run serve BUNDLE ...`` serves bundles over HTTP
-(:mod:`seg_runtime.serve`). The form without a subcommand (``seg-run BUNDLE -i IN -o
+(:mod:`seg_runtime.serve`); ``seg-run listen`` is a DICOM node and ``seg-run pull`` retrieves a study
+from a PACS (:mod:`seg_runtime.cli_dicom`). The form without a subcommand (``seg-run BUNDLE -i IN -o
 OUT``, ``seg-run --summary -o OUT``) is ``predict``, as before subcommands existed.
 """
 
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ._version import __version__
+from .cli_dicom import add_listen, add_pull
 from .cli_options import EXIT_CODES, add_predict_options, predict_options, preflight, runner_from_args
 from .errors import SegError
 from .manifest import folder_summary
@@ -47,9 +49,10 @@ examples:
   seg-run predict bundles/ct -i /shared/scans -o /shared/labels --engine ray --address auto --num-workers 8
   seg-run predict bundles/ct -i dicom_series/ -o labels/ --preview --dicom-seg
   seg-run bundles/brats -i scans/ -o labels/                         # the same as seg-run predict
+  seg-run listen bundles/brain --store /var/lib/seg --send-to ORTHANC@127.0.0.1:4242   # a DICOM node
 """
 
-SUBCOMMANDS = ("predict", "summary", "serve")
+SUBCOMMANDS = ("predict", "summary", "serve", "listen", "pull")
 
 
 def _add_verbosity(parser: argparse.ArgumentParser) -> None:
@@ -88,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     _add_summary(sub)
     add_serve_parser(sub)
+    add_listen(sub)
+    add_pull(sub)
     return parser
 
 
@@ -138,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     if args.command is None:
         parser.print_usage(sys.stderr)
-        print("seg-run: error: a command is required (predict, summary, serve)", file=sys.stderr)
+        print(f"seg-run: error: a command is required ({', '.join(SUBCOMMANDS)})", file=sys.stderr)
         return 2
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,9 @@ def add_predict_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add("--dicom-seg", action="store_true",
         help="also write <case>.seg.dcm (DICOM-SEG) for DICOM series inputs (needs highdicom: "
         "pip install \"seg-runtime[dicom]\" or \"seg[dicom]\")")
+    add("--rtstruct", action="store_true",
+        help="also write <case>.rtstruct.dcm (RT Structure Set: closed planar contours per slice, one ROI per "
+        "class and region) for DICOM series inputs")
     add("--statistics", action="store_true",
         help="also write per-structure volume (ml), voxel count and the input's mean/std/percentiles inside "
         "each class and region: OUTPUT/statistics/<case>.json and OUTPUT/statistics.csv over the run")
@@ -94,14 +98,23 @@ def show_progress(args: argparse.Namespace) -> bool:
     return not args.no_progress and sys.stderr.isatty()
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got '{text}'")
-    return value
+def number_type(low: float, *, strict: bool = False, integer: bool = False) -> Callable[[str], Any]:
+    """An argparse type for numbers ``>= low`` (``> low`` when ``strict``), integers when ``integer``."""
+    kind = "an integer" if integer else "a number"
+
+    def parse(text: str) -> Any:
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (strict and value == low) or value != value:
+            raise argparse.ArgumentTypeError(f"expected {kind} {'>' if strict else '>='} {low:g}, got '{text}'")
+        return value
+
+    return parse
+
+
+_fraction = number_type(0)
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
@@ -132,6 +145,7 @@ def predict_options(args: argparse.Namespace) -> PredictOptions:
         save_probabilities=args.save_probabilities,
         preview=args.preview,
         dicom_seg=args.dicom_seg,
+        rtstruct=args.rtstruct,
         statistics=args.statistics,
         output_format=args.output_format,
         max_memory_gb=args.max_memory,

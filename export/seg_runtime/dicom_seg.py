@@ -18,6 +18,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .bundle import Bundle
+from .dicom_sources import referenced_series
 from .errors import SegError
 from .geometry import CaseError
 from .label_codes import coded_concept
@@ -26,21 +27,6 @@ logger = logging.getLogger(__name__)
 
 DICOM_SEG_SUFFIX = ".seg.dcm"
 INSTALL_HINT = 'pip install "{dist}[dicom]"'  # the extra that brings highdicom, per distribution
-# Type 2 attributes highdicom copies from the source: present but possibly empty in valid files,
-# yet some exporters drop them altogether.
-_TYPE2_DEFAULTS = (
-    "PatientID",
-    "PatientName",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyID",
-    "StudyDate",
-    "StudyTime",
-    "ReferringPhysicianName",
-    "AccessionNumber",
-)
-
-
 class DicomSegUnavailable(SegError, ValueError):
     """DICOM-SEG output was asked for but highdicom is not installed."""
 
@@ -80,11 +66,11 @@ def write_dicom_seg(
         The written path.
 
     Raises:
-        CaseError: The source series cannot be referenced (no Frame of Reference, shape mismatch).
+        CaseError: The source series cannot be referenced (no study, series or frame of reference UID; shape mismatch).
     """
     import highdicom as hd
 
-    sources = _sorted_sources(Path(series_dir))
+    sources = [ds for _, ds in referenced_series(series_dir).slices]
     frames = _frames(labels, sources, series_dir)
     first = sources[0]
     model = str(bundle.provenance.get("model", "seg model"))
@@ -118,35 +104,7 @@ def _frames(labels: np.ndarray, sources: list[Any], series_dir: str | os.PathLik
             f"{series_dir}: label map {labels.shape} does not match the series "
             f"({first.Columns} x {first.Rows} x {len(sources)} slices)"
         )
-    if "FrameOfReferenceUID" not in first:
-        raise CaseError(
-            f"{series_dir}: source DICOM has no FrameOfReferenceUID; cannot reference it in DICOM-SEG"
-        )
     return frames
-
-
-def _sorted_sources(folder: Path) -> list[Any]:
-    """Headers of the series' slices, in the reader's slice order (pixels are not needed)."""
-    import pydicom
-
-    from .readers.dicom import _slice_geometry, is_dicom_file
-
-    slices = []
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
-        if is_dicom_file(path):
-            dataset = pydicom.dcmread(path, stop_before_pixels=True)
-            if "Rows" in dataset:
-                slices.append((path, dataset))
-    if not slices:
-        raise CaseError(f"{folder}: no DICOM images to reference")
-    row, col, positions = _slice_geometry(folder, slices)
-    order = np.argsort(positions @ np.cross(row, col), kind="stable")
-    sources = [slices[i][1] for i in order]
-    for dataset in sources:
-        for keyword in _TYPE2_DEFAULTS:
-            if keyword not in dataset:
-                setattr(dataset, keyword, "")
-    return sources
 
 
 def _segment_descriptions(bundle: Bundle, model: str, version: str) -> list[Any]:

@@ -59,7 +59,7 @@ def read_image(path: str | os.PathLike[str], max_bytes: int | None = None) -> tu
     """
     path = Path(path)
     if path.is_dir():
-        return read_dicom_series(path)
+        return read_dicom_series(path, max_bytes)
     if not path.is_file():
         raise CaseError(f"{path}: no such file")
     suffix = image_suffix(path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ class RunManifest:
         self._failures: list[dict[str, Any]] = []
         self._writer: RecordWriter | None = None
         self._loaded_cases: list[dict[str, Any]] | None = None
+        self._lock = threading.RLock()  # the DICOM node records from several threads
 
     def _open(self) -> RecordWriter:
         if self._writer is None:
@@ -86,6 +88,7 @@ class RunManifest:
         error: str | None = None,
         digest: tuple[int, str] | None = None,
         write: bool = True,
+        extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Append one case's outcome to the record file.
 
@@ -99,6 +102,7 @@ class RunManifest:
             digest: ``(bytes, blake2b)`` of the output of an ``ok`` case; computed when omitted.
             write: Make the line durable now (fsync). ``False`` for lines that change nothing
                 (``skipped``), which are synced with the next durable line or at :meth:`close`.
+            extra: More fields for the line (the DICOM node's store entry and series UID).
 
         Returns:
             The recorded entry.
@@ -110,14 +114,30 @@ class RunManifest:
             "inputs": [str(p) for p in inputs], "status": status,
             "output": None if output is None else str(output),
             "seconds": None if seconds is None else round(float(seconds), 3), "error": error,
+            **(extra or {}),
         }
         if status == "ok" and output is not None:
             size, blake = digest if digest is not None else file_digest(output)
             entry.update(bytes=size, blake2b=blake)
-        self._open().append(entry, sync=write)
-        self.counts[status] += 1
-        if status == "failed" and len(self._failures) < FAILURES_KEPT:
-            self._failures.append(entry)
+        with self._lock:
+            self._open().append(entry, sync=write)
+            self.counts[status] += 1
+            if status == "failed" and len(self._failures) < FAILURES_KEPT:
+                self._failures.append(entry)
+        return entry
+
+    def event(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """Append one durable line of another ``type`` than ``case`` (the DICOM node's ``received`` and
+        ``sent`` objects, its ``association`` events); readers of case states skip these lines.
+
+        Returns:
+            The recorded line.
+        """
+        if kind in ("case", "run"):
+            raise ValueError(f"event type {kind!r} is reserved")
+        entry = {"type": kind, "run": self.run_id, "time": now(), **fields}
+        with self._lock:
+            self._open().append(entry)
         return entry
 
     @property
@@ -162,9 +182,10 @@ class RunManifest:
 
     def close(self) -> None:
         """Sync and close the record file."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        with self._lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RunManifest:

@@ -25,6 +25,7 @@ class PredictOptions:
         save_probabilities: Also write ``<id>_probabilities.nii.gz`` (3D) / ``.npz`` (2D).
         preview: Also write ``OUTPUT/preview/<id>.png``.
         dicom_seg: Also write ``<id>.seg.dcm`` for DICOM series inputs (needs highdicom).
+        rtstruct: Also write ``<id>.rtstruct.dcm`` (RT Structure Set) for DICOM series inputs.
         statistics: Also write per-structure volumes and input intensities:
             ``statistics/<id>.json`` per case and ``statistics.csv`` over the run.
         output_format: Label-map format (:data:`seg_runtime.formats.OUTPUT_FORMATS`).
@@ -40,6 +41,7 @@ class PredictOptions:
     save_probabilities: bool = False
     preview: bool = False
     dicom_seg: bool = False
+    rtstruct: bool = False
     statistics: bool = False
     output_format: str = "auto"
     max_memory_gb: float | None = None

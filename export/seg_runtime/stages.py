@@ -35,6 +35,7 @@ from .options import PredictOptions
 from .outputs import labels_on_input_grid
 from .parts import Blend
 from .preview import preview_path, write_preview
+from .rtstruct import RTSTRUCT_SUFFIX, write_rtstruct
 from .statistics import case_statistics, statistics_path, write_case_statistics
 from .tiling import PredictBatch, sliding_window_inference
 
@@ -56,7 +57,7 @@ class CasePipeline:
         postprocessor: The post-processing part, with ``--keep-largest`` applied.
         mirror_axes: Spatial axes mirrored for TTA; None without mirroring.
         batch_size: Patches per ``predict_batch`` call.
-        save_probabilities, preview, dicom_seg, statistics: The optional outputs.
+        save_probabilities, preview, dicom_seg, rtstruct, statistics: The optional outputs.
         max_bytes: Memory limit per case in bytes.
         progress: A progress bar over each case's patches.
         version: The runtime version written into DICOM-SEG.
@@ -71,6 +72,7 @@ class CasePipeline:
     save_probabilities: bool = False
     preview: bool = False
     dicom_seg: bool = False
+    rtstruct: bool = False
     statistics: bool = False
     max_bytes: int | None = None
     progress: bool = False
@@ -91,6 +93,7 @@ class CasePipeline:
             save_probabilities=options.save_probabilities,
             preview=options.preview,
             dicom_seg=options.dicom_seg,
+            rtstruct=options.rtstruct,
             statistics=options.statistics,
             max_bytes=max_memory_bytes(options.max_memory_gb),
             progress=options.progress,
@@ -192,7 +195,7 @@ def finish_case(loaded: Loaded, scores: np.ndarray, case: Case, target: Path, pi
 
 
 def _write_extras(loaded: Loaded, labels: np.ndarray, case: Case, target: Path, pipeline: CasePipeline) -> None:
-    """The optional outputs: statistics, preview PNG (best effort) and DICOM-SEG (for DICOM inputs)."""
+    """The optional outputs: statistics, preview PNG (best effort), DICOM-SEG and RTSTRUCT (DICOM inputs)."""
     if pipeline.statistics:
         _write_statistics(loaded, labels, case, target, pipeline.bundle)
     if pipeline.preview and loaded.first_channel is not None:
@@ -207,17 +210,22 @@ def _write_extras(loaded: Loaded, labels: np.ndarray, case: Case, target: Path, 
         except Exception as exc:  # a quick-look picture must never cost the prediction
             logger.warning("case %s: no preview (%s: %s)", case.id, type(exc).__name__, exc)
         loaded.first_channel = None
+    if pipeline.dicom_seg or pipeline.rtstruct:
+        _write_dicom(loaded, labels, case, target, pipeline)
+
+
+def _write_dicom(loaded: Loaded, labels: np.ndarray, case: Case, target: Path, pipeline: CasePipeline) -> None:
+    """DICOM-SEG and RTSTRUCT of a DICOM series input, referencing its images."""
+    if case.kind != "dicom":
+        logger.warning("case %s: not a DICOM series input; no DICOM-SEG or RTSTRUCT written", case.id)
+        return
+    volume = labels.reshape(tuple(loaded.geometry.shape))  # a 2D model drops a lone slice axis
     if pipeline.dicom_seg:
-        if case.kind != "dicom":
-            logger.warning("case %s: not a DICOM series input; no DICOM-SEG written", case.id)
-            return
-        write_dicom_seg(
-            target.parent / f"{case.id}{DICOM_SEG_SUFFIX}",
-            labels.reshape(tuple(loaded.geometry.shape)),  # a 2D model drops a lone slice axis
-            case.paths[0],
-            pipeline.bundle,
-            software_version=pipeline.version,
-        )
+        write_dicom_seg(target.parent / f"{case.id}{DICOM_SEG_SUFFIX}", volume, case.paths[0], pipeline.bundle,
+                        software_version=pipeline.version)
+    if pipeline.rtstruct:
+        write_rtstruct(target.parent / f"{case.id}{RTSTRUCT_SUFFIX}", volume, case.paths[0], pipeline.bundle,
+                       software_version=pipeline.version)
 
 
 def _write_statistics(loaded: Loaded, labels: np.ndarray, case: Case, target: Path, bundle: Bundle) -> None:

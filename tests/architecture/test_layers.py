@@ -5,10 +5,11 @@ Layers, lowest first (a module may import its own layer and those below):
 
 seg_runtime: base (errors, atomic, hashing, formats, geometry, limits, naming, label_codes, options)
   < io (readers, writers, io, labelmaps, cases, probe) < pipeline parts (preprocess, tiling, outputs,
-  postprocess, preview, statistics, consistency, parts) < schema (bundle) < records (dicom_seg, records,
-  manifest, output_dir, store) < stages (stages, backends, session) < runners (planning, runners) < predict
-  < cli (cli_options, summary, cli, the package's __init__ and __main__; serve, the HTTP front door
-  beside the command line).
+  postprocess, preview, statistics, contours, consistency, parts) < schema (bundle) < records
+  (dicom_sources, dicom_seg, rtstruct, records, manifest, output_dir, store) < stages (stages, backends,
+  session) < runners (planning, runners) < predict < dicom_node (the DICOM node: a runner with its own
+  front door) < cli (cli_options, cli_dicom, summary, cli, the package's __init__ and __main__; serve,
+  the HTTP front door beside the command line).
 
 seg: base (errors, registry, table, config) < layers < models < data < scoring (losses, metrics,
   evaluation) < engine < inference < export (export_onnx) < workflows < cli (commands, cli).
@@ -25,13 +26,14 @@ from .import_graph import cycles, import_graph, modules
 RUNTIME_LAYERS = [
     ["_version", "errors", "atomic", "hashing", "formats", "geometry", "limits", "naming", "label_codes", "options"],
     ["readers", "writers", "io", "labelmaps", "cases", "probe"],
-    ["preprocess", "tiling", "outputs", "postprocess", "preview", "statistics", "consistency", "parts"],
+    ["preprocess", "tiling", "outputs", "postprocess", "preview", "statistics", "contours", "consistency", "parts"],
     ["bundle"],
-    ["dicom_seg", "records", "manifest", "output_dir", "store"],
+    ["dicom_sources", "dicom_seg", "rtstruct", "records", "manifest", "output_dir", "store"],
     ["stages", "backends", "session"],
     ["planning", "runners"],
     ["predict"],
-    ["cli_options", "summary", "cli", "__main__", "", "serve"],
+    ["dicom_node"],
+    ["cli_options", "cli_dicom", "summary", "cli", "__main__", "", "serve"],
 ]
 SEG_LAYERS = [
     ["", "errors", "registry", "table", "config"],

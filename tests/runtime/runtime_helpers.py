@@ -206,49 +206,15 @@ def save_dicom_series(
     intercept: float = -100.0,
     name_offset: int = 0,
 ) -> Path:
-    """Write a DICOM series (one file per slice, shuffled file order) for a right-handed affine.
+    """Write a CT series (one file per slice, shuffled file order, names without extension and not in
+    slice order) for a right-handed affine; see :func:`dicom_builders.write_series`.
 
     ``volume`` holds the rescaled values; files store ``(volume - intercept) / slope`` as int16.
     """
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from dicom_builders import write_series
 
-    folder.mkdir(parents=True, exist_ok=True)
-    steps, origin = _lps_frame(affine)
-    spacing = np.linalg.norm(steps, axis=0)
-    row, col = steps[:, 0] / spacing[0], steps[:, 1] / spacing[1]
-    assert np.allclose(np.cross(row, col), steps[:, 2] / spacing[2]), "DICOM slices need a right-handed frame"
-    series_uid = series_uid or generate_uid()
-    stored = np.rint((volume - intercept) / slope).astype(np.int16)
-    order = np.random.default_rng(0).permutation(volume.shape[2])
-    for k in order:
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        name = folder / f"IM{int(k) * 7 % 11 + name_offset:04d}"  # names not in slice order, no extension
-        ds = FileDataset(str(name), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.SeriesInstanceUID = series_uid
-        ds.StudyInstanceUID = "1.2.3"
-        ds.FrameOfReferenceUID = "1.2.3.9"
-        ds.PatientID, ds.PatientName, ds.PatientBirthDate, ds.PatientSex = "P1", "Test^Patient", "", "O"
-        ds.StudyID, ds.StudyDate, ds.StudyTime, ds.AccessionNumber = "1", "20240101", "120000", ""
-        ds.ReferringPhysicianName = ""
-        ds.SeriesNumber = 3
-        ds.Modality = "CT"
-        ds.ImageOrientationPatient = [f"{v:.10g}" for v in (*row, *col)]
-        ds.ImagePositionPatient = [f"{v:.10g}" for v in origin + k * steps[:, 2]]
-        ds.PixelSpacing = [f"{spacing[1]:.10g}", f"{spacing[0]:.10g}"]
-        ds.SliceThickness = f"{spacing[2]:.10g}"
-        ds.Rows, ds.Columns = volume.shape[1], volume.shape[0]
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleSlope, ds.RescaleIntercept = f"{slope:g}", f"{intercept:g}"
-        ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()
-        ds.save_as(str(name), enforce_file_format=True)
+    write_series(folder, volume, affine, series_uid=series_uid, slope=slope, intercept=intercept,
+                 name=lambda k: f"IM{k * 7 % 11 + name_offset:04d}")
     return folder
 
 

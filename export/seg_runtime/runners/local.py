@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -44,25 +45,29 @@ class LocalRunner:
                 start = time.perf_counter()
                 current, pending = pending, (
                     pool.submit(load_case, todo[index + 1][0], pipeline) if index + 1 < len(todo) else None)
-                _run_case(current, case, target, pipeline, backend, manifest, start)
+                run_case(current.result, case, target, pipeline, backend, manifest, start)
                 current = None  # drop the finished case before the next one arrives
                 bar.update(1)
                 bar.set_postfix(case=case.id, s=f"{time.perf_counter() - start:.1f}")
         bar.close()
 
 
-def _run_case(loading: Future[Loaded] | None, case: Case, target: Path, pipeline: CasePipeline,
-              backend: Backend, manifest: RunManifest, start: float) -> None:
-    """Infer and write one case; record it as ok or failed (isolation: never raises for the case)."""
+def run_case(load: Callable[[], Loaded], case: Case, target: Path, pipeline: CasePipeline, backend: Backend,
+             manifest: RunManifest, start: float | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load (``load()``), infer and write one case; record it as ok or failed and return the record line.
+
+    Isolation: never raises for the case. The local loop hands in its prefetched case; the DICOM node
+    calls it once per series (``extra``: more fields for the record line).
+    """
+    start = time.perf_counter() if start is None else start
     try:
-        loaded = loading.result()
+        loaded = load()
         finish_case(loaded, infer_case(loaded, pipeline, backend.predict_batch), case, target, pipeline)
     except Exception as exc:  # isolation: one bad case never stops the run
         message = error_message(exc)
         logger.error("case %s failed: %s", case.id, message, exc_info=logger.isEnabledFor(logging.DEBUG))
         seconds = time.perf_counter() - start
-        manifest.add(case.id, inputs=case.paths, status="failed", error=message, seconds=seconds)
-    else:
-        seconds = time.perf_counter() - start
-        logger.info("case %s: ok in %.2fs -> %s", case.id, seconds, target)
-        manifest.add(case.id, inputs=case.paths, status="ok", output=target, seconds=seconds)
+        return manifest.add(case.id, inputs=case.paths, status="failed", error=message, seconds=seconds, extra=extra)
+    seconds = time.perf_counter() - start
+    logger.info("case %s: ok in %.2fs -> %s", case.id, seconds, target)
+    return manifest.add(case.id, inputs=case.paths, status="ok", output=target, seconds=seconds, extra=extra)
