@@ -47,12 +47,16 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def make_demo(out: Path) -> tuple[Path, Path]:
-    """Train the 3D demo model and export it (``seg train`` + ``seg export``); returns (bundle, cases)."""
+def make_demo(out: Path, epochs: int | None = None) -> tuple[Path, Path]:
+    """Train the 3D demo model and export it (``seg train`` + ``seg export``); returns (bundle, cases).
+
+    ``epochs`` shortens the training: the network, and so the cost of a case, is the same.
+    """
     bundle, runs, data = out / "bundle", out / "runs", out / "data"
     if not (bundle / "model.json").is_file():
         config = REPO / "configs" / "demo3d.yaml"
-        subprocess.run(["seg", "train", str(config), f"data.root={data}", f"output_dir={runs}"], check=True)
+        extra = [f"train.epochs={epochs}"] if epochs else []
+        subprocess.run(["seg", "train", str(config), f"data.root={data}", f"output_dir={runs}", *extra], check=True)
         subprocess.run(["seg", "export", str(runs / "demo3d"), "-o", str(bundle)], check=True)
     return bundle, data / "imagesTs"
 
@@ -173,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", type=Path, help="the demo bundle (seg export of the demo3d run)")
     parser.add_argument("--cases", type=Path, help="folder of the demo's 3D test cases (imagesTs)")
     parser.add_argument("--make-demo", type=Path, metavar="OUT", help="train and export the demo into OUT first")
+    parser.add_argument("--demo-epochs", type=int, default=None,
+                        help="with --make-demo: train this many epochs (the cost per case does not depend on it)")
     parser.add_argument("--requests", type=int, default=48, help="cases per concurrency level (default 48)")
     parser.add_argument("--per-process", type=int, default=12, help="cases run one process each (default 12)")
     parser.add_argument("--workers", type=int, default=2, help="the server's --workers (default 2)")
@@ -180,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the rows and settings here")
     args = parser.parse_args(argv)
     if args.make_demo:
-        args.bundle, args.cases = make_demo(args.make_demo)
+        args.bundle, args.cases = make_demo(args.make_demo, args.demo_epochs)
     if args.bundle is None or args.cases is None:
         parser.error("give --bundle and --cases, or --make-demo OUT")
     cases = sorted(p for p in args.cases.iterdir() if p.name.endswith(".nii.gz"))
