@@ -145,3 +145,32 @@ def test_a_holder_is_alive_until_its_process_dies(tmp_path: Path) -> None:
     assert not (tmp_path / "holders" / f"{other_id}.lock").exists()
     assert not me.alive("../../etc/passwd") and not me.alive(None)
     me.close()
+
+
+def test_finished_jobs_expire_and_failures_are_counted_by_reason(tmp_path: Path) -> None:
+    bundle = resampling_bundle(tmp_path / "brain")
+    bad = volume(20)
+    bad[0, 0, 0] = np.inf
+    scan = save_nifti(tmp_path / "inf.nii.gz", bad, np.eye(4))
+    with client(build(tmp_path, [bundle], provider="cpu", keep_hours=0.5 / 3600)) as c:
+        job = wait_done(c, upload(c, "brain", scan).json()["id"])
+        metrics = c.get("/metrics", headers=auth()).text
+        deadline = time.monotonic() + 10
+        while c.get(f"/v1/jobs/{job['id']}", headers=auth()).status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        gone = c.get(f"/v1/jobs/{job['id']}", headers=auth())
+    assert job["state"] == "failed" and "NaN or Inf" in job["error"]
+    assert 'seg_failures_total{reason="bad_values"} 1.0' in metrics
+    assert gone.status_code == 404 and not (tmp_path / "store" / "entries" / job["id"]).exists()
+
+
+def test_ray_serve_scaling_options() -> None:
+    from seg_runtime.serve.ray_serve import RayServeOptions, RayServeUnavailable
+
+    assert RayServeOptions(replicas=3).scaling() == {"num_replicas": 3}
+    auto = RayServeOptions(min_replicas=0, max_replicas=4).scaling()["autoscaling_config"]
+    assert auto["min_replicas"] == 0 and auto["max_replicas"] == 4 and auto["initial_replicas"] == 1
+    with pytest.raises(RayServeUnavailable, match="--min-replicas needs --max-replicas"):
+        RayServeOptions(min_replicas=2).scaling()
+    with pytest.raises(RayServeUnavailable, match="need 0 <= --min-replicas <= --max-replicas"):
+        RayServeOptions(min_replicas=5, max_replicas=2).scaling()
