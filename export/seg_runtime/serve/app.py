@@ -232,14 +232,23 @@ def _finished_response(service: Service, entry: Any) -> Any:
 
 
 async def _wait(service: Service, job_id: str, owner: Owner, seconds: float) -> Any:
-    """Poll the store until the job ends or ``seconds`` pass (works across replicas sharing a store)."""
+    """The job once it ends, or as it is after ``seconds``.
+
+    A job this process runs wakes the request the moment it ends; a job another replica runs is
+    seen by polling the store (every 0.25 s at most).
+    """
     deadline, pause = time.monotonic() + seconds, 0.02
-    while True:
-        entry = owned(service.store, job_id, owner)
-        if entry is None or entry.state in FINISHED or time.monotonic() >= deadline:
-            return entry
-        await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-        pause = min(pause * 1.5, 0.25)
+    ended = service.watch(job_id)
+    try:
+        while True:
+            entry = owned(service.store, job_id, owner)
+            if entry is None or entry.state in FINISHED or time.monotonic() >= deadline:
+                return entry
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(ended.wait(), min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 1.5, 0.25)
+    finally:
+        service.unwatch(job_id, ended)
 
 
 def _add_job_routes(app: Any, service: Service) -> None:

@@ -8,6 +8,7 @@ running jobs finish and leaves the waiting ones in the store for the next start.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -71,6 +72,8 @@ class Service:
         self.zip_limits = ZipLimits(settings.zip_max_entries, int(settings.zip_max_mb * 2**20))
         self.holder = Holder(store.root)
         self._stopping = threading.Event()
+        self._watch_lock = threading.Lock()
+        self._watchers: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
         self._expiry: threading.Thread | None = None
         self.ready = False
 
@@ -110,6 +113,25 @@ class Service:
 
     def _ended(self, entry: Entry, seconds: float) -> None:
         self.metrics.job_ended(str(entry.meta.get("model")), entry.state, seconds, entry.error)
+        with self._watch_lock:
+            watchers = self._watchers.pop(entry.id, [])
+        for loop, event in watchers:  # wake the requests waiting for this job (?wait=)
+            loop.call_soon_threadsafe(event.set)
+
+    def watch(self, job_id: str) -> asyncio.Event:
+        """An event set when this process ends the job (call in the event loop; :meth:`unwatch` after)."""
+        event = asyncio.Event()
+        with self._watch_lock:
+            self._watchers.setdefault(job_id, []).append((asyncio.get_running_loop(), event))
+        return event
+
+    def unwatch(self, job_id: str, event: asyncio.Event) -> None:
+        with self._watch_lock:
+            found = [w for w in self._watchers.get(job_id, []) if w[1] is not event]
+            if found:
+                self._watchers[job_id] = found
+            else:
+                self._watchers.pop(job_id, None)
 
     def submit(self, entry: Entry) -> bool:
         """Queue an accepted job; False when the queue is full (the caller removes the entry: 429)."""
