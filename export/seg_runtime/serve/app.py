@@ -77,12 +77,10 @@ def create_app(service: Service, manage_lifecycle: bool = True) -> Any:
 
 
 def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> Any:
-
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
 def _add_error_handlers(app: Any, service: Service) -> None:
-
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> Any:
         if exc.status_code >= 400 and exc.status_code not in (401, 404):
@@ -103,7 +101,6 @@ def _add_error_handlers(app: Any, service: Service) -> None:
 
 def _owner(service: Service, request: Any) -> Owner:
     """The caller's identity, or 401."""
-
     who = caller(request.headers.get("authorization"), service.tokens)
     if who is None:
         raise HTTPException(401, "a valid bearer token is required (Authorization: Bearer <token>)",
@@ -112,7 +109,6 @@ def _owner(service: Service, request: Any) -> Owner:
 
 
 def _add_pages(app: Any, service: Service) -> None:
-
     @app.get("/", include_in_schema=False)
     async def index() -> Any:
         return FileResponse(WEB_DIR / "index.html", media_type="text/html",
@@ -137,7 +133,6 @@ def _add_pages(app: Any, service: Service) -> None:
 
 
 def _add_model_routes(app: Any, service: Service) -> None:
-
     def model_or_404(name: str) -> Any:
         model = service.models.get(name)
         if model is None:
@@ -214,7 +209,6 @@ async def _accept(service: Service, model: Any, request: Any, owner: Owner) -> A
 
 
 def _accepted_response(service: Service, job_id: str, owner: Owner) -> Any:
-
     entry = owned(service.store, job_id, owner)
     body = describe(entry, service.progress.get(job_id)) if entry else {"id": job_id, "state": "accepted"}
     return JSONResponse(body, status_code=202, headers={"Location": f"/v1/jobs/{job_id}"})
@@ -252,7 +246,6 @@ async def _wait(service: Service, job_id: str, owner: Owner, seconds: float) -> 
 
 
 def _add_job_routes(app: Any, service: Service) -> None:
-
     def job_or_404(job_id: str, request: Request) -> Any:
         entry = owned(service.store, job_id, _owner(service, request))
         if entry is None:
@@ -294,7 +287,6 @@ def _add_job_routes(app: Any, service: Service) -> None:
 
 
 def _add_view_routes(app: Any, service: Service, job_or_404: Any) -> None:
-
     from .viewer import ensure_view, view_data
 
     @app.get("/v1/jobs/{job_id}/view")
