@@ -152,10 +152,10 @@ def test_finished_jobs_expire_and_failures_are_counted_by_reason(tmp_path: Path)
     bad = volume(20)
     bad[0, 0, 0] = np.inf
     scan = save_nifti(tmp_path / "inf.nii.gz", bad, np.eye(4))
-    with client(build(tmp_path, [bundle], provider="cpu", keep_hours=0.5 / 3600)) as c:
+    with client(build(tmp_path, [bundle], provider="cpu", keep_hours=3 / 3600)) as c:
         job = wait_done(c, upload(c, "brain", scan).json()["id"])
         metrics = c.get("/metrics", headers=auth()).text
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while c.get(f"/v1/jobs/{job['id']}", headers=auth()).status_code == 200 and time.monotonic() < deadline:
             time.sleep(0.2)
         gone = c.get(f"/v1/jobs/{job['id']}", headers=auth())
@@ -174,3 +174,14 @@ def test_ray_serve_scaling_options() -> None:
         RayServeOptions(min_replicas=2).scaling()
     with pytest.raises(RayServeUnavailable, match="need 0 <= --min-replicas <= --max-replicas"):
         RayServeOptions(min_replicas=5, max_replicas=2).scaling()
+
+
+def test_exactly_one_process_takes_over_a_dead_holders_job(tmp_path: Path) -> None:
+    from seg_runtime.serve.holders import Holder
+
+    first, second = Holder(tmp_path), Holder(tmp_path)
+    assert first.take_over("job1", "dead-host-1-abc") and first.take_over("job1", "dead-host-1-abc")
+    assert not second.take_over("job1", "dead-host-1-abc")  # the first one has it
+    assert second.take_over("job2", "dead-host-1-abc") and second.take_over("job1", "another-dead-holder")
+    first.sweep({"job2"})
+    assert sorted(p.name for p in (tmp_path / "holders").glob("*.taken")) == ["job2.dead-host-1-abc.taken"]

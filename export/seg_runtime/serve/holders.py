@@ -59,6 +59,31 @@ class Holder:
             path.unlink()  # a dead holder's file
         return False
 
+    def take_over(self, entry_id: str, holder_id: object) -> bool:
+        """Claim a dead holder's job for this process; False when another process claimed it first.
+
+        Replicas starting together all see the same dead holder: an exclusively created marker
+        (one per job and dead holder) lets exactly one of them take the job.
+        """
+        marker = self.folder / f"{entry_id}.{holder_id if isinstance(holder_id, str) and holder_id else 'none'}.taken"
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            try:
+                return marker.read_text(encoding="utf-8") == self.id
+            except OSError:
+                return False
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(self.id)
+        return True
+
+    def sweep(self, live_entries: set[str]) -> None:
+        """Remove take-over markers of jobs that no longer exist."""
+        for marker in self.folder.glob("*.taken"):
+            if marker.name.split(".", 1)[0] not in live_entries:
+                with contextlib.suppress(OSError):
+                    marker.unlink()
+
     def close(self) -> None:
         """Release the lock (at a clean stop; a killed process's lock goes with it)."""
         if self._fd is not None:

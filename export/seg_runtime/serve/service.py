@@ -88,7 +88,8 @@ class Service:
 
     def start(self) -> None:
         """Re-queue the jobs an earlier server accepted, start the workers and the expiry."""
-        recovered = pending(self.store, lambda entry: self.holder.alive(entry.meta.get("holder")))
+        recovered = pending(self.store, self._held_elsewhere)
+        self.holder.sweep({entry.id for entry in self.store.entries(kind=KIND)})
         for entry in recovered:
             self.store.update(entry.id, meta={"holder": self.holder.id})  # this process runs it now
             self.queue.submit(QueuedJob(entry.id, int(entry.meta.get("reserve", 0))), force=True)
@@ -98,6 +99,13 @@ class Service:
         self._expiry = threading.Thread(target=self._expire_loop, name="seg-expiry", daemon=True)
         self._expiry.start()
         self.ready = True
+
+    def _held_elsewhere(self, entry: Entry) -> bool:
+        """Whether another live process holds the job, or took it over from a dead one first."""
+        holder = entry.meta.get("holder")
+        if holder == self.holder.id:
+            return False
+        return self.holder.alive(holder) or not self.holder.take_over(entry.id, holder)
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop admitting; wait for the running jobs (waiting ones stay accepted in the store)."""
