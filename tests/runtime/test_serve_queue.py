@@ -19,8 +19,8 @@ pytest.importorskip("fastapi")
 class _Recorder:
     """Runs 'jobs' that hold for a while and records how many ran at once."""
 
-    def __init__(self, hold: float = 0.15) -> None:
-        self.hold, self.now, self.most, self.done, self.started = hold, 0, 0, [], []
+    def __init__(self, hold: float = 0.15, until: int | None = None) -> None:
+        self.hold, self.until, self.now, self.most, self.done, self.started = hold, until, 0, 0, [], []
         self.lock = threading.Lock()
 
     def __call__(self, job_id: str) -> None:
@@ -28,7 +28,11 @@ class _Recorder:
             self.started.append(job_id)
             self.now += 1
             self.most = max(self.most, self.now)
-        time.sleep(self.hold)
+        deadline = time.monotonic() + self.hold
+        # With ``until``, hold on until that many ran at once (or the hold ends): a slow machine
+        # must not make two jobs that may overlap run one after the other by chance.
+        while time.monotonic() < deadline and not (self.until and self.most >= self.until):
+            time.sleep(0.01)
         with self.lock:
             self.now -= 1
             self.done.append(job_id)
@@ -43,7 +47,7 @@ def _drain(queue: JobQueue, recorder: _Recorder, count: int, timeout: float = 10
 
 @pytest.mark.parametrize(("reserve", "most"), [(60, 1), (40, 2)])
 def test_running_jobs_never_reserve_more_than_the_budget(reserve: int, most: int) -> None:
-    budget, recorder = MemoryBudget(100), _Recorder()
+    budget, recorder = MemoryBudget(100), _Recorder(hold=0.15 if most == 1 else 10.0, until=None if most == 1 else 2)
     queue = JobQueue(capacity=8, workers=3, budget=budget, run=recorder)
     for index in range(4):
         assert queue.submit(QueuedJob(f"job{index}", reserve))
@@ -72,7 +76,9 @@ def test_a_full_queue_refuses_and_a_draining_one_starts_nothing() -> None:
     assert not queue.submit(QueuedJob("c", 10))
     assert queue.submit(QueuedJob("recovered", 10), force=True)
     queue.start()
-    time.sleep(0.1)  # "a" is running
+    deadline = time.monotonic() + 10
+    while not recorder.started and time.monotonic() < deadline:  # "a" is running
+        time.sleep(0.01)
     queue.drain()  # SIGTERM: "a" finishes, "b" and "recovered" wait in the store for the next start
     queue.close(timeout=5)
     assert recorder.done == ["a"] and queue.depth == 2
