@@ -232,3 +232,28 @@ def test_the_service_runs_without_torch(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "done []"
+
+
+def test_a_served_png_equals_seg_run_and_has_a_view(tmp_path: Path, bundle_factory: Callable[..., Path]) -> None:
+    from PIL import Image
+
+    from seg_runtime.preprocess import PreprocessSpec
+
+    bundle = bundle_factory("slices", spatial_dims=2, weight=np.array([[0.0], [0.02], [0.04]], np.float32),
+                            bias=np.array([0.0, -1.0, -5.0], np.float32),
+                            preprocess=PreprocessSpec(normalization=[{"scheme": "none"}]))
+    scan = tmp_path / "slice.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 255, (19, 23), dtype=np.uint8)).save(scan)
+    expected, _ = read_image(_seg_run(bundle, scan, tmp_path / "cli"))
+    with client(build(tmp_path, [bundle], provider="cpu")) as c:
+        job = wait_done(c, upload(c, "slices", scan).json()["id"])
+        result = c.get(f"/v1/jobs/{job['id']}/result", headers=auth())
+        view = c.get(f"/v1/jobs/{job['id']}/view", headers=auth()).json()
+        stats = c.get(f"/v1/jobs/{job['id']}/result?format=json", headers=auth()).json()
+    assert job["result"]["formats"] == ["png", "nii.gz", "nrrd", "mha", "json"]
+    assert result.headers["content-type"] == "image/png"
+    labels, _ = _served(tmp_path, result.content, ".png")
+    np.testing.assert_array_equal(labels, expected)
+    assert len(np.unique(labels)) == 3
+    assert view["shape"] == [23, 19, 1]  # columns run along x, rows along y, one slice
+    assert stats["structures"][0]["area_mm2"] == float((labels == 1).sum())
