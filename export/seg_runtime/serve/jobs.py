@@ -106,36 +106,64 @@ class Progress:
 
 
 def run_job(store: Store, job_id: str, models: dict[str, ServedModel], progress: Progress,
-            on_end: Callable[[Entry, float], None] | None = None) -> None:
+            on_outcome: Callable[[str, str, float, str | None], None] | None = None) -> Entry | None:
     """Run one accepted job: claim it, run the three stages, record the outputs (or the failure).
 
     One job's failure is recorded on the job (its one-line error), never raised.
+
+    Args:
+        store: The job store.
+        job_id: The job.
+        models: The served models by name.
+        progress: Where the job's progress is kept while it runs.
+        on_outcome: Told ``(model, "done" | "failed", seconds, error)`` just before the job's end is
+            recorded (so whoever sees the job ended also finds it in the metrics).
+
+    Returns:
+        The job as recorded at its end; None when it was not run (gone, or claimed elsewhere).
     """
     try:
         entry = store.claim(job_id)
     except StoreError:
         entry = None  # deleted while it waited
     if entry is None:
-        return  # gone, or another worker has it
-    start = time.perf_counter()
+        return None
+    start, name = time.perf_counter(), str(entry.meta.get("model", ""))
+    report = _once(on_outcome)
     progress.set(job_id, 0.0)
     try:
-        model = models.get(entry.meta.get("model", ""))
+        model = models.get(name)
         if model is None:
-            raise CaseError(f"model {entry.meta.get('model')!r} is not served by this server")
+            raise CaseError(f"model {name!r} is not served by this server")
         outputs = _predict(entry, model, lambda f: progress.set(job_id, f))
         seconds = time.perf_counter() - start
-        entry = store.finish(job_id, outputs, record={"status": "ok", "seconds": round(seconds, 3)})
+        report(name, "done", seconds, None)
         logger.info("job %s: done in %.2fs", job_id, seconds)
+        return store.finish(job_id, outputs, record={"status": "ok", "seconds": round(seconds, 3)})
+    except StoreError as exc:  # deleted while it ran
+        logger.info("job %s: %s", job_id, exc)
+        return None
     except Exception as exc:  # isolation: the job fails, the server goes on
         message = public(error_message(exc), entry.input_dir)
         logger.warning("job %s failed: %s", job_id, message, exc_info=logger.isEnabledFor(logging.DEBUG))
         seconds = time.perf_counter() - start
-        entry = _fail(store, job_id, message, seconds)
+        report(name, "failed", seconds, message)
+        return _fail(store, job_id, message, seconds)
     finally:
         progress.drop(job_id)
-    if on_end is not None and entry is not None:
-        on_end(entry, time.perf_counter() - start)
+
+
+def _once(callback: Callable[..., None] | None) -> Callable[..., None]:
+    """``callback``, called at most once (a failure while recording a success is not a second end)."""
+    called = False
+
+    def once(*args: Any) -> None:
+        nonlocal called
+        if callback is not None and not called:
+            called = True
+            callback(*args)
+
+    return once
 
 
 def _fail(store: Store, job_id: str, message: str, seconds: float) -> Entry | None:

@@ -116,13 +116,11 @@ class Service:
         logger.info("service stopped (%d job(s) left waiting in the store)", self.queue.depth)
 
     def run(self, job_id: str) -> None:
-        """A worker's job: the stages, then the metrics."""
-        run_job(self.store, job_id, self.models, self.progress, self._ended)
-
-    def _ended(self, entry: Entry, seconds: float) -> None:
-        self.metrics.job_ended(str(entry.meta.get("model")), entry.state, seconds, entry.error)
+        """A worker's job: the stages (the metrics told just before the end is recorded), then the
+        requests waiting for it woken."""
+        run_job(self.store, job_id, self.models, self.progress, self.metrics.job_ended)
         with self._watch_lock:
-            watchers = self._watchers.pop(entry.id, [])
+            watchers = self._watchers.pop(job_id, [])
         for loop, event in watchers:  # wake the requests waiting for this job (?wait=)
             loop.call_soon_threadsafe(event.set)
 
