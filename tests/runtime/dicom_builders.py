@@ -9,6 +9,8 @@ attributes empty or missing, type-3 ones gone, private tags (a Siemens-like CSA 
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -167,3 +169,13 @@ def add_multiframe(folder: Path, like: Path, name: str = "ENHANCED") -> Path:
     ds.PixelData = ds.PixelData * 2
     ds.save_as(str(folder / name), enforce_file_format=True)
     return folder / name
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    """dciodvfy's error lines for a file (Debian's dicom3tools; the test skips where it is not installed)."""
+    import pytest
+
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy (Debian package dicom3tools) is not installed")
+    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]

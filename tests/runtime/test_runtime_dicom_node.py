@@ -115,11 +115,31 @@ def test_results_go_to_a_cstore_destination_and_the_received_data_is_dropped_the
     assert [r["status"] for r in records(node.store.root, "sent")] == ["ok", "ok"]
 
 
+_CRASHING_PEER = """
+import os, sys, pydicom
+from pynetdicom import AE
+ae = AE(ae_title="CRASH")
+ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2")
+assoc = ae.associate("127.0.0.1", int(sys.argv[1]), ae_title="SEG")
+for path in sys.argv[2:]:
+    assoc.send_c_store(pydicom.dcmread(path))
+os._exit(0)  # no A-RELEASE, no A-ABORT: the process dies with its connection open
+"""
+
+
+@pytest.mark.parametrize("how", ["abort", "crash"])
 def test_a_peer_that_disconnects_mid_series_is_a_recorded_failure_with_the_data_kept(
-    node_factory: Callable[..., DicomNode], series: list[Path]
+    node_factory: Callable[..., DicomNode], series: list[Path], how: str
 ) -> None:
+    import subprocess
+    import sys
+
     node = node_factory()
-    assert send(node.port, series, abort_after=3) == [0, 0, 0]
+    if how == "abort":
+        assert send(node.port, series, abort_after=3) == [0, 0, 0]
+    else:
+        subprocess.run([sys.executable, "-c", _CRASHING_PEER, str(node.port), *map(str, series[:3])], check=True,
+                       timeout=60)
     assert node.wait_idle(60)
     (entry,) = _entries(node, FAILED)
     assert "the peer disconnected mid-series after 3 instance(s); not processed (send the series again)" in entry.error
@@ -283,6 +303,9 @@ def test_the_quota_refuses_instances_with_out_of_resources(
     node = node_factory(quota_gb=(2.5 * size) / 2**30)
     assert send(node.port, series) == [0, 0] + [0xA700] * 4
     assert "is full" in [r for r in records(node.store.root, "received") if r["status"] == "refused"][0]["reason"]
+    assert node.wait_idle(60)
+    (error,) = _case_errors(node)  # an incomplete series is never predicted
+    assert "refused: incomplete: an instance could not be stored (store " in error and "is full" in error
     assert echo(node.port)
 
 

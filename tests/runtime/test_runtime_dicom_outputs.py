@@ -5,15 +5,20 @@ identity rules (technical attributes filled with a warning, identity never inven
 from __future__ import annotations
 
 import logging
-import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-from dicom_builders import FRAME_UID, add_localizer, add_multiframe, tilted_affine, write_series
+from dicom_builders import (
+    FRAME_UID,
+    add_localizer,
+    add_multiframe,
+    dciodvfy_errors,
+    tilted_affine,
+    write_series,
+)
 from runtime_helpers import oblique_affine
 
 from seg_runtime.bundle import Bundle
@@ -31,14 +36,6 @@ def _volume(shape: tuple[int, int, int] = (10, 9, 6)) -> np.ndarray:
     """Values spanning the threshold model's three classes, with a hole and two components in class 2."""
     grid = np.meshgrid(*[np.linspace(0, 1, s) for s in shape], indexing="ij")
     return np.rint(3.0 * (0.6 * grid[0] + 0.4 * grid[2]) * 10) / 10
-
-
-def dciodvfy_errors(path: Path) -> list[str]:
-    """dciodvfy's error lines for a file (dicom3tools; the test skips where it is not installed)."""
-    if shutil.which("dciodvfy") is None:
-        pytest.skip("dciodvfy (Debian package dicom3tools) is not installed")
-    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
-    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

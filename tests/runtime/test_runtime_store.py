@@ -176,6 +176,12 @@ def test_the_quota_refuses_before_writing_and_counts_after_a_restart(tmp_path: P
     assert again.used_bytes == 6000
     with pytest.raises(StoreFull):
         again.add_file(entry.id, "c.dcm", b"z" * 4001)
+    again.drop_inputs(entry.id)
+    assert again.used_bytes == 0 and not any(entry.input_dir.iterdir())
+    again.add_file(entry.id, "c.dcm", b"z" * 100)
+    (again.output_path(entry.id, "statistics/x.json")).write_bytes(b"{}")
+    again.clear_outputs(entry.id)  # files written by a pipeline (not counted yet) are removed too
+    assert not any(entry.output_dir.iterdir()) and again.used_bytes == 100
     again.delete(entry.id)
     assert again.used_bytes == 0
     again.add_file(again.create("series").id, "c.dcm", b"z" * 9000)

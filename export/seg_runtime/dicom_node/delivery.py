@@ -86,6 +86,8 @@ def authorization(path: Path | None) -> str | None:
     if path is None:
         return None
     try:
+        if path.stat().st_mode & 0o077:
+            logger.warning("%s: the credentials file is readable by other users (chmod 600 it)", path)
         secret = path.read_text(encoding="utf-8").strip().splitlines()[0].strip()
     except (OSError, IndexError) as exc:
         raise NodeError(f"--stow-credentials: cannot read a credential from {path} ({exc})") from None

@@ -7,9 +7,9 @@ instance is recorded, whatever happens to it:
 
 - ``stored``; ``duplicate`` (the same bytes again: acknowledged, nothing changes);
 - ``skipped``: localizers, multi-frame objects and non-images never enter a series' volume;
-- ``refused``: an invalid UID, the store's quota, an instance that disagrees with its series on
+- ``refused``: an invalid UID; the store's quota, an instance that disagrees with its series on
   PatientID / StudyInstanceUID / FrameOfReferenceUID or repeats a stored instance with other content
-  (the series is then refused as a whole when it closes; its data is kept);
+  (for these three the series is refused as a whole when it closes, its data kept);
 - an instance of a series that was already closed starts a new, recorded run of that series (never
   merged silently into the finished one).
 
@@ -130,10 +130,10 @@ class Intake:
             return self._record(base, "refused", CONTENT_CONFLICT, "received before with different content")
         try:
             self.store.add_file(pending.entry_id, name, encoded)
-        except StoreFull as exc:
-            return self._record(base, "refused", OUT_OF_RESOURCES, str(exc))
-        except (StoreError, OSError) as exc:
-            return self._record(base, "refused", OUT_OF_RESOURCES, f"cannot store it: {exc}")
+        except (StoreError, OSError) as exc:  # the quota (StoreFull), a full disk: the series is incomplete
+            reason = str(exc) if isinstance(exc, StoreFull) else f"cannot store it: {exc}"
+            pending.conflict = pending.conflict or f"incomplete: an instance could not be stored ({reason})"
+            return self._record(base, "refused", OUT_OF_RESOURCES, reason)
         pending.instances += 1
         pending.last = time.time()
         pending.associations.add(source.association)

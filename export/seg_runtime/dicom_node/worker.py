@@ -21,7 +21,7 @@ from ..manifest import RunManifest
 from ..rtstruct import RTSTRUCT_SUFFIX
 from ..runners.local import run_case
 from ..stages import CasePipeline, load_case
-from ..store import DONE, Entry, Store
+from ..store import DONE, FAILED, Entry, Store
 from .delivery import Destination, deliver
 from .peers import Route, choose_route
 
@@ -47,11 +47,21 @@ class SeriesWorker:
         self.destinations, self.retries, self.delay_s = list(destinations), retries, delay_s
 
     def process(self, entry_id: str) -> None:
-        """Predict one ``accepted`` series (nothing happens when another worker has it)."""
+        """Predict one ``accepted`` series (nothing happens when another worker has it); whatever goes
+        wrong ends as the entry's recorded failure, never as an entry left running."""
         entry = self.store.claim(entry_id)
         if entry is None:
             return
         case = Case(str(entry.meta["case"]), [entry.input_dir], "dicom", ".nii.gz")
+        try:
+            self._predict(entry, case)
+        except Exception as exc:  # a bug or a full disk: this series' failure, not the node's
+            logger.exception("series entry %s", entry.id)
+            if self.store.get(entry.id).state not in (DONE, FAILED):
+                self._fail(entry, case, f"{type(exc).__name__}: {exc}")
+
+    def _predict(self, entry: Entry, case: Case) -> None:
+        self.store.clear_outputs(entry.id)  # a re-run after a restart starts from nothing
         refusal, route = self._refusal(entry)
         if refusal or route is None:
             self._fail(entry, case, refusal or "no route")

@@ -58,6 +58,7 @@ from .entry import (
     StoreFull,
     _chunks,
     _data_bytes,
+    _tree_bytes,
     check_id,
     check_name,
 )
@@ -358,10 +359,30 @@ class Store:
     def drop_inputs(self, entry_id: str) -> None:
         """Remove an entry's input files (the node, once its results were acknowledged)."""
         folder = self._entry_path(entry_id) / "input"
+        size = _tree_bytes(folder)
+        self._empty(folder)
+        self._forget(size)
+
+    def clear_outputs(self, entry_id: str) -> None:
+        """Remove whatever an earlier, interrupted run left in an entry's output folder (before a re-run).
+
+        Outputs count in the quota from :meth:`finish` on; files a pipeline wrote before are only removed.
+        """
+        with self._lock:
+            entry = self.get(entry_id)
+            counted = sum(int(v.get("bytes", 0)) for v in entry.outputs.values())
+            if entry.outputs:
+                entry.outputs = {}
+                self._save(entry)
+        self._empty(entry.output_dir)
+        self._forget(counted)
+
+    def _empty(self, folder: Path) -> None:
         for path in list(folder.iterdir()):
-            size = path.stat().st_size
-            path.unlink()
-            self._forget(size)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
         fsync_dir(folder)
 
     # -- the quota -------------------------------------------------------------------------------
@@ -383,3 +404,4 @@ def _relative(name: str) -> list[str]:
     if len(parts) > 2:
         raise StoreError(f"not a safe output name: {str(name)[:80]!r}")
     return parts
+
