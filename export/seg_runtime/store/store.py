@@ -303,28 +303,21 @@ class Store:
         fsync_dir(entry.path)
 
     # -- restart, expiry, removal ----------------------------------------------------------------
-    def recover(self, held: Callable[[Entry], bool] | None = None) -> list[Entry]:
+    def recover(self, held: Callable[[Entry], bool] = lambda _: False) -> list[Entry]:
         """After a restart: re-queue interrupted work, re-check finished outputs, sweep stale temps.
 
         ``running`` entries go back to ``accepted``; a ``done`` entry whose outputs are missing or
         altered goes back to ``accepted`` (its inputs are still there) or to ``failed`` (they were
         dropped). ``receiving`` entries stay as they are: the front door decides when they end.
-
-        Args:
-            held: Where several processes share the store (Ray Serve replicas): True for an entry a
-                live process still holds; it is left as it is and not returned (None: no other process).
-
-        Returns:
-            The ``accepted`` entries, oldest first: the work to do.
+        ``held``: True for an entry a live process sharing the store holds (service replicas): left
+        as it is, not returned. Returns the ``accepted`` entries, oldest first: the work to do.
         """
         remove_stale(temp_entries(self.entries_dir))
-        held = held or (lambda _: False)
         for entry in list(self.entries(states=(RUNNING, DONE))):
-            if entry.state == RUNNING and held(entry):
-                continue
             if entry.state == RUNNING:
-                logger.warning("store: entry %s was interrupted; it runs again", entry.id)
-                self.update(entry.id, ACCEPTED)
+                if not held(entry):
+                    logger.warning("store: entry %s was interrupted; it runs again", entry.id)
+                    self.update(entry.id, ACCEPTED)
                 continue
             distrust = self.verify(entry)
             if distrust is None:
