@@ -146,7 +146,7 @@ def read_dicom_series(folder: Path, max_bytes: int | None = None) -> tuple[np.nd
             over ``max_bytes``.
     """
     series = series_slices(folder)
-    slices, positions, normal = series.slices, series.positions, np.cross(series.row, series.col)
+    slices = series.slices
     first = slices[0][1]
     shape = (int(first.Columns), int(first.Rows), len(slices))
     check_memory(folder, "the DICOM series", shape, 4 * int(np.prod(shape, dtype=np.int64)), max_bytes)
@@ -156,17 +156,25 @@ def read_dicom_series(folder: Path, max_bytes: int | None = None) -> tuple[np.nd
             raise CaseError(f"{path}: slice size {header.Columns} x {header.Rows} differs from "
                             f"{shape[0]} x {shape[1]} in {folder}")
         volume[:, :, index] = _pixels(path)
+    return volume, series_geometry(series)
+
+
+def series_geometry(series: Series) -> Geometry:
+    """The RAS+ geometry of a series' volume, from its headers alone (the reader's and the service's
+    memory estimate's one computation)."""
+    slices, positions, normal = series.slices, series.positions, np.cross(series.row, series.col)
+    first = slices[0][1]
     spacing = [float(v) for v in first.PixelSpacing]
     if len(slices) > 1:
         step = (positions[-1] - positions[0]) / (len(slices) - 1)
-        _warn_if_uneven(folder, np.diff(positions @ normal))
+        _warn_if_uneven(series.folder, np.diff(positions @ normal))
     else:
         thickness = first.get("SpacingBetweenSlices") or first.get("SliceThickness") or 1.0
         step = normal * float(thickness)
     # PixelSpacing is (between rows, between columns): rows advance along the column direction.
     axes = np.stack([series.row * spacing[1], series.col * spacing[0], step], axis=1)
     affine = affine_from_axes(axes, positions[0], LPS_SIGNS)
-    return volume, make_geometry(affine, volume.shape, "dicom")
+    return make_geometry(affine, (int(first.Columns), int(first.Rows), len(slices)), "dicom")
 
 
 def _slice_geometry(folder: Path, slices: list[tuple[Path, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
