@@ -15,8 +15,7 @@ import numpy as np
 
 from .cases import Case
 from .formats import FORMATS, IMAGE_SUFFIXES, image_suffix
-from .geometry import LPS_SIGNS, CaseError, Geometry, affine_from_axes, make_geometry
-from .readers.dicom import is_dicom_file
+from .geometry import CaseError, Geometry, make_geometry
 
 
 @dataclass(frozen=True)
@@ -175,35 +174,8 @@ def _probe_raster(path: Path, fmt: str) -> ImageHeader:
 
 
 def _probe_dicom(folder: Path) -> ImageHeader:
-    """Rows, columns and slice count of a series from headers read without pixel data."""
-    import pydicom
+    """The series the reader would read (the same files, checks and geometry), from headers only."""
+    from .readers.dicom import series_geometry, series_slices
 
-    rows = cols = 0
-    positions, first, series = [], None, set()
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
-        if not is_dicom_file(path):
-            continue
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except Exception as exc:
-            raise CaseError(f"{path}: unreadable DICOM file ({type(exc).__name__}: {exc})") from exc
-        if "Rows" not in ds or "Columns" not in ds:
-            continue  # no image (a report, a presentation state): the reader skips it too
-        series.add(str(ds.get("SeriesInstanceUID", "")))
-        rows, cols = max(rows, int(ds.Rows)), max(cols, int(ds.Columns))
-        positions.append([float(v) for v in ds.get("ImagePositionPatient", [0.0, 0.0, len(positions)])])
-        first = first or ds
-    if first is None:
-        raise CaseError(f"{folder}: empty DICOM folder (no DICOM images with pixel data)")
-    if len(series) > 1:
-        raise CaseError(f"{folder}: mixed DICOM series ({len(series)} SeriesInstanceUIDs); send one series")
-    spacing = [float(v) for v in first.get("PixelSpacing", [1.0, 1.0])]
-    cosines = np.array([float(v) for v in first.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0])])
-    row, col = cosines[:3], cosines[3:]
-    normal = np.cross(row, col)
-    depths = np.sort(np.asarray(positions) @ normal)
-    gap = float(np.mean(np.diff(depths))) if len(depths) > 1 else 1.0
-    axes = np.stack([row * spacing[1], col * spacing[0], normal * max(gap, 1e-3)], axis=1)
-    shape = (cols, rows, len(positions))
-    geometry = make_geometry(affine_from_axes(axes, np.asarray(positions[0]), LPS_SIGNS), shape, "dicom")
-    return ImageHeader(shape, 1, 4, geometry)
+    geometry = series_geometry(series_slices(folder))
+    return ImageHeader(tuple(geometry.shape), 1, 4, geometry)

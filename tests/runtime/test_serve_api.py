@@ -257,3 +257,16 @@ def test_a_served_png_equals_seg_run_and_has_a_view(tmp_path: Path, bundle_facto
     assert len(np.unique(labels)) == 3
     assert view["shape"] == [23, 19, 1]  # columns run along x, rows along y, one slice
     assert stats["structures"][0]["area_mm2"] == float((labels == 1).sum())
+
+
+def test_a_zip_of_two_series_is_refused_at_upload(tmp_path: Path) -> None:
+    from serve_helpers import zip_bytes
+
+    bundle = resampling_bundle(tmp_path / "ct")
+    one = save_dicom_series(tmp_path / "a", volume(11, (8, 8, 3)), np.eye(4))
+    two = save_dicom_series(tmp_path / "b", volume(12, (8, 8, 3)), np.eye(4), name_offset=100)
+    members = {f"x/{p.parent.name}{p.name}": p.read_bytes() for folder in (one, two) for p in folder.iterdir()}
+    with client(build(tmp_path, [bundle], provider="cpu")) as c:
+        response = c.post("/v1/models/ct/jobs", headers=auth(), files={"file": ("two.zip", zip_bytes(members))})
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("the uploaded DICOM series: mixed DICOM series (2 SeriesInstanceUIDs")
