@@ -137,12 +137,13 @@ def cmd_listen(args: argparse.Namespace) -> int:
 def cmd_pull(args: argparse.Namespace) -> int:
     """Retrieve, segment and deliver; exit 1 when the retrieve or a series failed."""
     from .dicom_node.peers import parse_peer
-    from .dicom_node.pull import pull
+    from .dicom_node.pull import identifier, pull
     from .dicom_node.setup import build_node
     from .summary import run_summary
 
     _quiet_libraries(args.verbose)
     source = parse_peer(args.source, "--from")
+    identifier(args.study, args.series)  # bad UIDs fail before anything is loaded
     start = time.perf_counter()
     node = build_node(node_options(args)).start(listen=args.method == "move")
     try:

@@ -178,11 +178,11 @@ class Intake:
     def close_due(self, now: float | None = None) -> list[str]:
         """Close every series quiet for ``timeout_s``; returns their entry ids."""
         now = time.time() if now is None else now
-        with self._lock:
+        with self._lock:  # handed on inside the lock: a closed series is never neither pending nor queued
             due = [uid for uid, p in self._open.items() if now - p.last >= self.timeout_s]
             closed = [self._close(uid) for uid in due]
-        for entry_id in closed:
-            self.on_closed(entry_id)
+            for entry_id in closed:
+                self.on_closed(entry_id)
         return closed
 
     def close_all(self) -> list[str]:

@@ -57,7 +57,6 @@ class DicomNode:
         self.intake = Intake(store, manifest, settings.series_timeout_s, self._enqueue)
         self._queue: queue.Queue[tuple[str, str]] = queue.Queue()
         self._stop = threading.Event()
-        self._busy = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server: Any = None
 
@@ -87,7 +86,8 @@ class DicomNode:
         return int(self._server.server_address[1]) if self._server else self.settings.port
 
     def stop(self) -> None:
-        """Stop listening, let the worker finish the series it is on, close the record."""
+        """Stop listening, let the worker finish the series it is on (the others stay in the store for the
+        next start), close the record."""
         if self._server is not None:
             self._server.shutdown()
             self._server = None
@@ -101,7 +101,8 @@ class DicomNode:
         """Wait until nothing is pending, queued or running (tests, ``pull``); False on timeout."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if not self.intake.pending and self._queue.empty() and not self._busy.is_set():
+            # unfinished_tasks counts queued and running work (task_done after each): no gap between them.
+            if not self.intake.pending and not self._queue.unfinished_tasks:
                 return True
             time.sleep(0.05)
         return False
@@ -113,19 +114,22 @@ class DicomNode:
     def _clock(self) -> None:
         step, expired = min(0.25, max(0.02, self.settings.series_timeout_s / 4)), 0.0
         while not self._stop.wait(step):
-            self.intake.close_due()
-            if time.monotonic() - expired > EXPIRE_EVERY_S:
-                expired = time.monotonic()
-                for entry_id in self.store.expire():
-                    self.manifest.event("expired", entry=entry_id)
+            try:
+                self.intake.close_due()
+                if time.monotonic() - expired > EXPIRE_EVERY_S:
+                    expired = time.monotonic()
+                    for entry_id in self.store.expire():
+                        self.manifest.event("expired", entry=entry_id)
+            except Exception:  # the clock must keep ticking (a full disk, an entry removed by hand)
+                logger.exception("node clock")
 
     def _work(self) -> None:
-        while not self._stop.is_set() or not self._queue.empty():
+        # On stop the series in progress is finished; queued ones stay accepted in the store (resumed).
+        while not self._stop.is_set():
             try:
                 action, entry_id = self._queue.get(timeout=0.1)
             except queue.Empty:
                 continue
-            self._busy.set()
             try:
                 if action == "deliver":
                     self.worker.deliver(entry_id)
@@ -134,7 +138,7 @@ class DicomNode:
             except Exception:  # one bad series never stops the node
                 logger.exception("series entry %s: unexpected error", entry_id)
             finally:
-                self._busy.clear()
+                self._queue.task_done()
 
     # -- DICOM ------------------------------------------------------------------------------------
     def _ae(self) -> Any:
