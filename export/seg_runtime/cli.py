@@ -1,8 +1,9 @@
 """``seg-run``: the torch-free runtime's command line, one subcommand per way of running a bundle.
 
 ``seg-run predict BUNDLE -i IN -o OUT`` predicts a scan folder; ``seg-run summary -o OUT`` prints
-the merged state of an output folder; ``seg-run listen`` is a DICOM node and ``seg-run pull`` retrieves
-a study from a PACS (:mod:`seg_runtime.cli_dicom`). The form without a subcommand (``seg-run BUNDLE -i IN -o
+the merged state of an output folder; ``seg-run serve BUNDLE ...`` serves bundles over HTTP
+(:mod:`seg_runtime.serve`); ``seg-run listen`` is a DICOM node and ``seg-run pull`` retrieves a study
+from a PACS (:mod:`seg_runtime.cli_dicom`). The form without a subcommand (``seg-run BUNDLE -i IN -o
 OUT``, ``seg-run --summary -o OUT``) is ``predict``, as before subcommands existed.
 """
 
@@ -20,6 +21,7 @@ from .cli_dicom import add_listen, add_pull
 from .cli_options import EXIT_CODES, add_predict_options, predict_options, preflight, runner_from_args
 from .errors import SegError, one_line
 from .manifest import folder_summary
+from .serve.command import add_serve_parser
 from .session import PROVIDERS
 from .summary import folder_summary_text, run_summary
 
@@ -50,7 +52,7 @@ examples:
   seg-run listen bundles/brain --store /var/lib/seg --send-to ORTHANC@127.0.0.1:4242   # a DICOM node
 """
 
-SUBCOMMANDS = ("predict", "summary", "listen", "pull")
+SUBCOMMANDS = ("predict", "summary", "serve", "listen", "pull")
 
 
 def _add_verbosity(parser: argparse.ArgumentParser) -> None:
@@ -91,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_predict(sub)
     _add_summary(sub)
+    add_serve_parser(sub)
     add_listen(sub)
     add_pull(sub)
     return parser

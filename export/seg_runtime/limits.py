@@ -147,3 +147,24 @@ def check_case_memory(path: Path, needed: int, limit: int | None, what: str = "t
         raise MemoryBudgetError(
             f"{path}: {what} needs {_gib(needed)} (image, model grid, scores and label map at their peak), over "
             f"the memory limit of {_gib(limit)} (raise it with --max-memory GB or {MEMORY_ENV})", needed)
+
+
+def estimate_case_bytes(
+    voxels: int, in_channels: int, itemsize: int, grid: Sequence[int], out_channels: int, statistics: bool = True
+) -> int:
+    """An upper bound of the bytes one case holds at its peak, from header shapes alone (what the
+    service reserves of ``--max-memory`` for a job before it starts): the file as stored while it is
+    read, plus :func:`case_peak_bytes` taken at its largest (resampled and reoriented, float32 scores)
+    with the input kept for ``--statistics`` (every served job computes them).
+
+    Args:
+        voxels: Spatial voxels of the input.
+        in_channels: Input channels.
+        itemsize: Bytes per stored input value.
+        grid: The model-grid shape.
+        out_channels: Network output channels.
+        statistics: The input is kept for ``--statistics``.
+    """
+    peak = case_peak_bytes((voxels,), in_channels, grid, out_channels, score_itemsize=4, resampled=True,
+                           reoriented=True, kept_input=statistics)
+    return int(voxels * in_channels * itemsize + peak)

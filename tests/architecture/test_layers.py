@@ -4,12 +4,12 @@ and the import graph, imports inside functions included, has no cycle.
 Layers, lowest first (a module may import its own layer and those below):
 
 seg_runtime: base (errors, atomic, hashing, identity, paths, formats, geometry, limits, naming, label_codes,
-  options) < io (readers, writers, io, labelmaps, cases, onnx_scan, bundle_files) < pipeline parts
+  options) < io (readers, writers, io, labelmaps, cases, probe, onnx_scan, bundle_files) < pipeline parts
   (preprocess, tiling, outputs, postprocess, preview, statistics, contours, consistency, parts) < schema
   (bundle) < records (dicom_sources, dicom_seg, rtstruct, records, manifest, output_dir, store) < stages
   (stages, backends, session) < runners (planning, runners) < predict < dicom_node (the DICOM node: a
   runner with its own front door) < cli (cli_options, cli_dicom, summary, cli, the package's __init__
-  and __main__).
+  and __main__; serve, the HTTP front door beside the command line).
 
 seg: base (errors, registry, table, config) < layers < models < data < scoring (losses, metrics,
   evaluation) < engine < inference < export (export_onnx) < workflows < cli (commands, cli).
@@ -26,7 +26,7 @@ from .import_graph import cycles, import_graph, modules
 RUNTIME_LAYERS = [
     ["_version", "errors", "atomic", "hashing", "identity", "formats", "geometry", "limits", "naming", "label_codes",
      "paths", "options"],
-    ["readers", "writers", "io", "labelmaps", "cases", "onnx_scan", "bundle_files"],
+    ["readers", "writers", "io", "labelmaps", "cases", "probe", "onnx_scan", "bundle_files"],
     ["preprocess", "tiling", "outputs", "postprocess", "preview", "statistics", "contours", "consistency", "parts"],
     ["bundle"],
     ["dicom_sources", "dicom_seg", "rtstruct", "records", "manifest", "output_dir", "store"],
@@ -34,7 +34,7 @@ RUNTIME_LAYERS = [
     ["planning", "runners"],
     ["predict"],
     ["dicom_node"],
-    ["cli_options", "cli_dicom", "summary", "cli", "__main__", ""],
+    ["cli_options", "cli_dicom", "summary", "cli", "__main__", "", "serve"],
 ]
 SEG_LAYERS = [
     ["", "errors", "registry", "table", "config", "config_diff"],

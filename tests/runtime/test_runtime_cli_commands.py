@@ -57,7 +57,7 @@ def test_summary_subcommand_equals_the_summary_flag(
 def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     err = capsys.readouterr().err
-    assert "a command is required (predict, summary, listen, pull)" in err and "Traceback" not in err
+    assert "a command is required (predict, summary, serve, listen, pull)" in err and "Traceback" not in err
     assert main(["--help"]) == 0
     help_text = capsys.readouterr().out
     assert "predict" in help_text and "summary" in help_text

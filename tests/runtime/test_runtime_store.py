@@ -150,6 +150,18 @@ def test_recover_reruns_a_done_entry_whose_output_was_altered_or_lost(tmp_path: 
     assert store.get(gone.id).state == FAILED and "inputs are gone" in store.get(gone.id).error
 
 
+def test_recover_leaves_the_work_of_a_live_process_alone(tmp_path: Path) -> None:
+    """Processes sharing a store (service replicas): one that restarts takes over only the dead one's work."""
+    store = Store(tmp_path / "store")
+    live, dead = (store.create("job", {"holder": name}, state=ACCEPTED) for name in ("live", "dead"))
+    waiting = store.create("job", {"holder": "live"}, state=ACCEPTED)
+    store.claim(live.id)
+    store.claim(dead.id)
+    rerun = Store(store.root).recover(held=lambda entry: entry.meta["holder"] == "live")
+    assert [e.id for e in rerun] == [dead.id]
+    assert store.get(live.id).state == RUNNING and store.get(waiting.id).state == ACCEPTED
+
+
 def test_the_quota_refuses_before_writing_and_counts_after_a_restart(tmp_path: Path) -> None:
     store = Store(tmp_path / "store", quota_bytes=10_000)
     entry = store.create("series")

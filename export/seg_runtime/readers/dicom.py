@@ -154,7 +154,7 @@ def read_dicom_series(
             over ``max_bytes``.
     """
     series = series_slices(folder)
-    slices, positions, normal = series.slices, series.positions, np.cross(series.row, series.col)
+    slices = series.slices
     first = slices[0][1]
     shape = (int(first.Columns), int(first.Rows), len(slices))
     check_memory(folder, "the DICOM series", shape, 4 * int(np.prod(shape, dtype=np.int64)), max_bytes)
@@ -164,13 +164,29 @@ def read_dicom_series(
             raise CaseError(f"{path}: slice size {header.Columns} x {header.Rows} differs from "
                             f"{shape[0]} x {shape[1]} in {folder}")
         volume[:, :, index] = _pixels(path)
+    depths = series.positions @ np.cross(series.row, series.col)
+    if len(slices) > 1 and _uneven(np.diff(depths)):
+        volume, depths = _even_grid(folder, volume, depths, allow_gaps)
+    return volume, series_geometry(series, depths)
+
+
+def series_geometry(series: Series, depths: np.ndarray | None = None) -> Geometry:
+    """The RAS+ geometry of a series' volume, from its headers alone (the reader's and the service's
+    memory estimate's one computation).
+
+    Args:
+        series: The series.
+        depths: The slices' positions along the normal (mm) when the volume was resampled onto an even
+            grid (:func:`read_dicom_series` with ``allow_gaps``); default: the acquired slices.
+    """
+    slices, positions, normal = series.slices, series.positions, np.cross(series.row, series.col)
+    first = slices[0][1]
     spacing = [float(v) for v in first.PixelSpacing]
+    acquired = positions @ normal
+    depths = acquired if depths is None else depths
     if len(slices) > 1:
-        depths = positions @ normal
         # The slices' advance per mm along the normal (not the normal itself: a gantry tilt shears it).
-        direction = (positions[-1] - positions[0]) / (depths[-1] - depths[0])
-        if _uneven(np.diff(depths)):
-            volume, depths = _even_grid(folder, volume, depths, allow_gaps)
+        direction = (positions[-1] - positions[0]) / (acquired[-1] - acquired[0])
         step = direction * (depths[-1] - depths[0]) / (len(depths) - 1)
     else:
         thickness = first.get("SpacingBetweenSlices") or first.get("SliceThickness") or 1.0
@@ -178,7 +194,7 @@ def read_dicom_series(
     # PixelSpacing is (between rows, between columns): rows advance along the column direction.
     axes = np.stack([series.row * spacing[1], series.col * spacing[0], step], axis=1)
     affine = affine_from_axes(axes, positions[0], LPS_SIGNS)
-    return volume, make_geometry(affine, volume.shape, "dicom")
+    return make_geometry(affine, (int(first.Columns), int(first.Rows), len(depths)), "dicom")
 
 
 def _slice_geometry(folder: Path, slices: list[tuple[Path, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

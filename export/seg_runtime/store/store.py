@@ -35,7 +35,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -303,21 +303,21 @@ class Store:
         fsync_dir(entry.path)
 
     # -- restart, expiry, removal ----------------------------------------------------------------
-    def recover(self) -> list[Entry]:
+    def recover(self, held: Callable[[Entry], bool] = lambda _: False) -> list[Entry]:
         """After a restart: re-queue interrupted work, re-check finished outputs, sweep stale temps.
 
         ``running`` entries go back to ``accepted``; a ``done`` entry whose outputs are missing or
         altered goes back to ``accepted`` (its inputs are still there) or to ``failed`` (they were
         dropped). ``receiving`` entries stay as they are: the front door decides when they end.
-
-        Returns:
-            The ``accepted`` entries, oldest first: the work to do.
+        ``held``: True for an entry a live process sharing the store holds (service replicas): left
+        as it is, not returned. Returns the ``accepted`` entries, oldest first: the work to do.
         """
         remove_stale(temp_entries(self.entries_dir))
         for entry in list(self.entries(states=(RUNNING, DONE))):
             if entry.state == RUNNING:
-                logger.warning("store: entry %s was interrupted; it runs again", entry.id)
-                self.update(entry.id, ACCEPTED)
+                if not held(entry):
+                    logger.warning("store: entry %s was interrupted; it runs again", entry.id)
+                    self.update(entry.id, ACCEPTED)
                 continue
             distrust = self.verify(entry)
             if distrust is None:
@@ -327,7 +327,7 @@ class Store:
                 self.update(entry.id, ACCEPTED)
             else:
                 self.fail(entry.id, f"{distrust}, and its inputs are gone")
-        return sorted(self.entries(states=(ACCEPTED,)), key=lambda e: e.created)
+        return sorted((e for e in self.entries(states=(ACCEPTED,)) if not held(e)), key=lambda e: e.created)
 
     def expire(self, now: float | None = None) -> list[str]:
         """Remove finished entries older than ``keep_hours``; returns their ids."""
