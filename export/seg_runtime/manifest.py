@@ -64,6 +64,7 @@ class RunManifest:
         self.updated = self.started
         self.run_id = f"{self.started}-{os.getpid()}-{secrets.token_hex(3)}"
         self.counts = dict.fromkeys(STATUSES, 0)
+        self.completed = 0  # skipped cases whose missing extras this run added
         self._failures: list[dict[str, Any]] = []
         self._writer: RecordWriter | None = None
         # What made every output of this run besides its input: the model's digest, the settings.
@@ -129,6 +130,7 @@ class RunManifest:
         with self._lock:
             self._open().append(entry, sync=write)
             self.counts[status] += 1
+            self.completed += bool(entry.get("completed"))
             if status == "failed" and len(self._failures) < FAILURES_KEPT:
                 self._failures.append(entry)
         return entry

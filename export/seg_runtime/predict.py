@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 from .backends import Backend
 from .bundle import BUNDLE_JSON, BundleError
+from .cases import Case
 from .dicom_seg import require_highdicom, warn_uncoded_labels
+from .extra_files import describe, extras_record
 from .manifest import RunManifest
 from .options import PredictOptions
 from .output_dir import ensure_output_dir, run_lock
 from .planning import manifest_name, plan_cases
 from .runners import Runner
 from .runners.local import LocalRunner
-from .stages import CasePipeline
+from .stages import CasePipeline, complete_case, error_message
 from .statistics import csv_name, statistics_path, write_run_csv
 
 logger = logging.getLogger(__name__)
@@ -81,17 +84,41 @@ def predict_folder(
     manifest.case_fields = {"model": backend.digest, "settings": settings}
     with run_lock(output, options.shard):
         try:
-            todo = plan_cases(input_path, output, bundle, manifest, shard=options.shard,
+            plan = plan_cases(input_path, output, bundle, manifest, shard=options.shard,
                               overwrite=options.overwrite, output_format=options.output_format,
-                              made_by=(backend.digest, settings), statistics=options.statistics)
-            if todo:
-                runner.run(todo, pipeline, backend, manifest)
+                              made_by=(backend.digest, settings), extras=options)
+            complete_cases(plan.complete, pipeline, manifest)
+            if plan.todo:
+                runner.run(plan.todo, pipeline, backend, manifest)
         finally:
             manifest.close()
         manifest.write()
         if options.statistics:
             write_statistics_csv(manifest, output)
     return manifest
+
+
+def complete_cases(cases: list[tuple[Case, Path, list[str]]], pipeline: CasePipeline,
+                   manifest: RunManifest) -> None:
+    """Add the missing extras of finished cases from their label maps (this process, one case at a time).
+
+    Each is recorded as ``skipped`` (its label map kept) with the extras it gained, or as ``failed``
+    with the reason they could not be made (the next run predicts it again).
+    """
+    for case, target, missing in cases:
+        start = time.perf_counter()
+        try:
+            written = complete_case(case, target, missing, pipeline)
+        except Exception as exc:  # isolation: one case's extras never stop the run
+            message = f"{target.name} kept, but its {describe(missing)} could not be made: {error_message(exc)}"
+            logger.error("case %s: %s", case.id, message)
+            manifest.add(case.id, inputs=case.paths, status="failed", error=message,
+                         seconds=time.perf_counter() - start, identity=case.identity)
+            continue
+        logger.info("case %s: %s kept, %s added", case.id, target.name, describe(written) or "nothing")
+        manifest.add(case.id, inputs=case.paths, status="skipped", output=target,
+                     seconds=time.perf_counter() - start,
+                     extra={"extras": extras_record(written), "completed": sorted(written)})
 
 
 def write_statistics_csv(manifest: RunManifest, output: Path) -> Path:

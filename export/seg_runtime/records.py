@@ -120,8 +120,10 @@ class CaseState:
 def latest_states(folder: str | os.PathLike[str], *, include_skipped: bool = False) -> dict[str, CaseState]:
     """Per case id, the newest ``ok`` / ``failed`` record across every shard's file.
 
-    ``skipped`` records only repeat an earlier outcome and are ignored unless
-    ``include_skipped``. Memory: one small entry per case id, read once per run.
+    ``skipped`` records only repeat an earlier outcome and are ignored unless ``include_skipped``;
+    the extras one added to a finished case (a rerun that completed it from its label map, see
+    :mod:`seg_runtime.extra_files`) are merged into the ``ok`` record it completed. Memory: one small
+    entry per case id, read once per run.
     """
     states: dict[str, CaseState] = {}
     for path in record_files(folder):
@@ -129,10 +131,13 @@ def latest_states(folder: str | os.PathLike[str], *, include_skipped: bool = Fal
             if record.get("type") != "case" or "id" not in record:
                 continue
             status = str(record.get("status"))
-            if status == "skipped" and not include_skipped:
-                continue
             stamp = str(record.get("time", ""))
             known = states.get(record["id"])
+            if status == "skipped" and not include_skipped:
+                if record.get("extras") and known is not None and known.status == "ok" and stamp >= known.time:
+                    # Extras a later run added to this finished case (its label map re-verified then).
+                    known.record = {**known.record, "extras": {**known.record.get("extras", {}), **record["extras"]}}
+                continue
             if known is None or stamp >= known.time:
                 states[str(record["id"])] = CaseState(status, stamp, record)
     return states

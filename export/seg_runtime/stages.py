@@ -16,6 +16,7 @@ picklable :class:`CasePipeline`, resolved once per run from the bundle and the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Sequence
@@ -28,15 +29,17 @@ import numpy as np
 from ._version import __version__
 from .bundle import Bundle, BundleError
 from .cases import Case
-from .dicom_seg import DICOM_SEG_SUFFIX, write_dicom_seg
+from .dicom_seg import write_dicom_seg
+from .extra_files import FROM_LABEL_MAP, extra_path
 from .geometry import CaseError, Geometry
 from .io import read_case, write_labels, write_probabilities
+from .labelmaps import read_label_map
 from .limits import case_peak_bytes, check_case_memory, max_memory_bytes
 from .options import PredictOptions
 from .outputs import labels_on_input_grid
 from .parts import Blend
-from .preview import preview_path, write_preview
-from .rtstruct import RTSTRUCT_SUFFIX, write_rtstruct
+from .preview import write_preview
+from .rtstruct import write_rtstruct
 from .statistics import case_statistics, statistics_path, write_case_statistics
 from .tiling import PredictBatch, sliding_window_inference
 
@@ -249,8 +252,13 @@ def infer_case(loaded: Loaded, pipeline: CasePipeline, predict_batch: PredictBat
     return scores
 
 
-def finish_case(loaded: Loaded, scores: np.ndarray, case: Case, target: Path, pipeline: CasePipeline) -> None:
-    """Back to the input grid, decode, post-process, write (extras first, the label file last)."""
+def finish_case(loaded: Loaded, scores: np.ndarray, case: Case, target: Path,
+                pipeline: CasePipeline) -> dict[str, Path]:
+    """Back to the input grid, decode, post-process, write (extras first, the label file last).
+
+    Returns:
+        The extras written (:data:`seg_runtime.extra_files.EXTRAS` name -> file), for the case's record.
+    """
     bundle, blend = pipeline.bundle, pipeline.blend
     labels, restored = labels_on_input_grid(
         scores,
@@ -261,56 +269,90 @@ def finish_case(loaded: Loaded, scores: np.ndarray, case: Case, target: Path, pi
     )
     del scores
     pipeline.postprocessor.apply(labels, float(np.prod(loaded.geometry.spacing[: bundle.spatial_dims])))
+    written: dict[str, Path] = {}
     if restored is not None:
-        suffix = ".npz" if bundle.spatial_dims == 2 else ".nii.gz"
-        path = target.parent / f"{case.id}_probabilities{suffix}"
-        write_probabilities(path, blend.probabilities(restored), loaded.geometry)
+        path = extra_path("save_probabilities", target.parent, case.id, bundle.spatial_dims)
+        written["save_probabilities"] = write_probabilities(path, blend.probabilities(restored), loaded.geometry)
         del restored
-    _write_extras(loaded, labels, case, target, pipeline)
+    written.update(write_extras(loaded, labels, case, target, pipeline))
     # The label file is written last, and only its record (with its checksum) marks it done.
     write_labels(target, labels, loaded.geometry)
+    return written
 
 
-def _write_extras(loaded: Loaded, labels: np.ndarray, case: Case, target: Path, pipeline: CasePipeline) -> None:
-    """The optional outputs: statistics, preview PNG (best effort), DICOM-SEG and RTSTRUCT (DICOM inputs)."""
+def complete_case(case: Case, target: Path, missing: Sequence[str], pipeline: CasePipeline) -> dict[str, Path]:
+    """Make the extras ``missing`` of a finished case from its label map on disk, without the network.
+
+    The input is read again (the extras need its geometry, intensities and DICOM files); the label
+    map is the one the record proved current. Only :data:`seg_runtime.extra_files.FROM_LABEL_MAP`.
+
+    Returns:
+        The extras written (name -> file).
+
+    Raises:
+        CaseError: the input or the label map cannot be read, or they do not share a grid.
+    """
+    bundle = pipeline.bundle
+    image, geometry = read_case(case, bundle.spatial_dims, bundle.in_channels, pipeline.max_bytes,
+                                pipeline.allow_gaps)
+    labels, label_geometry = read_label_map(target, bundle.spatial_dims)
+    if tuple(label_geometry.shape) != tuple(geometry.shape):
+        raise CaseError(f"{target}: shape {tuple(label_geometry.shape)} differs from its input's "
+                        f"{tuple(geometry.shape)}; predict it again with --overwrite")
+    only = dict.fromkeys(FROM_LABEL_MAP, False) | dict.fromkeys(missing, True)
+    loaded = Loaded(None, geometry, None, _preview_copy(image[0]) if only["preview"] else None,
+                    source=image if only["statistics"] else None)
+    return write_extras(loaded, np.asarray(labels, np.int16), case, target, dataclasses.replace(pipeline, **only))
+
+
+def write_extras(loaded: Loaded, labels: np.ndarray, case: Case, target: Path,
+                 pipeline: CasePipeline) -> dict[str, Path]:
+    """The optional outputs: statistics, preview PNG (best effort), DICOM-SEG and RTSTRUCT (DICOM inputs).
+
+    Returns:
+        The extras written (name -> file).
+    """
+    written: dict[str, Path] = {}
     if pipeline.statistics:
-        _write_statistics(loaded, labels, case, target, pipeline.bundle)
+        written["statistics"] = _write_statistics(loaded, labels, case, target, pipeline.bundle)
     if pipeline.preview and loaded.first_channel is not None:
         try:
-            where = write_preview(
-                preview_path(target.parent, case.id),
+            written["preview"] = write_preview(
+                extra_path("preview", target.parent, case.id, pipeline.bundle.spatial_dims),
                 loaded.first_channel,
                 labels,
                 loaded.geometry if labels.ndim == 3 else None,
             )
-            logger.debug("case %s: preview %s", case.id, where)
         except Exception as exc:  # a quick-look picture must never cost the prediction
             logger.warning("case %s: no preview (%s: %s)", case.id, type(exc).__name__, exc)
         loaded.first_channel = None
     if pipeline.dicom_seg or pipeline.rtstruct:
-        _write_dicom(loaded, labels, case, target, pipeline)
+        written.update(_write_dicom(loaded, labels, case, target, pipeline))
+    return written
 
 
-def _write_dicom(loaded: Loaded, labels: np.ndarray, case: Case, target: Path, pipeline: CasePipeline) -> None:
+def _write_dicom(loaded: Loaded, labels: np.ndarray, case: Case, target: Path,
+                 pipeline: CasePipeline) -> dict[str, Path]:
     """DICOM-SEG and RTSTRUCT of a DICOM series input, referencing its images."""
     if case.kind != "dicom":
         logger.warning("case %s: not a DICOM series input; no DICOM-SEG or RTSTRUCT written", case.id)
-        return
+        return {}
     volume = labels.reshape(tuple(loaded.geometry.shape))  # a 2D model drops a lone slice axis
-    if pipeline.dicom_seg:
-        write_dicom_seg(target.parent / f"{case.id}{DICOM_SEG_SUFFIX}", volume, case.paths[0], pipeline.bundle,
-                        software_version=pipeline.version)
-    if pipeline.rtstruct:
-        write_rtstruct(target.parent / f"{case.id}{RTSTRUCT_SUFFIX}", volume, case.paths[0], pipeline.bundle,
-                       software_version=pipeline.version)
+    written: dict[str, Path] = {}
+    for name, write in (("dicom_seg", write_dicom_seg), ("rtstruct", write_rtstruct)):
+        if getattr(pipeline, name):
+            path = extra_path(name, target.parent, case.id, pipeline.bundle.spatial_dims)
+            write(path, volume, case.paths[0], pipeline.bundle, software_version=pipeline.version)
+            written[name] = path
+    return written
 
 
-def _write_statistics(loaded: Loaded, labels: np.ndarray, case: Case, target: Path, bundle: Bundle) -> None:
+def _write_statistics(loaded: Loaded, labels: np.ndarray, case: Case, target: Path, bundle: Bundle) -> Path:
     """``OUTPUT/statistics/<case>.json``: every structure's size and the input's intensities inside it."""
     stats = case_statistics(labels, loaded.source, loaded.geometry.spacing, bundle.labels, bundle.regions,
                             bundle.channel_names)
     loaded.source = None
-    write_case_statistics(statistics_path(target.parent, case.id), case.id, stats)
+    return write_case_statistics(statistics_path(target.parent, case.id), case.id, stats)
 
 
 def probability_dtype(num_classes: int, shape: Sequence[int]) -> type:

@@ -37,6 +37,8 @@ def run_summary(manifest: RunManifest, output: Path, seconds: float) -> str:
     predicted = counts["ok"] + counts["failed"]
     rate = f"{predicted / seconds:.3g} cases/s" if seconds > 0 and predicted else "nothing predicted"
     rows = [("cases", _counts(counts)), ("time", f"{seconds:.1f} s ({rate})")]
+    if manifest.completed:
+        rows.append(("extras", f"added to {manifest.completed} skipped case(s) from their label maps"))
     if manifest.model.get("sha256"):
         rows.append(("model", f"sha256 {manifest.model['sha256']}"))
     lines = _rows([*rows, ("output", output), ("records", manifest.records_path), ("summary", manifest.path)])

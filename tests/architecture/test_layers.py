@@ -6,7 +6,7 @@ Layers, lowest first (a module may import its own layer and those below):
 seg_runtime: base (errors, atomic, hashing, identity, paths, formats, geometry, limits, naming, label_codes,
   options) < io (readers, writers, io, labelmaps, cases, probe, onnx_scan, bundle_files) < pipeline parts
   (preprocess, tiling, outputs, postprocess, preview, statistics, contours, consistency, parts) < schema
-  (bundle) < records (dicom_sources, dicom_seg, rtstruct, records, manifest, output_dir, store) < stages
+  (bundle) < records (dicom_sources, dicom_seg, rtstruct, extra_files, records, manifest, output_dir, store) < stages
   (stages, backends, session) < runners (planning, runners) < predict < dicom_node (the DICOM node: a
   runner with its own front door) < cli (cli_options, cli_dicom, summary, cli, the package's __init__
   and __main__; serve, the HTTP front door beside the command line).
@@ -29,7 +29,7 @@ RUNTIME_LAYERS = [
     ["readers", "writers", "io", "labelmaps", "cases", "probe", "onnx_scan", "bundle_files"],
     ["preprocess", "tiling", "outputs", "postprocess", "preview", "statistics", "contours", "consistency", "parts"],
     ["bundle"],
-    ["dicom_sources", "dicom_seg", "rtstruct", "records", "manifest", "output_dir", "store"],
+    ["dicom_sources", "dicom_seg", "rtstruct", "extra_files", "records", "manifest", "output_dir", "store"],
     ["stages", "backends", "session"],
     ["planning", "runners"],
     ["predict"],

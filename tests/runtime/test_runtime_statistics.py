@@ -112,14 +112,17 @@ def test_seg_run_statistics_match_the_written_label_maps(
     assert _check_against_outputs(out, scans) == 2 * 3
 
 
-def test_a_rerun_predicts_cases_without_statistics_and_lists_skipped_ones(
+def test_a_rerun_adds_statistics_from_the_label_maps_and_lists_skipped_ones(
     tmp_path: Path, scans: Path, bundle_factory: Callable[..., Path]
 ) -> None:
     backend = OnnxBackend(bundle_factory(), provider="cpu")
     out = tmp_path / "out"
     assert predict(backend, scans, out).summary["ok"] == 2
     assert not (out / "statistics.csv").exists()
-    assert predict(backend, scans, out, statistics=True).summary == {"ok": 2, "skipped": 0, "failed": 0}
+    # The label maps are current: the statistics are made from them, nothing is predicted again.
+    added = predict(backend, scans, out, statistics=True)
+    assert added.summary == {"ok": 0, "skipped": 2, "failed": 0} and added.completed == 2
+    assert _check_against_outputs(out, scans) == 6
     again = predict(backend, scans, out, statistics=True)
     assert again.summary == {"ok": 0, "skipped": 2, "failed": 0}
     assert _check_against_outputs(out, scans) == 6  # the skipped cases are in the run's CSV too

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..backends import Backend
 from ..cases import Case
+from ..extra_files import extras_record
 from ..limits import MemoryBudgetError
 from ..manifest import RunManifest
 from ..stages import CasePipeline, Loaded, error_message, finish_case, infer_case, load_case
@@ -97,7 +98,7 @@ def run_case(load: Callable[[], Loaded], case: Case, target: Path, pipeline: Cas
     start = time.perf_counter() if start is None else start
     try:
         loaded = load()
-        finish_case(loaded, infer_case(loaded, pipeline, backend.predict_batch), case, target, pipeline)
+        written = finish_case(loaded, infer_case(loaded, pipeline, backend.predict_batch), case, target, pipeline)
     except Exception as exc:  # isolation: one bad case never stops the run
         message = error_message(exc)
         logger.error("case %s failed: %s", case.id, message, exc_info=logger.isEnabledFor(logging.DEBUG))
@@ -106,5 +107,6 @@ def run_case(load: Callable[[], Loaded], case: Case, target: Path, pipeline: Cas
                             identity=case.identity)
     seconds = time.perf_counter() - start
     logger.info("case %s: ok in %.2fs -> %s", case.id, seconds, target)
-    return manifest.add(case.id, inputs=case.paths, status="ok", output=target, seconds=seconds, extra=extra,
-                        identity=case.identity)
+    extras = {"extras": extras_record(written)} if written else {}
+    return manifest.add(case.id, inputs=case.paths, status="ok", output=target, seconds=seconds,
+                        extra={**extras, **(extra or {})}, identity=case.identity)

@@ -33,6 +33,7 @@ from typing import Any
 from ..backends import Backend
 from ..cases import Case
 from ..errors import SegError
+from ..extra_files import extras_record
 from ..identity import output_fields
 from ..manifest import RunManifest
 from ..stages import CasePipeline, error_message, finish_case, infer_case, load_case
@@ -180,8 +181,8 @@ class _InferStage:
 def _write_stage(row: dict[str, Any], pipeline: CasePipeline) -> dict[str, Any]:
     def work(previous: Any) -> dict[str, Any]:
         loaded, scores = previous
-        finish_case(loaded, scores, _case_of(row), Path(row["target"]), pipeline)
-        return output_fields(row["target"])
+        written = finish_case(loaded, scores, _case_of(row), Path(row["target"]), pipeline)
+        return output_fields(row["target"]), extras_record(written)
 
     return _stage(row, work)
 
@@ -260,7 +261,7 @@ def _record(manifest: RunManifest, row: dict[str, Any], case: Case) -> None:
         manifest.add(row["id"], inputs=case.paths, status="failed", error=row["error"], seconds=row["seconds"],
                      identity=case.identity)
         return
-    check = pickle.loads(row["payload"])
+    check, extras = pickle.loads(row["payload"])
     logger.info("case %s: ok in %.2fs -> %s", row["id"], row["seconds"], row["target"])
     manifest.add(row["id"], inputs=case.paths, status="ok", output=row["target"], seconds=row["seconds"],
-                 check=check, identity=case.identity)
+                 check=check, identity=case.identity, extra={"extras": extras} if extras else None)
