@@ -2,7 +2,9 @@
 
 Each instance is written into its series' ``receiving`` entry (named by its validated
 SOPInstanceUID, atomically, fsynced) before its C-STORE is answered. A series is complete when no
-instance has arrived for ``timeout_s``; it then becomes ``accepted`` and is handed on. Every
+instance has arrived for ``timeout_s`` and every association that delivered to it has ended (or, for
+a peer that keeps its association open, after :data:`OPEN_ASSOCIATION_FACTOR` times ``timeout_s``);
+it then becomes ``accepted`` and is handed on. Every
 instance is recorded, whatever happens to it:
 
 - ``stored``; ``duplicate`` (the same bytes again: acknowledged, nothing changes);
@@ -39,6 +41,9 @@ SERIES_KEYS = ("SeriesInstanceUID", "StudyInstanceUID", "PatientID", "FrameOfRef
 IDENTITY = ("PatientID", "StudyInstanceUID", "FrameOfReferenceUID")
 SUCCESS, OUT_OF_RESOURCES, CANNOT_UNDERSTAND, IDENTITY_CONFLICT, CONTENT_CONFLICT = (
     0x0000, 0xA700, 0xC000, 0xC001, 0xC002)
+# A series whose association is still open waits this many times the series timeout before it closes:
+# the peer may still be sending, and an abort (or a crash) must be seen before the series is judged.
+OPEN_ASSOCIATION_FACTOR = 10
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,7 @@ class Intake:
         self._lock = threading.Lock()
         self._open: dict[str, Pending] = {}
         self._runs: dict[str, int] = {}  # series UID -> runs started (closed or open)
-        self._aborted: set[int] = set()
+        self._live: set[int] = set()  # associations that delivered an instance and have not ended
 
     def resume(self) -> None:
         """After a restart: every ``receiving`` entry is a pending series again (its clock restarts)."""
@@ -137,6 +142,7 @@ class Intake:
         pending.instances += 1
         pending.last = time.time()
         pending.associations.add(source.association)
+        self._live.add(source.association)
         return self._record(base, "stored", SUCCESS, None)
 
     def _pending(self, uid: str, header: dict[str, str]) -> Pending:
@@ -167,6 +173,7 @@ class Intake:
     def association_ended(self, association: int, aborted: bool) -> None:
         """Mark (abort) or clear (release) the interruption of the series an association delivered to."""
         with self._lock:
+            self._live.discard(association)
             for pending in self._open.values():
                 if association in pending.associations and pending.interrupted != aborted:
                     pending.interrupted = aborted
@@ -179,11 +186,17 @@ class Intake:
         """Close every series quiet for ``timeout_s``; returns their entry ids."""
         now = time.time() if now is None else now
         with self._lock:  # handed on inside the lock: a closed series is never neither pending nor queued
-            due = [uid for uid, p in self._open.items() if now - p.last >= self.timeout_s]
+            due = [uid for uid, p in self._open.items() if self._is_due(p, now)]
             closed = [self._close(uid) for uid in due]
             for entry_id in closed:
                 self.on_closed(entry_id)
         return closed
+
+    def _is_due(self, pending: Pending, now: float) -> bool:
+        quiet = now - pending.last
+        if pending.associations & self._live:  # its peer is still connected (or its end not yet seen)
+            return quiet >= OPEN_ASSOCIATION_FACTOR * self.timeout_s
+        return quiet >= self.timeout_s
 
     def close_all(self) -> list[str]:
         """Close every pending series now (a finished C-GET/C-MOVE)."""
