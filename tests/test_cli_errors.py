@@ -137,3 +137,14 @@ def test_unknown_option_beside_overrides_names_only_the_option(capsys: pytest.Ca
     err = capsys.readouterr().err
     assert "unrecognized arguments: --no-such-flag" in err and "seed=1" not in err
     assert parse(["auto", "DATA", "-o", "OUT", "seed=1"]).overrides == ["seed=1"]
+
+
+def test_missing_input_is_reported_before_the_model_is_loaded(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A typo in -i costs nothing: the input is checked before the (here unreadable) model is opened."""
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"not a checkpoint")
+    missing = tmp_path / "scans"
+    assert main(["predict", "--model", str(model), "-i", str(missing), "-o", str(tmp_path / "out")]) == 2
+    one_line(capsys, f"input not found: {missing}")
+    assert not (tmp_path / "out").exists()

@@ -81,3 +81,20 @@ def test_export_refuses_a_folder_that_is_not_a_bundle(run: Path, tmp_path: Path)
     with pytest.raises(ExportError, match="not a bundle"):
         export_bundle(run, folder)
     assert _snapshot(folder) == {"thesis.tex": b"precious"}
+
+
+def test_bundle_is_readable_by_other_users(run: Path, tmp_path: Path) -> None:
+    """A bundle deployed from a shared folder is read by other users, containers and Ray workers: the
+    staging folder it is built in takes the umask's mode, not mkdtemp's private 0700."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        assert seg(["export", str(run), "-o", str(tmp_path / "bundle")]) == 0
+    finally:
+        os.umask(old)
+    bundle = tmp_path / "bundle"
+    assert stat.S_IMODE(bundle.stat().st_mode) == 0o755
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in bundle.iterdir()} == {
+        "model.onnx": 0o644, "model.json": 0o644}
