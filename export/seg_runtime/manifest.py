@@ -14,6 +14,7 @@ import os
 import secrets
 import threading
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -242,9 +243,11 @@ def folder_summary(folder: str | os.PathLike[str], *, write: bool = True) -> dic
 
     Returns:
         ``{"folder", "updated", "record_files", "cases", "summary": {"ok", "failed"},
-        "failed": [{"id", "error", "inputs"}]}``
+        "failed": [{"id", "error", "inputs"}], "runs", "seconds", "predicted"}``: the last three
+        from :func:`run_times`.
     """
     folder = Path(folder)
+    runs, seconds, predicted = run_times(folder)
     states = {case_id: state.record for case_id, state in latest_states(folder).items()}
     states.update(_legacy_states(folder, set(states)))
     failed = [{"id": case_id, "error": r.get("error"), "inputs": r.get("inputs")}
@@ -252,8 +255,26 @@ def folder_summary(folder: str | os.PathLike[str], *, write: bool = True) -> dic
     result = {
         "folder": str(folder), "updated": now(), "record_files": [p.name for p in record_files(folder)],
         "cases": len(states), "summary": {"ok": len(states) - len(failed), "failed": len(failed)},
-        "failed": failed,
+        "failed": failed, "runs": runs, "seconds": round(seconds, 3), "predicted": predicted,
     }
     if write and folder.is_dir():
         atomic_write_text(folder / SUMMARY_NAME, json.dumps(result, indent=1, default=str) + "\n")
     return result
+
+
+def run_times(folder: str | os.PathLike[str]) -> tuple[int, float, int]:
+    """``(runs, seconds, predicted)`` over every record file of a folder: how many runs wrote to it,
+    their wall time added up (each from its start to its last line), and how many cases they predicted
+    (``ok`` and ``failed`` lines; skipped ones cost no prediction). Memory: one entry per run."""
+    spans: dict[str, list[datetime]] = {}
+    predicted = 0
+    for path in record_files(folder):
+        for record in iter_records(path):
+            try:
+                stamp = datetime.fromisoformat(str(record.get("time")))
+            except ValueError:
+                continue
+            span = spans.setdefault(str(record.get("run")), [stamp, stamp])
+            span[0], span[1] = min(span[0], stamp), max(span[1], stamp)
+            predicted += record.get("type") == "case" and record.get("status") in ("ok", "failed")
+    return len(spans), sum((end - start).total_seconds() for start, end in spans.values()), predicted

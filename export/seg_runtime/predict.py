@@ -21,7 +21,7 @@ from .manifest import RunManifest
 from .options import PredictOptions
 from .output_dir import ensure_output_dir, run_lock
 from .planning import manifest_name, plan_cases
-from .runners import Runner
+from .runners import Runner, show_case
 from .runners.local import LocalRunner
 from .stages import CasePipeline, complete_case, error_message
 from .statistics import csv_name, statistics_path, write_run_csv
@@ -87,7 +87,7 @@ def predict_folder(
             plan = plan_cases(input_path, output, bundle, manifest, shard=options.shard,
                               overwrite=options.overwrite, output_format=options.output_format,
                               made_by=(backend.digest, settings), extras=options)
-            complete_cases(plan.complete, pipeline, manifest)
+            complete_cases(plan.complete, pipeline, manifest, options.progress)
             if plan.todo:
                 runner.run(plan.todo, pipeline, backend, manifest)
         finally:
@@ -99,7 +99,7 @@ def predict_folder(
 
 
 def complete_cases(cases: list[tuple[Case, Path, list[str]]], pipeline: CasePipeline,
-                   manifest: RunManifest) -> None:
+                   manifest: RunManifest, progress: bool = False) -> None:
     """Add the missing extras of finished cases from their label maps (this process, one case at a time).
 
     Each is recorded as ``skipped`` (its label map kept) with the extras it gained, or as ``failed``
@@ -112,13 +112,14 @@ def complete_cases(cases: list[tuple[Case, Path, list[str]]], pipeline: CasePipe
         except Exception as exc:  # isolation: one case's extras never stop the run
             message = f"{target.name} kept, but its {describe(missing)} could not be made: {error_message(exc)}"
             logger.error("case %s: %s", case.id, message)
-            manifest.add(case.id, inputs=case.paths, status="failed", error=message,
-                         seconds=time.perf_counter() - start, identity=case.identity)
+            show_case(manifest.add(case.id, inputs=case.paths, status="failed", error=message,
+                                   seconds=time.perf_counter() - start, identity=case.identity), progress)
             continue
         logger.info("case %s: %s kept, %s added", case.id, target.name, describe(written) or "nothing")
-        manifest.add(case.id, inputs=case.paths, status="skipped", output=target,
-                     seconds=time.perf_counter() - start,
-                     extra={"extras": extras_record(written), "completed": sorted(written)})
+        entry = manifest.add(case.id, inputs=case.paths, status="skipped", output=target,
+                             seconds=time.perf_counter() - start,
+                             extra={"extras": extras_record(written), "completed": sorted(written)})
+        show_case(entry, progress)
 
 
 def write_statistics_csv(manifest: RunManifest, output: Path) -> Path:

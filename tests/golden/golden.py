@@ -63,8 +63,9 @@ _TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:[+-]\d
 _RUN_ID = re.compile(r"<TIME>-\d+-[0-9a-f]+")  # a prediction run: start time, process id, random suffix
 _HASH = re.compile(r"(?<![\w.])(?=[0-9]*[a-f])[0-9a-f]{12,}\b")  # hex with a letter, not a decimal part
 _SECONDS = re.compile(r"(?<![\w.])\d+(?:\.\d+)?s\b")
-# A run summary's wall time and throughput ("time      1.2 s (2.53 cases/s)"): a clock, not behaviour.
-_RUN_TIME = re.compile(r"(?<![\w.])\d+(?:\.\d+)? s \((?:[\d.e+-]+ cases/s|nothing predicted)\)")
+# A run summary's wall time and throughput ("time      1.2 s (2.53 cases/s)", a folder's "0.4 s in 2 runs
+# (7.1 cases/s)"): a clock, not behaviour; the number of runs stays.
+_RUN_TIME = re.compile(r"(?<![\w.])\d+(?:\.\d+)? s( in \d+ runs?)? \((?:[\d.e+-]+ cases/s|nothing predicted)\)")
 # A number standing on its own: not part of a name (synth_008, hd95, fold_0, p0.5), sign left out
 # (a minus stays in the skeleton, so a flipped sign is a skeleton change).
 _NUMBER = re.compile(r"(?<![A-Za-z_\d])(?<!\d\.)\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w])")
@@ -91,7 +92,7 @@ class Normaliser:
         text = _TIME.sub("<TIME>", text)
         text = _RUN_ID.sub(self._run, text)
         text = _HASH.sub("<HASH>", text)
-        return _SECONDS.sub("<SEC>", _RUN_TIME.sub("<SEC> (<RATE>)", text))
+        return _SECONDS.sub("<SEC>", _RUN_TIME.sub(r"<SEC>\1 (<RATE>)", text))
 
     def _run(self, match: re.Match[str]) -> str:
         return self.run_ids.setdefault(match.group(0), f"<RUN{len(self.run_ids) + 1}>")

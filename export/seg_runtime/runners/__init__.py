@@ -34,3 +34,29 @@ class Runner(Protocol):
             manifest: RunManifest) -> None:
         """Predict every ``(case, label file)`` pair and record each outcome as it ends."""
         ...
+
+
+def case_line(entry: dict[str, Any]) -> str:
+    """One case's outcome as the line a terminal keeps above the progress bar.
+
+    ``ok      c0042   3.1 s  c0042.nii.gz``; a failed case ends with its one-line error, a completed
+    one with the extras it gained.
+    """
+    status = "added" if entry.get("completed") else str(entry["status"])
+    seconds = entry.get("seconds")
+    parts = [f"{status:<7} {entry['id']}", f"{seconds:6.1f} s" if seconds is not None else ""]
+    if status == "failed":
+        parts.append(str(entry.get("error")))
+    elif status == "added":
+        parts.append(", ".join(name.removeprefix("save_") for name in entry["completed"]))
+    elif entry.get("output"):
+        parts.append(Path(str(entry["output"])).name)
+    return "  ".join(part for part in parts if part)
+
+
+def show_case(entry: dict[str, Any], enabled: bool) -> None:
+    """Print :func:`case_line` above any progress bar (terminals only: ``enabled`` is the progress flag)."""
+    if enabled:
+        from tqdm.auto import tqdm
+
+        tqdm.write(case_line(entry))

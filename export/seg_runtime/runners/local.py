@@ -15,6 +15,7 @@ from ..extra_files import extras_record
 from ..limits import MemoryBudgetError
 from ..manifest import RunManifest
 from ..stages import CasePipeline, Loaded, error_message, finish_case, infer_case, load_case
+from . import show_case
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +52,10 @@ class LocalRunner:
                 start = time.perf_counter()
                 current = _settle(pending, case, pipeline)
                 pending = _read_ahead(pool, todo, index + 1, pipeline, current)
-                run_case(current.result, case, target, pipeline, backend, manifest, start)
+                entry = run_case(current.result, case, target, pipeline, backend, manifest, start)
                 current = None  # drop the finished case before the next one arrives
+                show_case(entry, self.progress)
                 bar.update(1)
-                bar.set_postfix(case=case.id, s=f"{time.perf_counter() - start:.1f}")
         bar.close()
 
 

@@ -37,6 +37,7 @@ from ..extra_files import extras_record
 from ..identity import output_fields
 from ..manifest import RunManifest
 from ..stages import CasePipeline, error_message, finish_case, infer_case, load_case
+from . import show_case
 
 logger = logging.getLogger(__name__)
 
@@ -226,7 +227,7 @@ class RayRunner:
             dataset = _pipeline(ray, rows, pipeline, recipe, self.options)
         with tqdm(total=len(rows), desc="cases", unit="case", disable=not self.progress) as bar:
             for row in dataset.iter_rows():
-                _record(manifest, row, cases[row["id"]])
+                show_case(_record(manifest, row, cases[row["id"]]), self.progress)
                 bar.update(1)
 
 
@@ -255,13 +256,12 @@ def _pipeline(ray: Any, rows: list[dict[str, Any]], pipeline: CasePipeline, reci
     )
 
 
-def _record(manifest: RunManifest, row: dict[str, Any], case: Case) -> None:
+def _record(manifest: RunManifest, row: dict[str, Any], case: Case) -> dict[str, Any]:
     if row["error"]:
         logger.error("case %s failed: %s", row["id"], row["error"])
-        manifest.add(row["id"], inputs=case.paths, status="failed", error=row["error"], seconds=row["seconds"],
-                     identity=case.identity)
-        return
+        return manifest.add(row["id"], inputs=case.paths, status="failed", error=row["error"],
+                            seconds=row["seconds"], identity=case.identity)
     check, extras = pickle.loads(row["payload"])
     logger.info("case %s: ok in %.2fs -> %s", row["id"], row["seconds"], row["target"])
-    manifest.add(row["id"], inputs=case.paths, status="ok", output=row["target"], seconds=row["seconds"],
-                 check=check, identity=case.identity, extra={"extras": extras} if extras else None)
+    return manifest.add(row["id"], inputs=case.paths, status="ok", output=row["target"], seconds=row["seconds"],
+                        check=check, identity=case.identity, extra={"extras": extras} if extras else None)
