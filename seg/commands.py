@@ -214,7 +214,9 @@ def _plan_dataset(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from seg.models import MODELS
+    from seg.models import MODEL_INFO, MODELS
 
-    print("\n".join(MODELS.names()))
+    rows = [[name, MODEL_INFO[name].dims_text, MODEL_INFO[name].description] for name in MODELS.names()]
+    print(format_table(["model", "dims", "description"], rows))
+    print("set one as model.name in a config (model.size: small | base; model.params: its own options)")
     return 0
