@@ -158,9 +158,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from seg.export_onnx import export_bundle
 
     report = export_bundle(args.model, args.output, fp16=args.fp16 or None, opset=args.opset, folds=args.folds)
-    print(format_table(["bundle", "max |diff| random", "max |diff| realistic", "tolerance"],
-                       [[str(report.bundle_dir), report.max_abs_diff_random, report.max_abs_diff_realistic,
-                         report.tolerance]]))
+    print(f"bundle: {report.bundle_dir}")
+    print(format_table(*report.parity_rows()))
     print(f"deploy with: seg-run {report.bundle_dir} -i SCANS -o LABELS")
     return 0
 
