@@ -57,3 +57,8 @@ def _fit(natural: list[int], wrappable: list[bool], max_width: int) -> list[int]
 
 def _wrap(text: str, width: int) -> list[str]:
     return textwrap.wrap(text, width, break_on_hyphens=False) or [""]
+
+
+def wrap_lines(text: str, width: int = MAX_WIDTH) -> list[str]:
+    """A line of prose as lines of at most ``width`` columns, broken at blanks only (paths stay whole)."""
+    return textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False) or [""]

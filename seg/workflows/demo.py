@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 
 from seg.config import Config, load_config
 from seg.metrics import nanmean
-from seg.table import MAX_WIDTH, format_table
+from seg.table import format_table, wrap_lines
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ class DemoResult:
         headers = ["case", "mean fg Dice torch", "mean fg Dice onnxruntime", "voxel agreement"]
         notes = (f"mean fg Dice: the mean of the Dice of the foreground classes ({', '.join(self.classes)}); "
                  "voxel agreement: the share of voxels where torch and onnxruntime give the same label")
-        return "\n".join([format_table(headers, rows), *textwrap.wrap(notes, MAX_WIDTH), f"time: {timing}"])
+        return "\n".join([format_table(headers, rows), *wrap_lines(notes), f"time: {timing}"])
 
 
 def demo_config(out: Path, dims: int, overrides: list[str] | None = None) -> Config:
