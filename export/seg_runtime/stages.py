@@ -282,6 +282,7 @@ def _write_extras(loaded: Loaded, labels: np.ndarray, case: Case, target: Path, 
                 loaded.first_channel,
                 labels,
                 loaded.geometry if labels.ndim == 3 else None,
+                names={index: name for name, index in pipeline.bundle.labels.items()},
             )
             logger.debug("case %s: preview %s", case.id, where)
         except Exception as exc:  # a quick-look picture must never cost the prediction
