@@ -74,10 +74,13 @@ def _add_predict(sub) -> None:
 
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="score predicted label maps against references", epilog=EPILOG,
-                       description="Dice, HD95 (mm) and normalised surface Dice per class and region, per case "
-                       "and mean; writes CSV + JSON and prints a table.")
+                       description="Per case and structure (class or region): Dice, HD95 (mm), normalised "
+                       "surface Dice, TP/FP/FN voxels and the reference and predicted volumes (ml); per structure "
+                       "their mean, std and median over the cases. Writes evaluation.csv + evaluation.json and "
+                       "prints the tables.")
     p.add_argument("--pred", required=True, type=Path, help="folder of predicted label maps")
-    p.add_argument("--ref", required=True, type=Path, help="folder of reference label maps")
+    p.add_argument("--ref", required=True, type=Path, help="folder of reference label maps; without --config or "
+                   "--model the label names come from a dataset.json in it or its parent folder")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--config", type=Path, help="config holding the label map and regions")
     src.add_argument("--model", type=Path, help="run folder/checkpoint holding the label map and regions")
@@ -156,8 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_train, _add_predict, _add_evaluate, _add_export, _add_demo, _add_plan, _add_auto):
         add(sub)
-    sub.add_parser("models", help="list the registered models",
-                   description="List the registered models.").set_defaults(func=commands.cmd_models)
+    sub.add_parser("models", help="list the registered models", description="List the registered models, "
+                   "the dims each builds and one line about it.").set_defaults(func=commands.cmd_models)
     return parser
 
 

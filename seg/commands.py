@@ -103,17 +103,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _label_source(args: argparse.Namespace):
+    """Labels, regions, raw->class value map and where they came from: --config, --model, the
+    reference folder's dataset.json (values as in the files), else the values the references hold."""
     from seg.config import load_config
+    from seg.evaluation import dataset_json_for, labels_from_dataset_json
 
     if args.config:
-        cfg = load_config(args.config)
+        cfg, source = load_config(args.config), f"the config {args.config}"
     elif args.model:
         from seg.engine.checkpoint import load_checkpoint, resolve_checkpoint
 
-        cfg = load_checkpoint(resolve_checkpoint(args.model)).config
+        checkpoint = resolve_checkpoint(args.model)
+        cfg, source = load_checkpoint(checkpoint).config, f"the model {checkpoint}"
     else:
-        return None
-    return cfg.data.labels, cfg.data.regions, cfg.data.label_values
+        meta = dataset_json_for(args.ref)
+        found = labels_from_dataset_json(meta) if meta else None
+        if found:
+            return (*found, None, str(meta))
+        return _labels_from_refs(args.ref), {}, None, f"the values in {args.ref} (no --model, --config or dataset.json)"
+    return cfg.data.labels, cfg.data.regions, cfg.data.label_values, source
 
 
 def _labels_from_refs(ref_dir: Path) -> dict[str, int]:
@@ -128,20 +136,16 @@ def _labels_from_refs(ref_dir: Path) -> dict[str, int]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from seg.evaluation import evaluate_folders, unknown_labels_warning, write_evaluation
+    from seg.evaluation import evaluate_folders, format_evaluation, unknown_labels_warning, write_evaluation
 
-    source = _label_source(args)
-    labels, regions, values = source if source else (_labels_from_refs(args.ref), {}, None)
+    labels, regions, values, source = _label_source(args)
     result = evaluate_folders(args.pred, args.ref, labels, regions, surface=not args.no_surface,
-                              tolerance=args.tolerance, label_values=values)
+                              tolerance=args.tolerance, label_values=values, label_source=source)
     if not result["cases"]:
         reasons = "; ".join(f["error"] for f in result["failed"][:3])
         raise SegError(f"no case of {args.ref} could be scored against {args.pred}" + (f" ({reasons})" if reasons else ""))
     csv_path, json_path = write_evaluation(result, args.output or args.pred)
-    keys = list(result["mean"])
-    rows = [[r["id"], *[r[k] for k in keys]] for r in result["cases"]]
-    rows.append(["mean", *[result["mean"][k] for k in keys]])
-    print(format_table(["case", *keys], rows))
+    print(format_evaluation(result))
     warning = unknown_labels_warning(result)
     if warning:
         print(warning)
@@ -150,7 +154,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         total = len(failed) + len(result["cases"])
         print(f"FAILED {len(failed)} of {total} cases (not in the means):")
         print("\n".join(f"  {f['id']}: {f['error']}" for f in failed[:10]))
-    print(f"written: {csv_path}, {json_path}")
+    print(f"written: {csv_path}, {json_path} (per case: TP, FP, FN voxels too)")
     return 1 if failed else 0
 
 
@@ -158,9 +162,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from seg.export_onnx import export_bundle
 
     report = export_bundle(args.model, args.output, fp16=args.fp16 or None, opset=args.opset, folds=args.folds)
-    print(format_table(["bundle", "max |diff| random", "max |diff| realistic", "tolerance"],
-                       [[str(report.bundle_dir), report.max_abs_diff_random, report.max_abs_diff_realistic,
-                         report.tolerance]]))
+    print(f"bundle: {report.bundle_dir}")
+    print(format_table(*report.parity_rows()))
     print(f"deploy with: seg-run {report.bundle_dir} -i SCANS -o LABELS")
     return 0
 
@@ -214,7 +217,9 @@ def _plan_dataset(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from seg.models import MODELS
+    from seg.models import MODEL_INFO, MODELS
 
-    print("\n".join(MODELS.names()))
+    rows = [[name, MODEL_INFO[name].dims_text, MODEL_INFO[name].description] for name in MODELS.names()]
+    print(format_table(["model", "dims", "description"], rows))
+    print("set one as model.name in a config (model.size: small | base; model.params: its own options)")
     return 0

@@ -1,4 +1,10 @@
-"""Score a folder of predicted label maps against a folder of references (``seg evaluate``)."""
+"""Score a folder of predicted label maps against a folder of references (``seg evaluate``).
+
+Per case and structure (each foreground class, each region): Dice, HD95 (mm) and normalised
+surface Dice (NSD) at a tolerance in mm, both on the reference image's voxel spacing; TP / FP / FN
+voxel counts; the reference and predicted volumes (ml; 2D label maps: areas in mm²). Over the
+cases: mean, std (sample) and median of each, NaN values (a structure absent from both) left out.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +16,19 @@ from pathlib import Path
 import numpy as np
 
 from seg.errors import SegError
-from seg.metrics import dice_scores, nanmean, surface_scores
+from seg.metrics import nanstats, overlaps, surface_scores
 from seg_runtime.atomic import atomic_open, atomic_write_json
 from seg_runtime.formats import image_suffix, strip_image_suffix
 from seg_runtime.labelmaps import read_label_map, remap_values
+from seg_runtime.naming import DATASET_JSON, read_dataset_json
 
 log = logging.getLogger(__name__)
+
+SCORES = ("dice", "hd95", "nsd")  # what the CV pools and compares; the rest describes the cases
+STATISTICS = ("mean", "std", "median")
+# Key prefix -> unit (``evaluation.json`` "units"; the volume prefix is ref_ml/pred_ml, 2D ref_mm2/pred_mm2).
+UNITS = {"dice": "1", "hd95": "mm", "nsd": "1", "tp": "voxels", "fp": "voxels", "fn": "voxels",
+         "ref_ml": "ml", "pred_ml": "ml", "ref_mm2": "mm2", "pred_mm2": "mm2"}
 
 
 def case_id(path: Path) -> str:
@@ -40,19 +53,56 @@ def load_labels_with_spacing(path: Path) -> tuple[np.ndarray, tuple[float, ...]]
     return arr, tuple(geometry.spacing)
 
 
+def is_score(key: str) -> bool:
+    """Whether a result key is a score (Dice, HD95, NSD) rather than a count or a volume."""
+    return key.split("_", 1)[0] in SCORES
+
+
+def volume_unit(ndim: int) -> tuple[str, float]:
+    """The volume unit of a label map and the factor from mm^ndim: ml for 3D, mm2 (an area) for 2D."""
+    return ("ml", 1e-3) if ndim >= 3 else ("mm2", 1.0)
+
+
+def dataset_json_for(ref_dir: Path) -> Path | None:
+    """The ``dataset.json`` beside the reference folder or in its parent (nnU-Net / MSD layouts)."""
+    for folder in (Path(ref_dir), Path(ref_dir).parent):
+        if (folder / DATASET_JSON).is_file():
+            return folder / DATASET_JSON
+    return None
+
+
+def labels_from_dataset_json(path: Path) -> tuple[dict[str, int], dict[str, list[int]]] | None:
+    """Class name -> value in the files, and regions, from a ``dataset.json``; None when it names no labels.
+
+    Raises:
+        DataError: the file is not valid JSON, or its labels are not integers (names the file).
+    """
+    from seg.data.detect import dataset_json_labels
+
+    meta = read_dataset_json(path.parent)
+    if not meta.get("labels"):
+        return None
+    return dataset_json_labels(meta, path)
+
+
 def evaluate_folders(pred_dir: Path, ref_dir: Path, labels: Mapping[str, int],
                      regions: Mapping[str, Sequence[int]] | None = None, surface: bool = True,
-                     tolerance: float = 1.0, label_values: Mapping[int, int] | None = None) -> dict:
-    """Dice (and HD95 / NSD when ``surface``) per class and region for every case present in
-    both folders, plus means. Distances use the reference's voxel spacing (mm). References with
-    raw values (e.g. ISBI's 0/255) are mapped to class indices through ``label_values``.
+                     tolerance: float = 1.0, label_values: Mapping[int, int] | None = None,
+                     label_source: str = "") -> dict:
+    """Score every case present in both folders (see the module docstring for the metrics).
 
-    Every case it can score is scored; a reference without a prediction, an unreadable file or a
-    prediction of another shape is a failure (``failed``, with its reason), never the end of the run.
+    References with raw values (e.g. ISBI's 0/255) are mapped to class indices through
+    ``label_values``. Every case it can score is scored; a reference without a prediction, an
+    unreadable file or a prediction of another shape is a failure (``failed``, with its reason),
+    never the end of the run.
 
-    Returns ``{"cases": [{"id", <metric>: value...}], "mean": {<metric>: value}, "missing": [ids],
-    "failed": [{"id", "error"}], "unknown_labels": {id: [raw values]}}``; the means are over the scored
-    cases; ``unknown_labels`` lists, per case, the reference values that are not in the label map
+    Returns ``{"cases": [{"id", <metric>_<structure>: value...}], "mean" | "std" | "median" | "count":
+    {<metric>_<structure>: value}, "structures": [names], "labels", "regions", "label_source",
+    "units", "nsd_tolerance_mm", "missing": [ids], "failed": [{"id", "error"}], "unknown_labels": {id:
+    [raw values]}}``. Metrics per structure: ``dice``, ``hd95``, ``nsd`` (when ``surface``), ``tp``,
+    ``fp``, ``fn``, ``ref_ml``, ``pred_ml`` (2D: ``ref_mm2``, ``pred_mm2``). The statistics are over
+    the scored cases whose value is not NaN (``count`` of them; std is the sample std).
+    ``unknown_labels`` lists, per case, the reference values that are not in the label map
     (``label_values`` keys when given, else ``labels`` values): they count as background, so a wrong
     label map shows here rather than as a silently low Dice.
     """
@@ -72,17 +122,20 @@ def evaluate_folders(pred_dir: Path, ref_dir: Path, labels: Mapping[str, int],
         if extra:
             unknown[cid] = extra
     keys = [k for k in (rows[0] if rows else {}) if k != "id"]
-    mean = {k: nanmean([r[k] for r in rows]) for k in keys}
+    stats = {k: nanstats([r[k] for r in rows]) for k in keys}
     if missing:
         log.warning("%d reference cases have no prediction: %s", len(missing), ", ".join(missing[:10]))
-    return {"cases": rows, "mean": mean, "missing": missing, "failed": sorted(failed, key=lambda f: f["id"]),
-            "unknown_labels": unknown}
+    structures = [n for n, i in labels.items() if i != 0] + list(regions or {})
+    return {"cases": rows, **{s: {k: v[s] for k, v in stats.items()} for s in (*STATISTICS, "count")},
+            "structures": structures, "labels": dict(labels), "regions": {k: list(v) for k, v in (regions or {}).items()},
+            "label_source": label_source, "units": UNITS, "nsd_tolerance_mm": tolerance,
+            "missing": missing, "failed": sorted(failed, key=lambda f: f["id"]), "unknown_labels": unknown}
 
 
 def _score_case(pred_path: Path, ref_path: Path, known: set[int], labels: Mapping[str, int],
                 regions: Mapping[str, Sequence[int]] | None, surface: bool, tolerance: float,
                 label_values: Mapping[int, int] | None) -> tuple[dict[str, float], list[int]]:
-    """One case's scores, and the reference values outside the label map.
+    """One case's scores, counts and volumes, and the reference values outside the label map.
 
     Raises:
         SegError: a file cannot be read, or the prediction's shape differs from the reference's.
@@ -95,9 +148,15 @@ def _score_case(pred_path: Path, ref_path: Path, known: set[int], labels: Mappin
     if pred.shape != ref.shape:
         raise SegError(f"{pred_path}: prediction shape {pred.shape} differs from the reference {ref_path} "
                        f"shape {ref.shape}")
-    scores = {f"dice_{k}": v for k, v in dice_scores(pred, ref, labels, regions).items()}
+    counts = overlaps(pred, ref, labels, regions)
+    scores: dict[str, float] = {f"dice_{k}": c.dice for k, c in counts.items()}
     if surface:
         scores.update(surface_scores(pred, ref, labels, regions, spacing, tolerance))
+    unit, factor = volume_unit(ref.ndim)
+    voxel = float(np.prod(spacing[: ref.ndim])) * factor
+    for name, c in counts.items():
+        scores.update({f"tp_{name}": c.tp, f"fp_{name}": c.fp, f"fn_{name}": c.fn,
+                       f"ref_{unit}_{name}": c.ref_voxels * voxel, f"pred_{unit}_{name}": c.pred_voxels * voxel})
     return scores, extra
 
 
@@ -114,7 +173,7 @@ def unknown_labels_warning(result: dict) -> str | None:
 
 
 def write_evaluation(result: dict, out_dir: Path) -> tuple[Path, Path]:
-    """Write ``evaluation.csv`` (one row per case + mean) and ``evaluation.json``."""
+    """Write ``evaluation.csv`` (one row per case, then the rows mean, std and median) and ``evaluation.json``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = out_dir / "evaluation.json", out_dir / "evaluation.csv"
@@ -124,5 +183,49 @@ def write_evaluation(result: dict, out_dir: Path) -> tuple[Path, Path]:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
         writer.writerows(result["cases"])
-        writer.writerow({"id": "mean", **result["mean"]})
+        for stat in STATISTICS:
+            writer.writerow({"id": stat, **result.get(stat, {})})
     return csv_path, json_path
+
+
+# Printed column per metric prefix: header (with its unit) and number format.
+_COLUMNS = {"dice": ("Dice", ".4f"), "hd95": ("HD95 mm", ".2f"), "nsd": ("NSD", ".4f"),
+            "tp": ("TP", "d"), "fp": ("FP", "d"), "fn": ("FN", "d"),
+            "ref_ml": ("ref ml", ".3f"), "pred_ml": ("pred ml", ".3f"),
+            "ref_mm2": ("ref mm2", ".1f"), "pred_mm2": ("pred mm2", ".1f")}
+_PRINTED = ("dice", "hd95", "nsd", "ref_ml", "pred_ml", "ref_mm2", "pred_mm2")  # TP/FP/FN: in the files
+
+
+def _metrics(result: dict, printed: Sequence[str]) -> list[str]:
+    """The metric prefixes present in the result, in column order."""
+    structures = result["structures"]
+    return [m for m in printed if any(f"{m}_{s}" in result["mean"] for s in structures)]
+
+
+def _cell(metric: str, value: float) -> str:
+    if value != value:  # NaN: the structure is in neither map (or a surface is missing)
+        return "nan"
+    return format(int(value) if _COLUMNS[metric][1] == "d" else value, _COLUMNS[metric][1])
+
+
+def format_evaluation(result: dict) -> str:
+    """What ``seg evaluate`` prints: where the label names came from, one row per case and structure,
+    then mean, std and median per structure and metric over the cases (TP/FP/FN are in the files)."""
+    from seg.table import format_table, wrap_lines
+
+    structures, metrics = result["structures"], _metrics(result, _PRINTED)
+    named = ", ".join(f"{n}={v}" for n, v in result["labels"].items() if v != 0)
+    regions = "; regions: " + ", ".join(f"{n}={'+'.join(map(str, m))}" for n, m in result["regions"].items())
+    source = f" (from {result['label_source']})" if result.get("label_source") else ""
+    head = wrap_lines(f"labels: {named}" + (regions if result["regions"] else "") + source)
+    headers = [_COLUMNS[m][0] for m in metrics]
+    if "nsd" in metrics:
+        headers[metrics.index("nsd")] = f"NSD {result.get('nsd_tolerance_mm', 1.0):g} mm"
+    cases = [[row["id"] if i == 0 else "", s, *(_cell(m, row[f"{m}_{s}"]) for m in metrics)]
+             for row in result["cases"] for i, s in enumerate(structures)]
+    summary = [[s if i == 0 else "", headers[i], *(_cell(m, result[stat][f"{m}_{s}"]) for stat in STATISTICS),
+                result["count"][f"{m}_{s}"]] for s in structures for i, m in enumerate(metrics)]
+    n = len(result["cases"])
+    return "\n".join([*head, format_table(["case", "structure", *headers], cases), "",
+                      f"over {n} case{'s' * (n != 1)} (NaN left out; std: sample std):",
+                      format_table(["structure", "metric", *STATISTICS, "cases"], summary)])

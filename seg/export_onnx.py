@@ -39,6 +39,13 @@ class ExportReport:
     max_abs_diff_realistic: float
     tolerance: float
 
+    def parity_rows(self) -> tuple[list[str], list[list[str]]]:
+        """Headers and rows of the parity table, numbers as the log writes them (``%.3g``: 3.27e-05,
+        never a 0.0000 that hides the difference)."""
+        rows = [["random input", self.max_abs_diff_random], ["realistic input", self.max_abs_diff_realistic]]
+        return (["parity: onnxruntime vs torch", "max |diff| of logits", "tolerance"],
+                [[name, f"{diff:.3g}", f"{self.tolerance:.3g}"] for name, diff in rows])
+
 
 def _realistic_input(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     """A smooth blob image with noise, z-scored: closer to a scan than white noise.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,9 +24,32 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> float:
     return float(2.0 * np.logical_and(pred, ref).sum() / denom)
 
 
-def dice_scores(pred: np.ndarray, ref: np.ndarray, labels: Mapping[str, int],
-                regions: Mapping[str, Sequence[int]] | None = None) -> dict[str, float]:
-    """Dice for every foreground class (by name) and every region.
+@dataclass(frozen=True)
+class Overlap:
+    """Voxel counts of one structure: true positives, false positives, false negatives."""
+
+    tp: int
+    fp: int
+    fn: int
+
+    @property
+    def dice(self) -> float:
+        """2 TP / (2 TP + FP + FN); NaN when the structure is in neither map."""
+        denom = 2 * self.tp + self.fp + self.fn
+        return float(2 * self.tp / denom) if denom else float("nan")
+
+    @property
+    def ref_voxels(self) -> int:
+        return self.tp + self.fn
+
+    @property
+    def pred_voxels(self) -> int:
+        return self.tp + self.fp
+
+
+def overlaps(pred: np.ndarray, ref: np.ndarray, labels: Mapping[str, int],
+             regions: Mapping[str, Sequence[int]] | None = None) -> dict[str, Overlap]:
+    """TP / FP / FN voxel counts for every foreground class (by name) and every region.
 
     Args:
         pred: predicted label map [*S].
@@ -35,16 +59,33 @@ def dice_scores(pred: np.ndarray, ref: np.ndarray, labels: Mapping[str, int],
     """
     if pred.shape != ref.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from reference shape {ref.shape}")
-    out = {name: dice(pred == idx, ref == idx) for name, idx in labels.items() if idx != 0}
-    for name, members in (regions or {}).items():
-        out[name] = dice(np.isin(pred, members), np.isin(ref, members))
+    out = {}
+    for name, (p, r) in _mask_pairs(pred, ref, labels, regions).items():
+        tp = int(np.count_nonzero(p & r))
+        out[name] = Overlap(tp, int(np.count_nonzero(p)) - tp, int(np.count_nonzero(r)) - tp)
     return out
+
+
+def dice_scores(pred: np.ndarray, ref: np.ndarray, labels: Mapping[str, int],
+                regions: Mapping[str, Sequence[int]] | None = None) -> dict[str, float]:
+    """Dice for every foreground class (by name) and every region (see :func:`overlaps`)."""
+    return {name: counts.dice for name, counts in overlaps(pred, ref, labels, regions).items()}
 
 
 def nanmean(values: Sequence[float]) -> float:
     """Mean over the finite values (NaN when there are none)."""
     arr = np.asarray([v for v in values if v == v], dtype=float)
     return float(arr.mean()) if arr.size else float("nan")
+
+
+def nanstats(values: Sequence[float]) -> dict[str, float | int]:
+    """``mean``, ``std`` (sample, ddof 1: NaN under two values), ``median`` and ``count`` of the
+    non-NaN values (NaN statistics when there are none)."""
+    arr = np.asarray([v for v in values if v == v], dtype=float)
+    nan = float("nan")
+    return {"mean": float(arr.mean()) if arr.size else nan,
+            "std": float(arr.std(ddof=1)) if arr.size > 1 else nan,
+            "median": float(np.median(arr)) if arr.size else nan, "count": int(arr.size)}
 
 
 def _mask_pairs(pred: np.ndarray, ref: np.ndarray, labels: Mapping[str, int],

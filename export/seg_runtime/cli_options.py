@@ -70,7 +70,8 @@ def add_predict_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add("--batch-size", type=parse_positive, metavar="N",
         help="patches per model call (default: seg-run 1, seg predict the config's infer.batch_size)")
     add("--preview", action="store_true",
-        help="also write OUTPUT/preview/<case>.png: 3 axial slices (2D: the image) with the labels in colour")
+        help="also write OUTPUT/preview/<case>.png: 3 axial slices (2D: the image) with the labels in colour, "
+        "the slice index, the patient's directions and a legend of the class names")
     add("--dicom-seg", action="store_true",
         help="also write <case>.seg.dcm (DICOM-SEG) for DICOM series inputs (needs highdicom: "
         "pip install \"seg-runtime[dicom]\" or \"seg[dicom]\")")

@@ -322,6 +322,7 @@ def write_extras(loaded: Loaded, labels: np.ndarray, case: Case, target: Path,
                 loaded.first_channel,
                 labels,
                 loaded.geometry if labels.ndim == 3 else None,
+                names={index: name for name, index in pipeline.bundle.labels.items()},
             )
         except Exception as exc:  # a quick-look picture must never cost the prediction
             logger.warning("case %s: no preview (%s: %s)", case.id, type(exc).__name__, exc)

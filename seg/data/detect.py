@@ -146,26 +146,39 @@ def _channel_names(meta: dict[str, Any], path: Path) -> list[str]:
         raise DataError(f"{path}: channel keys must be 0, 1, ..., got {sorted(raw)}") from None
 
 
-def _meta_labels(
-    meta: dict[str, Any], path: Path
-) -> tuple[dict[str, int], dict[int, int] | None, dict[str, list[int]]]:
-    """Label map, raw→class remap (when values have gaps) and regions from dataset.json ``labels``.
+def dataset_json_labels(meta: dict[str, Any], path: Path) -> tuple[dict[str, int], dict[str, list[int]]]:
+    """Class name → value in the label files, and regions (name → values), from dataset.json ``labels``.
 
     nnU-Net v2 writes ``{name: value}`` (a list value is a region); MSD writes ``{"value": name}``.
+    A value that only a region names becomes ``class_<value>``; value 0 is the background.
+
+    Raises:
+        DataError: no ``labels`` mapping, or a value that is not an integer (names ``path``).
     """
     raw = meta.get("labels")
     if not isinstance(raw, dict) or not raw:
         raise DataError(f"{path}: needs a 'labels' mapping, e.g. {{\"background\": 0, \"tumour\": 1}}")
-    if all(str(k).isdigit() for k in raw):  # MSD
-        named = {str(v): int(k) for k, v in raw.items()}
-        region_lists: dict[str, list[int]] = {}
-    else:
-        named = {str(k): int(v) for k, v in raw.items() if isinstance(v, int)}
-        region_lists = {str(k): [int(x) for x in v] for k, v in raw.items() if isinstance(v, list)}
-        for value in sorted({x for v in region_lists.values() for x in v} - set(named.values())):
-            named[f"class_{value}"] = value
+    try:
+        if all(str(k).isdigit() for k in raw):  # MSD
+            named = {str(v): int(k) for k, v in raw.items()}
+            region_lists: dict[str, list[int]] = {}
+        else:
+            named = {str(k): int(v) for k, v in raw.items() if not isinstance(v, list)}
+            region_lists = {str(k): [int(x) for x in v] for k, v in raw.items() if isinstance(v, list)}
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: 'labels' values must be integers (or lists of them), got {raw}") from None
+    for value in sorted({x for v in region_lists.values() for x in v} - set(named.values())):
+        named[f"class_{value}"] = value
     if 0 not in named.values():
         named = {"background": 0, **named}
+    return named, region_lists
+
+
+def _meta_labels(
+    meta: dict[str, Any], path: Path
+) -> tuple[dict[str, int], dict[int, int] | None, dict[str, list[int]]]:
+    """Label map, raw→class remap (when values have gaps) and regions from dataset.json ``labels``."""
+    named, region_lists = dataset_json_labels(meta, path)
     labels, values = _contiguous(named)
     regions = {k: [values[x] if values else x for x in v] for k, v in region_lists.items()}
     return labels, values, regions

@@ -15,7 +15,7 @@ SIZES = {
 }
 
 
-@unet_encoder("ag_unet")
+@unet_encoder("ag_unet", description="ours: convolutional U-Net with attention-gated skip connections")
 def conv_encoder(*, spatial_dims: int, in_channels: int, size: str = "small",
                  channels: Sequence[int] | None = None) -> nn.Module:
     """The attention U-Net's encoder (ConvEncoder); build_unet adds UNetDecoder(gate) + heads.

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seg.models.ag_unet import SIZES as AG_UNET_SIZES
-from seg.models.factory import FIXED_DESIGN, MODELS
+from seg.models.factory import FIXED_DESIGN, check_dims, register_model
 
 
 class PadCrop(nn.Module):
@@ -64,12 +64,6 @@ class PadCrop(nn.Module):
         return self.eval()
 
 
-def _check_dims(name: str, spatial_dims: int, supported: Sequence[int] = (2, 3)) -> None:
-    if spatial_dims not in supported:
-        dims = " or ".join(f"{d}D" for d in supported)
-        raise ValueError(f"{name} supports {dims} only, got spatial_dims={spatial_dims}")
-
-
 def _check_size(name: str, size: str, presets: dict[str, Any]) -> Any:
     if size not in presets:
         raise ValueError(f"{name}: unknown size {size!r}; valid: {', '.join(presets)}")
@@ -85,7 +79,8 @@ FIXED_DESIGN["monai_attention_unet"] = {"gate": "attention", "deep_supervision":
 _UNET_CHANNELS = AG_UNET_SIZES
 
 
-@MODELS.register("monai_attention_unet")
+@register_model("monai_attention_unet", dims=(2, 3),
+                description="baseline: MONAI AttentionUnet (Oktay et al. 2018)")
 def build_monai_attention_unet(*, spatial_dims: int, in_channels: int, num_classes: int, size: str = "small",
                                deep_supervision: bool = False, gate: str = "attention",
                                channels: Sequence[int] | None = None, **params: Any) -> nn.Module:
@@ -97,7 +92,7 @@ def build_monai_attention_unet(*, spatial_dims: int, in_channels: int, num_class
     """
     from monai.networks.nets import AttentionUnet
 
-    _check_dims("monai_attention_unet", spatial_dims)
+    check_dims("monai_attention_unet", spatial_dims)
     presets = _UNET_CHANNELS[spatial_dims]
     chans = tuple(channels) if channels else _check_size("monai_attention_unet", size, presets)
     strides = (2,) * (len(chans) - 1)
@@ -105,7 +100,8 @@ def build_monai_attention_unet(*, spatial_dims: int, in_channels: int, num_class
     return PadCrop(net, 2 ** len(strides))
 
 
-@MODELS.register("monai_unet")
+@register_model("monai_unet", dims=(2, 3),
+                description="baseline: MONAI residual UNet (Kerfoot et al. 2018)")
 def build_monai_unet(*, spatial_dims: int, in_channels: int, num_classes: int, size: str = "small",
                      deep_supervision: bool = False, gate: str = "attention",
                      channels: Sequence[int] | None = None, num_res_units: int = 2,
@@ -119,7 +115,7 @@ def build_monai_unet(*, spatial_dims: int, in_channels: int, num_classes: int, s
     """
     from monai.networks.nets import UNet
 
-    _check_dims("monai_unet", spatial_dims)
+    check_dims("monai_unet", spatial_dims)
     chans = tuple(channels) if channels else _check_size("monai_unet", size, _UNET_CHANNELS[spatial_dims])
     strides = (2,) * (len(chans) - 1)
     net = UNet(spatial_dims, in_channels, num_classes, channels=chans, strides=strides,
@@ -127,7 +123,8 @@ def build_monai_unet(*, spatial_dims: int, in_channels: int, num_classes: int, s
     return PadCrop(net, 2 ** len(strides))
 
 
-@MODELS.register("monai_segresnet")
+@register_model("monai_segresnet", dims=(2, 3),
+                description="baseline: MONAI SegResNet without the VAE branch (Myronenko 2018)")
 def build_monai_segresnet(*, spatial_dims: int, in_channels: int, num_classes: int, size: str = "small",
                           deep_supervision: bool = False, gate: str = "attention",
                           init_filters: int | None = None, blocks_down: Sequence[int] = (1, 2, 2, 4),
@@ -141,7 +138,7 @@ def build_monai_segresnet(*, spatial_dims: int, in_channels: int, num_classes: i
     """
     from monai.networks.nets import SegResNet
 
-    _check_dims("monai_segresnet", spatial_dims)
+    check_dims("monai_segresnet", spatial_dims)
     width = init_filters or _check_size("monai_segresnet", size, {"small": 8, "base": 32})
     blocks_up = params.pop("blocks_up", (1,) * (len(blocks_down) - 1))
     net = SegResNet(spatial_dims=spatial_dims, init_filters=width, in_channels=in_channels,
@@ -150,7 +147,8 @@ def build_monai_segresnet(*, spatial_dims: int, in_channels: int, num_classes: i
     return PadCrop(net, 2 ** (len(blocks_down) - 1))
 
 
-@MODELS.register("monai_swin_unetr")
+@register_model("monai_swin_unetr", dims=(2, 3),
+                description="baseline: MONAI SwinUNETR v1, no pretrained weights (needs einops)")
 def build_monai_swin_unetr(*, spatial_dims: int, in_channels: int, num_classes: int, size: str = "small",
                            deep_supervision: bool = False, gate: str = "attention",
                            feature_size: int | None = None, patch_size: int = 2, **params: Any) -> nn.Module:
@@ -169,7 +167,7 @@ def build_monai_swin_unetr(*, spatial_dims: int, in_channels: int, num_classes: 
 
     from monai.networks.nets import SwinUNETR
 
-    _check_dims("monai_swin_unetr", spatial_dims)
+    check_dims("monai_swin_unetr", spatial_dims)
     if importlib.util.find_spec("einops") is None:
         # MONAI imports einops lazily and would only fail at the first forward, deep inside.
         raise ImportError("monai_swin_unetr needs the 'einops' package (pip install einops)")
@@ -179,7 +177,8 @@ def build_monai_swin_unetr(*, spatial_dims: int, in_channels: int, num_classes: 
     return PadCrop(net, patch_size**5, min_coarse_voxels=2)
 
 
-@MODELS.register("smp_unet")
+@register_model("smp_unet", dims=(2,),
+                description="baseline: segmentation_models_pytorch Unet, random-init encoder")
 def build_smp_unet(*, spatial_dims: int, in_channels: int, num_classes: int, size: str = "small",
                    deep_supervision: bool = False, gate: str = "attention", encoder_name: str = "resnet18",
                    encoder_depth: int = 5, decoder_channels: Sequence[int] | None = None,
@@ -192,7 +191,7 @@ def build_smp_unet(*, spatial_dims: int, in_channels: int, num_classes: int, siz
         decoder_channels: decoder width per stage, ``encoder_depth`` values (overrides ``size``).
         params: passed to ``smp.Unet`` (e.g. ``decoder_attention_type="scse"``).
     """
-    _check_dims("smp_unet", spatial_dims, supported=(2,))
+    check_dims("smp_unet", spatial_dims)
     import segmentation_models_pytorch as smp
 
     presets = {"small": (128, 64, 32, 16, 8), "base": (256, 128, 64, 32, 16)}

@@ -11,8 +11,9 @@ config that explicitly asks them for something else is rejected by :func:`check_
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from torch import nn
 
@@ -23,6 +24,46 @@ if TYPE_CHECKING:
     from seg.config import Config
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What ``seg models`` says of a model: the spatial dims it builds and one line about it."""
+
+    dims: tuple[int, ...]
+    description: str
+
+    @property
+    def dims_text(self) -> str:
+        """``2D``, ``3D`` or ``2D, 3D``."""
+        return ", ".join(f"{d}D" for d in self.dims)
+
+
+MODEL_INFO: dict[str, ModelInfo] = {}
+
+
+def register_model(name: str, *, dims: Sequence[int], description: str) -> Callable[[Builder], Builder]:
+    """Decorator: register a builder in ``MODELS`` with its dims and one-line description.
+
+    The builders check ``spatial_dims`` against these dims (:func:`check_dims`), so ``seg models``
+    says what they accept.
+    """
+
+    def deco(builder: Builder) -> Builder:
+        MODELS.register(name)(builder)
+        MODEL_INFO[name] = ModelInfo(tuple(sorted(dims)), description)
+        return builder
+
+    return deco
+
+
+def check_dims(name: str, spatial_dims: int) -> None:
+    """Raises ValueError when model ``name`` does not build ``spatial_dims`` (its registered dims)."""
+    info = MODEL_INFO[name]
+    if spatial_dims not in info.dims:
+        raise ValueError(f"{name} supports {' or '.join(f'{d}D' for d in info.dims)} only, "
+                         f"got spatial_dims={spatial_dims}")
 
 # Model name -> the values of ``gate`` / ``deep_supervision`` its design has (baselines only).
 FIXED_DESIGN: dict[str, dict[str, Any]] = {}

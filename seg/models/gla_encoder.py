@@ -72,7 +72,7 @@ class GLAEncoder(StagedEncoder):
         super().__init__(spatial_dims, in_channels, channels, gla_blocks)
 
 
-@unet_encoder("gla_unet")
+@unet_encoder("gla_unet", description="ours: U-Net, conv stages then gated linear attention (GLA) blocks")
 def gla_encoder(
     *,
     spatial_dims: int,

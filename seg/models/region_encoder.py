@@ -89,7 +89,7 @@ class RegionEncoder(StagedEncoder):
         super().__init__(spatial_dims, in_channels, channels, attention_blocks)
 
 
-@unet_encoder("region_unet")
+@unet_encoder("region_unet", description="ours: U-Net, conv stem then gated (shifted-)window attention blocks")
 def region_encoder(
     *,
     spatial_dims: int,

@@ -54,18 +54,15 @@ class TimmEncoder(nn.Module):
 SIZES = {"small": "resnet10t", "base": "resnet50"}
 
 
-@unet_encoder("timm_unet")
+@unet_encoder("timm_unet", dims=(2,), description="ours: U-Net decoder on any timm backbone (random init)")
 def timm_encoder(*, spatial_dims: int, in_channels: int, size: str = "small", encoder_name: str | None = None,
                  out_indices: Sequence[int] | None = None) -> nn.Module:
-    """A timm encoder (2D only); build_unet adds our decoder with attention-gated skips.
+    """A timm encoder (2D only: ``unet_encoder`` checks ``spatial_dims``); build_unet adds our decoder.
 
     Args:
         encoder_name: timm model name (overrides ``size``: small ``resnet10t``, base ``resnet50``).
         out_indices: timm feature stages to use.
     """
-    if spatial_dims != 2:
-        raise ValueError(f"timm_unet supports 2D only (timm backbones are 2D), "
-                         f"got spatial_dims={spatial_dims}")
     if encoder_name is None:
         if size not in SIZES:
             raise ValueError(f"timm_unet: unknown size {size!r}; valid: {', '.join(SIZES)}")

@@ -9,13 +9,13 @@ which also registers the model of the same name (``MODELS``) as ``build_unet(enc
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import nn
 
 from seg.models.decoder import UNetDecoder
-from seg.models.factory import MODELS
+from seg.models.factory import check_dims, register_model
 from seg.models.segmenter import Segmenter
 from seg.registry import Registry
 
@@ -40,15 +40,26 @@ def build_unet(*, encoder: str, spatial_dims: int, in_channels: int, num_classes
     return Segmenter(enc, decoder, num_classes, deep_supervision=deep_supervision)
 
 
-def unet_encoder(name: str) -> Callable[[EncoderFactory], EncoderFactory]:
-    """Decorator: register an encoder factory and the model ``name`` = ``build_unet(encoder=name)``."""
+def unet_encoder(name: str, *, dims: Sequence[int] = (2, 3),
+                 description: str) -> Callable[[EncoderFactory], EncoderFactory]:
+    """Decorator: register an encoder factory and the model ``name`` = ``build_unet(encoder=name)``.
+
+    Args:
+        dims: the spatial dims the encoder builds (checked before the factory runs).
+        description: one line for ``seg models``.
+    """
 
     def deco(factory: EncoderFactory) -> EncoderFactory:
-        ENCODERS.register(name)(factory)
+        @functools.wraps(factory)
+        def checked(*, spatial_dims: int, **kwargs: Any) -> nn.Module:
+            check_dims(name, spatial_dims)
+            return factory(spatial_dims=spatial_dims, **kwargs)
+
+        ENCODERS.register(name)(checked)
         builder = functools.partial(build_unet, encoder=name)
         builder.__name__ = f"build_{name}"  # type: ignore[attr-defined]
         builder.__doc__ = f"U-Net with the {name!r} encoder.\n\n{factory.__doc__ or ''}"
-        MODELS.register(name)(builder)
+        register_model(name, dims=dims, description=description)(builder)
         return factory
 
     return deco

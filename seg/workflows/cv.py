@@ -37,7 +37,7 @@ from seg.data.datalist import DataItem, build_datalist, split_datalist
 from seg.engine.checkpoint import load_checkpoint
 from seg.engine.fit import TrainingError, default_run_dir, fit
 from seg.errors import ConfigError
-from seg.evaluation import evaluate_folders, write_evaluation
+from seg.evaluation import evaluate_folders, is_score, write_evaluation
 from seg.inference.ensemble import CV_MANIFEST
 from seg.metrics import nanmean
 from seg_runtime.atomic import atomic_open, atomic_write_json
@@ -229,8 +229,10 @@ def write_cv_table(parent: Path, cfg: Config) -> dict[str, Any]:
         scores = _current_scores(parent / f"fold_{fold}")
         if scores is None:
             continue
-        folds[str(fold)] = {"cases": len(scores["cases"]), **scores["mean"]}
-        cases += [{"fold": fold, **row} for row in scores["cases"]]
+        # The scores only: the counts and volumes evaluation.json also holds describe cases, not models.
+        folds[str(fold)] = {"cases": len(scores["cases"]), **{k: v for k, v in scores["mean"].items() if is_score(k)}}
+        cases += [{"fold": fold, **{k: v for k, v in row.items() if k == "id" or is_score(k)}}
+                  for row in scores["cases"]]
     keys = [k for k in (cases[0] if cases else {}) if k not in ("fold", "id")]
     pooled = {"cases": len(cases), **{k: nanmean([c[k] for c in cases]) for k in keys}}
     table = {"metrics": keys, "folds": folds, "pooled": pooled, "cases": cases}

@@ -5,9 +5,9 @@ Layers, lowest first (a module may import its own layer and those below):
 
 seg_runtime: base (errors, atomic, hashing, identity, paths, formats, geometry, limits, naming, label_codes,
   options) < io (readers, writers, io, labelmaps, cases, probe, onnx_scan, bundle_files) < pipeline parts
-  (preprocess, tiling, outputs, postprocess, preview, statistics, contours, consistency, parts) < schema
-  (bundle) < records (dicom_sources, dicom_seg, rtstruct, extra_files, records, manifest, output_dir, store) < stages
-  (stages, backends, session) < runners (planning, runners) < predict < dicom_node (the DICOM node: a
+  (preprocess, tiling, outputs, postprocess, preview, preview_layout, statistics, contours, consistency,
+  parts) < schema (bundle) < records (dicom_sources, dicom_seg, rtstruct, extra_files, records, manifest,
+  output_dir, store) < stages (stages, backends, session) < runners (planning, runners) < predict < dicom_node (the DICOM node: a
   runner with its own front door) < cli (cli_options, cli_dicom, summary, cli, the package's __init__
   and __main__; serve, the HTTP front door beside the command line).
 
@@ -27,7 +27,8 @@ RUNTIME_LAYERS = [
     ["_version", "errors", "atomic", "hashing", "identity", "formats", "geometry", "limits", "naming", "label_codes",
      "paths", "options"],
     ["readers", "writers", "io", "labelmaps", "cases", "probe", "onnx_scan", "bundle_files"],
-    ["preprocess", "tiling", "outputs", "postprocess", "preview", "statistics", "contours", "consistency", "parts"],
+    ["preprocess", "tiling", "outputs", "postprocess", "preview", "preview_layout", "statistics", "contours",
+     "consistency", "parts"],
     ["bundle"],
     ["dicom_sources", "dicom_seg", "rtstruct", "extra_files", "records", "manifest", "output_dir", "store"],
     ["stages", "backends", "session"],

@@ -24,6 +24,10 @@ def test_3d_nnunet_raw_folder_gives_a_3d_config_from_dataset_json(tmp_path: Path
     assert main(["plan", str(root), "-o", str(out), "--device", "cpu", "--time-budget", "2"]) == 0
     table = capsys.readouterr().out
     assert "patch_size" in table and "normalization ADC" in table and "based on" in table
+    # Issue 29: the table wraps its text cells to stay within 100 columns (it ran to ~170).
+    rows = table.split("config written:")[0].splitlines()
+    assert rows[1].startswith("-----") and max(len(line) for line in rows) <= 100
+    assert any(line.startswith(" " * 20) for line in rows)  # a wrapped "based on" cell
     cfg = load_config(out)
     assert cfg.data.layout == "nnunet" and cfg.data.spatial_dims == 3 and cfg.data.root == root
     assert cfg.data.channel_names == ["T2", "ADC"] and cfg.data.labels == {"background": 0, "lesion": 1}

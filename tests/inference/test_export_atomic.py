@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from pathlib import Path
 
@@ -98,3 +99,17 @@ def test_bundle_is_readable_by_other_users(run: Path, tmp_path: Path) -> None:
     assert stat.S_IMODE(bundle.stat().st_mode) == 0o755
     assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in bundle.iterdir()} == {
         "model.onnx": 0o644, "model.json": 0o644}
+
+
+def test_export_prints_the_parity_numbers_the_log_has(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 29: the table printed 0.0000 where the log said 3.27e-05; now both say the same."""
+    caplog.set_level(logging.INFO, logger="seg.export_onnx")
+    assert seg(["export", str(run), "-o", str(tmp_path / "bundle")]) == 0
+    logged = next(r for r in caplog.records if r.getMessage().startswith("parity: max abs diff"))
+    random_diff, realistic_diff = (f"{v:.3g}" for v in logged.args[:2])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"bundle: {tmp_path / 'bundle'}" and max(len(line) for line in lines[1:-1]) <= 100
+    rows = {line.split("  ")[0]: line.split() for line in lines if line.startswith(("random", "realistic"))}
+    assert rows["random input"][2] == random_diff and rows["realistic input"][2] == realistic_diff
+    assert float(random_diff) > 0 and "0.0000" not in "\n".join(lines)  # the difference is shown, not rounded away

@@ -4,7 +4,8 @@ Models are read from ``MODELS.names()`` at collection, so a model registered lat
 without editing this file (give it tiny settings in ``TINY_PARAMS`` to keep the suite fast;
 without an entry it is built at ``size="small"``). A builder that rejects a dimensionality
 with ``ValueError`` (e.g. 2D-only smp/timm models), or lacks an optional package, is skipped
-with its own message. Each check records ``(model, dims, check[, onnx diff])`` as a user
+with its own message; a rejection of dims the model is registered for (``MODEL_INFO``, what ``seg
+models`` prints) fails instead. Each check records ``(model, dims, check[, onnx diff])`` as a user
 property; ``tests/models/conftest.py`` prints them as a table at the end of the session.
 """
 
@@ -20,7 +21,7 @@ import pytest
 import torch
 from torch import nn
 
-from seg.models import MODELS, prepare_export
+from seg.models import MODEL_INFO, MODELS, prepare_export
 
 IN_CHANNELS, NUM_CLASSES, BATCH = 2, 3, 2
 SHAPES = {2: (64, 64), 3: (32, 32, 32)}
@@ -52,6 +53,8 @@ def build(name: str, dims: int, seed: int = 0, deep_supervision: bool = False) -
         return builder(spatial_dims=dims, in_channels=IN_CHANNELS, num_classes=NUM_CLASSES, size="small",
                        deep_supervision=deep_supervision, **TINY_PARAMS.get(name, {}))
     except ValueError as err:
+        if dims in MODEL_INFO[name].dims:
+            pytest.fail(f"{name} is registered for {dims}D (seg models says so) but rejects it: {err}")
         pytest.skip(f"rejected: {err}")
     except ImportError as err:
         pytest.skip(f"missing dependency: {err}")

@@ -28,3 +28,29 @@ def test_parameter_counts_unchanged(name: str, dims: int) -> None:
 def test_encoder_settings_stay_model_params() -> None:
     with pytest.raises(ValueError, match="bad model.params"):
         build_model("ag_unet", spatial_dims=3, in_channels=1, num_classes=2, depths=(1, 1))
+
+
+def test_seg_models_prints_dims_and_a_description(capsys: pytest.CaptureFixture[str]) -> None:
+    """``seg models``: one row per model with its dims and one line about it, within 100 columns."""
+    from seg.cli import main
+    from seg.models import MODEL_INFO
+
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    rows = {line.split()[0]: line for line in lines[2:] if line.split() and line.split()[0] in MODELS}
+    assert set(rows) == set(MODELS.names())
+    assert "2D, 3D" in rows["ag_unet"] and "2D, 3D" in rows["monai_segresnet"]
+    assert " 2D " in rows["smp_unet"] and "3D" not in rows["smp_unet"].split("baseline")[0]
+    assert "MONAI" in rows["monai_unet"] and "segmentation_models_pytorch" in rows["smp_unet"]
+    assert all(MODEL_INFO[n].description in rows[n] for n in MODELS.names())
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_builders_reject_the_dims_seg_models_does_not_list(name: str) -> None:
+    """The dims ``seg models`` prints are the ones the builder checks (the contract suite builds the others)."""
+    from seg.models import MODEL_INFO
+
+    for dims in {2, 3} - set(MODEL_INFO[name].dims):
+        with pytest.raises(ValueError, match=f"{name} supports 2D only"):
+            build_model(name, spatial_dims=dims, in_channels=1, num_classes=2)

@@ -1,4 +1,5 @@
-"""Preview PNGs: slice choice, orientation, colours where the labels are, and the --preview plumbing."""
+"""Preview PNGs: slice choice, orientation, colours where the labels are, the words on them (slice
+index, patient directions, a legend of class names) and the --preview plumbing."""
 
 from __future__ import annotations
 
@@ -12,10 +13,20 @@ from PIL import Image
 from runtime_helpers import save_nifti
 
 from seg_runtime.atomic import TEMP_PREFIX
+from seg_runtime.bundle import load_bundle
 from seg_runtime.cli import main
 from seg_runtime.geometry import make_geometry
+from seg_runtime.labelmaps import read_label_map
 from seg_runtime.preprocess import PreprocessSpec
-from seg_runtime.preview import axial_slices, render_preview, write_preview
+from seg_runtime.preview import (
+    axial_slices,
+    display_edges,
+    label_colour,
+    preview_layout,
+    preview_panels,
+    render_preview,
+    write_preview,
+)
 
 
 def _coloured(picture: np.ndarray) -> np.ndarray:
@@ -48,14 +59,23 @@ def test_2d_preview_colours_exactly_the_labelled_pixels(tmp_path: Path) -> None:
     labels = np.zeros((48, 64), np.uint8)
     labels[10:20, 5:30] = 1
     labels[30:40, 40:60] = 2
-    path = write_preview(tmp_path / "p" / "case.png", image, labels)
+    path = write_preview(tmp_path / "p" / "case.png", image, labels, names={1: "cell", 2: "membrane"})
     picture = _read_png(path)
-    factor = picture.shape[0] // 48
-    assert picture.shape == (48 * factor, 64 * factor, 3) and factor >= 2
+    layout = preview_layout(image, labels, names={1: "cell", 2: "membrane"})
+    (x, y, panel), = layout.panels
+    factor = panel.shape[0] // 48
+    assert panel.shape == (48 * factor, 64 * factor, 3) and factor >= 2 and (x, y) == (0, 0)
     expected = np.kron(labels > 0, np.ones((factor, factor), bool))
-    np.testing.assert_array_equal(_coloured(picture), expected)
-    # Each class has its own colour.
-    assert not np.array_equal(picture[15 * factor, 10 * factor], picture[35 * factor, 50 * factor])
+    np.testing.assert_array_equal(_coloured(panel), expected)
+    # The PNG is the panel (a 2D image has no title and no directions) with the legend under it.
+    np.testing.assert_array_equal(picture[: panel.shape[0]], panel)
+    assert picture.shape[0] > panel.shape[0] and [t.text for t in layout.texts] == ["1 cell", "2 membrane"]
+    # Each class has its own colour, and the legend's swatch shows it.
+    assert not np.array_equal(panel[15 * factor, 10 * factor], panel[35 * factor, 50 * factor])
+    for swatch in layout.swatches:
+        x0, y0, x1, y1 = swatch.box
+        assert tuple(picture[(y0 + y1) // 2, (x0 + x1) // 2]) == swatch.colour
+    assert [s.colour for s in layout.swatches] == [label_colour(1), label_colour(2)]
     assert not any(p.name.startswith(TEMP_PREFIX) for p in path.parent.iterdir())
 
 
@@ -64,18 +84,55 @@ def test_3d_preview_is_radiological_and_follows_the_labels() -> None:
     labels = np.zeros((20, 16, 30), np.uint8)
     labels[:5, :4, 8:20] = 1  # RAS voxel axes: the patient's left (low x), posterior (low y)
     geometry = make_geometry(np.diag([1.0, 1.0, 2.5, 1.0]), labels.shape, "nifti")
-    picture = render_preview(image, labels, geometry)
-    coloured = _coloured(picture)
+    first = preview_panels(image, labels, geometry)[0].pixels
+    coloured = _coloured(first)
     assert coloured.any()
-    panel_height = picture.shape[0]
-    first = coloured[:, : picture.shape[1] // 3 - 2]
-    rows, cols = np.nonzero(first)
+    rows, cols = np.nonzero(coloured)
     # Radiological display: posterior at the bottom, the patient's left on the right.
-    assert rows.min() >= panel_height * 0.7 and cols.min() >= first.shape[1] * 0.7
-    # The same volume stored LPS shows the same picture.
+    assert rows.min() >= first.shape[0] * 0.7 and cols.min() >= first.shape[1] * 0.7
+    picture = render_preview(image, labels, geometry, names={1: "lesion"})
+    # The same volume stored LPS shows the same picture, words included.
     flipped = make_geometry(np.diag([-1.0, -1.0, 2.5, 1.0]), labels.shape, "nifti")
-    lps = render_preview(image[::-1, ::-1], labels[::-1, ::-1], flipped)
+    lps = render_preview(image[::-1, ::-1], labels[::-1, ::-1], flipped, names={1: "lesion"})
     np.testing.assert_array_equal(lps, picture)
+
+
+def test_3d_preview_names_the_slices_the_directions_and_the_classes() -> None:
+    """Issue 29: slice index as stored, patient directions from the affine, a legend of class names."""
+    image = np.random.default_rng(1).normal(size=(20, 16, 30)).astype(np.float32)
+    labels = np.zeros((20, 16, 30), np.uint8)
+    labels[:5, :4, 8:20] = 1
+    labels[10:14, 8:12, 12:16] = 3  # a value the model does not name
+    names = {1: "lesion", 2: "organ"}
+    ras = make_geometry(np.diag([1.0, 1.0, 2.5, 1.0]), labels.shape, "nifti")
+    layout = preview_layout(image, labels, ras, names=names)
+    texts = {(t.role, t.text) for t in layout.texts}
+    titles = [t.text for t in layout.texts if t.role == "title"]
+    assert titles == [f"axial z={k}/30" for k in axial_slices(labels)]
+    assert {("edge left", "R"), ("edge right", "L"), ("edge top", "A"), ("edge bottom", "P")} <= texts
+    assert [t.text for t in layout.texts if t.role == "legend"] == ["1 lesion", "3 label 3"]  # organ is absent
+    # Stored flipped in z (LPI): the same slices are shown, titled with their stored index.
+    lpi = make_geometry(np.diag([-1.0, -1.0, -2.5, 1.0]), labels.shape, "nifti")
+    flipped = preview_layout(image[::-1, ::-1, ::-1], labels[::-1, ::-1, ::-1], lpi, names=names)
+    assert [t.text for t in flipped.texts if t.role == "title"] == [f"axial z={29 - k}/30" for k in axial_slices(labels)]
+    assert [t.text for t in flipped.texts if t.role.startswith("edge")] == [
+        t.text for t in layout.texts if t.role.startswith("edge")]
+    # Stored sagittal (the superior axis first): the title names that axis.
+    sagittal = make_geometry(np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1.0]]), (30, 16, 20), "nifti")
+    moved = preview_layout(np.moveaxis(image, 2, 0), np.moveaxis(labels, 2, 0), sagittal, names=names)
+    assert [t.text for t in moved.texts if t.role == "title"] == [f"axial x={k}/30" for k in axial_slices(labels)]
+    # The words are within the picture and every panel is in it.
+    assert all(0 <= t.x < layout.width and 0 <= t.y < layout.height for t in layout.texts)
+    assert all(x + p.shape[1] <= layout.width and y + p.shape[0] <= layout.height for x, y, p in layout.panels)
+
+
+def test_edge_letters_follow_the_affine() -> None:
+    """The letters are read from the affine of the shown view: a view flipped in x and y swaps them."""
+    assert display_edges(np.eye(4)) == {"left": "R", "right": "L", "top": "A", "bottom": "P"}
+    assert display_edges(np.diag([-1.0, -1.0, 1.0, 1.0])) == {"left": "L", "right": "R", "top": "P", "bottom": "A"}
+    # voxel x runs posterior and voxel y to the right; the display runs both backwards
+    rotated = np.array([[0, 1, 0, 0], [-1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+    assert display_edges(rotated) == {"left": "P", "right": "A", "top": "R", "bottom": "L"}
 
 
 def test_seg_run_preview_next_to_outputs(tmp_path: Path, bundle_factory: Callable[..., Path]) -> None:
@@ -85,9 +142,16 @@ def test_seg_run_preview_next_to_outputs(tmp_path: Path, bundle_factory: Callabl
     volume[3:8, 2:6, 2:7] = 1.5  # class 1 of the threshold model
     save_nifti(src / "ct.nii.gz", volume, np.diag([0.8, 0.8, 2.0, 1.0]))
     out = tmp_path / "out"
-    assert main([str(bundle_factory()), "-i", str(src), "-o", str(out), "--preview", "--no-progress"]) == 0
+    bundle = bundle_factory()
+    assert main([str(bundle), "-i", str(src), "-o", str(out), "--preview", "--no-progress"]) == 0
     picture = _read_png(out / "preview" / "ct.png")
     assert _coloured(picture).any() and (out / "ct.nii.gz").is_file()
+    # The legend names the bundle's classes: the picture is the one drawn with its label names.
+    labels, geometry = read_label_map(out / "ct.nii.gz")
+    names = {index: name for name, index in load_bundle(bundle).labels.items()}
+    expected = render_preview(volume.astype(np.float16), labels, geometry, names=names)
+    np.testing.assert_array_equal(picture, expected)
+    assert not np.array_equal(render_preview(volume.astype(np.float16), labels, geometry), expected)
     assert not any(p.name.startswith(TEMP_PREFIX) for p in out.rglob("*"))
 
 
