@@ -1,9 +1,12 @@
 """The deploy bundle schema: ``model.json`` next to ``model.onnx`` (this module owns it).
 
 Schema versions: 1 (the first), 2 (adds ``pipeline``: the named parts that prepare a case, blend
-the patches and clean the labels, see :mod:`seg_runtime.parts`). Every version up to
+the patches and clean the labels, see :mod:`seg_runtime.parts`), 3 (adds ``mirror_axes``: the axes
+mirrored when mirroring is on, null for all; and ``postprocess``: the settings of a post-processing
+part other than ``seg``, e.g. nnU-Net's ``keep_largest`` label sets). Every version up to
 :data:`SCHEMA_VERSION` is read; a bundle that names no ``pipeline`` (all of version 1) runs today's
-parts. Writing always writes the current version.
+parts, one without ``mirror_axes`` mirrors every spatial axis. Writing always writes the current
+version.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ from .atomic import atomic_write_text
 from .consistency import description_problems
 from .errors import SegError
 from .outputs import OUTPUT_KINDS, output_channels, region_paint_labels
+from .nnunet.parts import NnunetPostprocessor, keep_steps
 from .parts import DEFAULT_PIPELINE, PREPROCESSORS, Blend, SegPostprocessor, check_pipeline
 from .postprocess import structure_members
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUNDLE_JSON = "model.json"
 
 
@@ -65,6 +69,10 @@ class Bundle:
             :mod:`seg_runtime.label_codes`); empty in bundles that predate it.
         pipeline: The parts by kind (``preprocess``, ``blend``, ``postprocess``; see
             :mod:`seg_runtime.parts`); missing kinds get the defaults.
+        mirror_axes: The spatial axes mirrored when mirroring is on (the axes the model was
+            trained to be mirrored along); None: every spatial axis.
+        postprocess: Settings of the post-processing part when it is not ``seg`` (whose settings
+            are ``keep_largest`` and ``remove_small``); for ``nnunet``: ``{"keep_largest": [[labels]]}``.
     """
 
     spatial_dims: int
@@ -87,6 +95,8 @@ class Bundle:
     provenance: dict[str, Any] = field(default_factory=dict)
     label_codes: dict[str, dict[str, Any]] = field(default_factory=dict)
     pipeline: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PIPELINE))
+    mirror_axes: list[int] | None = None
+    postprocess: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         try:
@@ -122,6 +132,14 @@ class Bundle:
                 f"settings of part {part.name!r} expected, got {type(self.preprocess).__name__}")
         self.preprocessor.check(self.spatial_dims, self.in_channels)
         _expect(bool(self.model_file), "model_file", "must be a file name")
+        if self.mirror_axes is not None:
+            _expect(len(set(self.mirror_axes)) == len(self.mirror_axes)
+                    and all(0 <= a < self.spatial_dims for a in self.mirror_axes), "mirror_axes",
+                    f"expected distinct spatial axes in 0..{self.spatial_dims - 1}, got {self.mirror_axes}")
+        if self.pipeline["postprocess"] == "nnunet":
+            keep_steps(self.postprocess, self.num_classes)
+        else:
+            _expect(not self.postprocess, "postprocess", "settings only for a post-processing part other than seg")
         _expect(self.outputs in OUTPUT_KINDS, "outputs", f"must be one of {', '.join(OUTPUT_KINDS)}")
         for key, message in description_problems(
             in_channels=self.in_channels,
@@ -141,9 +159,16 @@ class Bundle:
         """The blending part: in which space patches, mirrorings and folds are averaged."""
         return Blend(self.pipeline["blend"], regions=self.outputs == "regions")
 
-    def postprocessor(self, keep_largest: list[str] | None = None) -> SegPostprocessor:
+    @property
+    def tta_axes(self) -> tuple[int, ...]:
+        """The spatial axes mirrored when mirroring is on."""
+        return tuple(range(self.spatial_dims)) if self.mirror_axes is None else tuple(self.mirror_axes)
+
+    def postprocessor(self, keep_largest: list[str] | None = None) -> SegPostprocessor | NnunetPostprocessor:
         """The post-processing part; ``keep_largest`` (``--keep-largest``) replaces the bundle's list,
         and an empty list turns every step off (remove-small included)."""
+        if self.pipeline["postprocess"] == "nnunet":
+            return self._nnunet_postprocessor(keep_largest)
         keep = self.keep_largest if keep_largest is None else list(keep_largest)
         small = self.remove_small if keep_largest is None or keep_largest else {}
         for name in keep:
@@ -152,6 +177,18 @@ class Bundle:
             except ValueError as exc:
                 raise BundleError(f"keep_largest: {exc}") from None
         return SegPostprocessor(tuple(keep), dict(small), dict(self.labels), dict(self.regions))
+
+    def _nnunet_postprocessor(self, keep_largest: list[str] | None) -> NnunetPostprocessor:
+        """nnU-Net's label sets, or those the ``keep_largest`` names stand for."""
+        if keep_largest is None:
+            return NnunetPostprocessor(keep_steps(self.postprocess, self.num_classes))
+        steps = []
+        for name in keep_largest:
+            try:
+                steps.append(tuple(structure_members(name, self.labels, self.regions)))
+            except ValueError as exc:
+                raise BundleError(f"keep_largest: {exc}") from None
+        return NnunetPostprocessor(tuple(steps))
 
     @property
     def output_channels(self) -> int:
@@ -224,6 +261,9 @@ class Bundle:
             provenance=_get(data, "provenance", lambda v: isinstance(v, dict), "an object", default={}),
             label_codes=_get(data, "label_codes", lambda v: isinstance(v, dict), "an object", default={}),
             pipeline=pipeline,
+            mirror_axes=_get(data, "mirror_axes", lambda v: v is None or _is_int_list(v), "a list of integers or null",
+                             default=None),
+            postprocess=_get(data, "postprocess", lambda v: isinstance(v, dict), "an object", default={}),
         )
 
 

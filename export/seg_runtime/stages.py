@@ -84,7 +84,7 @@ class CasePipeline:
             preprocessor=bundle.preprocessor,
             blend=bundle.blend,
             postprocessor=bundle.postprocessor(keep),
-            mirror_axes=tuple(range(bundle.spatial_dims)) if tta else None,
+            mirror_axes=bundle.tta_axes if tta else None,
             batch_size=options.batch_size or default_batch_size,
             save_probabilities=options.save_probabilities,
             preview=options.preview,
@@ -122,7 +122,8 @@ def load_case(case: Case, pipeline: CasePipeline) -> Loaded:
             (checked on shapes before anything is resampled).
     """
     bundle = pipeline.bundle
-    image, geometry = read_case(case, bundle.spatial_dims, bundle.in_channels, pipeline.max_bytes)
+    dims = pipeline.preprocessor.input_dims(bundle.spatial_dims)
+    image, geometry = read_case(case, dims, bundle.in_channels, pipeline.max_bytes)
     grid = pipeline.preprocessor.grid_shape(tuple(image.shape[1:]), geometry)
     check_model_grid(case.paths[0], grid, bundle.in_channels, bundle.output_channels, pipeline.max_bytes)
     first = _preview_copy(image[0]) if pipeline.preview else None
@@ -157,6 +158,7 @@ def infer_case(loaded: Loaded, pipeline: CasePipeline, predict_batch: PredictBat
         progress=pipeline.progress,
         dtype=probability_dtype(bundle.output_channels, loaded.image.shape[1:]),
         activation=pipeline.blend.per_patch,
+        importance=pipeline.blend.importance,
     )
     loaded.image = None
     return scores
@@ -167,7 +169,7 @@ def finish_case(loaded: Loaded, scores: np.ndarray, case: Case, target: Path, pi
     bundle, blend = pipeline.bundle, pipeline.blend
     labels, restored = labels_on_input_grid(
         scores,
-        lambda channels: pipeline.preprocessor.restore(channels, loaded.state),
+        lambda channels, first: pipeline.preprocessor.restore(channels, loaded.state, first_channel=first),
         keep_scores=pipeline.save_probabilities,
         paint_labels=bundle.paint_labels,
         threshold=blend.threshold,

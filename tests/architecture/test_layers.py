@@ -24,7 +24,7 @@ from .import_graph import cycles, import_graph, modules
 RUNTIME_LAYERS = [
     ["_version", "errors", "atomic", "hashing", "formats", "geometry", "limits", "naming", "label_codes", "options"],
     ["readers", "writers", "io", "labelmaps", "cases"],
-    ["preprocess", "tiling", "outputs", "postprocess", "preview", "consistency", "parts"],
+    ["preprocess", "tiling", "outputs", "postprocess", "preview", "consistency", "nnunet", "parts"],
     ["bundle"],
     ["dicom_seg", "records", "manifest", "output_dir"],
     ["stages", "backends", "session"],
