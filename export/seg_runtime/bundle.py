@@ -21,8 +21,8 @@ from typing import Any
 from .atomic import atomic_write_text
 from .consistency import description_problems
 from .errors import SegError
-from .outputs import OUTPUT_KINDS, output_channels, region_paint_labels
 from .nnunet.parts import NnunetPostprocessor, keep_steps
+from .outputs import OUTPUT_KINDS, output_channels, region_paint_labels
 from .parts import DEFAULT_PIPELINE, PREPROCESSORS, Blend, SegPostprocessor, check_pipeline
 from .postprocess import structure_members
 

@@ -40,7 +40,7 @@ SEG_LAYERS = [
     ["losses", "metrics", "evaluation"],
     ["engine"],
     ["inference"],
-    ["export_onnx"],
+    ["export_onnx", "nnunet_import"],
     ["workflows"],
     ["commands", "cli"],
 ]
