@@ -10,7 +10,6 @@ pickled ``postprocessing.pkl`` beside it is never read). Every problem is one
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from typing import Any
 
 from seg.errors import SegError
 from seg_runtime.errors import DataError
-from seg_runtime.naming import read_dataset_json
+from seg_runtime.naming import read_dataset_json, read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +59,9 @@ def read_json(path: Path) -> dict[str, Any]:
         raise NnunetImportError(f"{path}: missing (an nnU-Net result folder holds dataset.json, plans.json "
                                 "and fold_N/checkpoint_final.pth)")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise NnunetImportError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise NnunetImportError(f"{path}: expected a JSON object")
-    return data
+        return read_json_object(path)
+    except DataError as exc:
+        raise NnunetImportError(str(exc)) from None
 
 
 def resolve_configuration(plans: dict[str, Any], name: str, where: Path) -> dict[str, Any]:

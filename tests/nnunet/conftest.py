@@ -41,11 +41,11 @@ def save(path: Path, array: np.ndarray, affine: np.ndarray) -> Path:
 
 
 def iso_image(label: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return (label * 1.0 + rng.normal(0, 0.4, label.shape) + 3).astype(np.float32)
+    return (label * 1.0 + rng.normal(0, 0.4, label.shape) + 3.0).astype(np.float32)
 
 
 def ct_image(label: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return (-300 + 250 * label + rng.normal(0, 60, label.shape)).astype(np.float32)
+    return (-300.0 + 250.0 * label + rng.normal(0, 60, label.shape)).astype(np.float32)
 
 
 def region_images(label: np.ndarray, distance: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
