@@ -27,9 +27,9 @@ pytestmark = pytest.mark.integration
 # name: (model, folds, mirror, inputs)
 CONFIGS = {
     "iso_3d": ("iso", "0", False, "iso"),
-    "iso_3d_mirror": ("iso", "0", True, "iso"),
-    "iso_3d_two_folds": ("iso", "0,1", False, "iso"),
-    "iso_2d_mirror": ("iso_2d", "0", True, "iso"),
+    "iso_3d_mirror": ("iso", "0", True, "iso_one"),
+    "iso_3d_two_folds": ("iso", "0,1", False, "iso_one"),
+    "iso_2d_mirror": ("iso_2d", "0", True, "iso_thin"),
     "aniso_ct": ("aniso_ct", "0", False, "aniso"),
     "regions_mirror": ("regions", "0", True, "regions"),
 }
@@ -44,13 +44,17 @@ def _rotation(degrees: float) -> np.ndarray:
 
 def _write_inputs(root: Path) -> dict[str, Path]:
     rng = np.random.default_rng(7)
-    folders = {kind: root / f"in_{kind}" for kind in ("iso", "aniso", "regions")}
+    folders = {kind: root / f"in_{kind}" for kind in ("iso", "iso_one", "iso_thin", "aniso", "regions")}
     flipped = np.diag([-1.1, 0.9, 1.0, 1.0])
     flipped[:3, 3] = [40, -5, 3]
     oblique = _rotation(20) @ np.diag([1.0, 1.2, 0.9, 1.0])
     for name, affine in (("flipped", flipped), ("oblique", oblique)):
         label, _ = sphere_case((46, 38, 34), np.array([23, 19, 17]), 9, rng)
         save(folders["iso"] / f"{name}_0000.nii.gz", iso_image(label, rng), affine)
+    label, _ = sphere_case((40, 36, 31), np.array([20, 18, 15]), 9, rng)
+    save(folders["iso_one"] / "oblique_0000.nii.gz", iso_image(label, rng), oblique)
+    label, _ = sphere_case((44, 38, 6), np.array([22, 19, 3]), 9, rng)  # 6 slices for the 2d model
+    save(folders["iso_thin"] / "thin_0000.nii.gz", iso_image(label, rng), flipped)
     label, _ = sphere_case((44, 40, 8), np.array([22, 20, 4]), 12, rng)
     save(folders["aniso"] / "aniso_0000.nii.gz", ct_image(label, rng), np.diag([0.8, 0.8, 5.0, 1.0]))
     label, distance = sphere_case((44, 38, 34), np.array([22, 19, 17]), 9, rng)
@@ -108,7 +112,6 @@ def _stage_probabilities(bundle: Path, image_files: list[Path], mirror: bool) ->
     from seg_runtime.bundle import load_bundle
     from seg_runtime.cases import Case
     from seg_runtime.options import PredictOptions
-    from seg_runtime.outputs import labels_on_input_grid
     from seg_runtime.session import OnnxBackend
     from seg_runtime.stages import CasePipeline, infer_case, load_case
 
@@ -116,10 +119,7 @@ def _stage_probabilities(bundle: Path, image_files: list[Path], mirror: bool) ->
     pipeline = CasePipeline.resolve(load_bundle(bundle), PredictOptions(tta=mirror))
     loaded = load_case(Case("case", image_files, "nnunet"), pipeline)
     scores = infer_case(loaded, pipeline, backend.predict_batch)
-    _, kept = labels_on_input_grid(scores, lambda c, first: pipeline.preprocessor.restore(c, loaded.state,
-                                                                                          first_channel=first),
-                                   keep_scores=True, paint_labels=pipeline.bundle.paint_labels, threshold=0.0)
-    return pipeline.blend.probabilities(kept.astype(np.float32))
+    return pipeline.blend.probabilities(pipeline.preprocessor.restore(scores, loaded.state))
 
 
 def _cases(folder: Path) -> dict[str, list[Path]]:
