@@ -58,8 +58,10 @@ def write_dataset(raw: Path, dataset: int, rng: np.random.Generator) -> None:
     root = raw / NAMES[dataset]
     for index in range(4):
         if dataset == ANISO:
-            shape, affine = (36, 32, 9), np.diag([1.0, 1.0, 4.0, 1.0])
-            label, _ = sphere_case(shape, np.array([18, 16, 4.5]) + rng.uniform(-3, 3, 3) * [1, 1, 0.3], 11, rng)
+            # the low-resolution axis stored first: last in nnU-Net's reversed order, so its planner
+            # moves it to the front (transpose_forward [2, 0, 1])
+            shape, affine = (9, 32, 36), np.diag([4.0, 1.0, 1.0, 1.0])
+            label, _ = sphere_case(shape, np.array([4.5, 16, 18]) + rng.uniform(-3, 3, 3) * [0.3, 1, 1], 11, rng)
             images = [ct_image(label, rng)]
         else:
             shape, affine = (36, 32, 28), np.eye(4)

@@ -2,7 +2,8 @@
 
 Models trained briefly by nnU-Net (``conftest.py``); inputs larger than the training patches (so
 patches overlap), at other spacings (so images and logits are resampled; the anisotropic model's
-low-resolution axis apart), with flipped and oblique affines. nnU-Net predicts with float32 result
+low-resolution axis apart, and moved first by the plans' ``transpose_forward``), with flipped and
+oblique affines. nnU-Net predicts with float32 result
 arrays (``oracle.py``: the only change, the precision seg-runtime blends in); a last test checks
 that seg-run is as close to nnU-Net as shipped (float16 accumulation) as that float32 run is.
 
@@ -55,8 +56,8 @@ def _write_inputs(root: Path) -> dict[str, Path]:
     save(folders["iso_one"] / "oblique_0000.nii.gz", iso_image(label, rng), oblique)
     label, _ = sphere_case((44, 38, 6), np.array([22, 19, 3]), 9, rng)  # 6 slices for the 2d model
     save(folders["iso_thin"] / "thin_0000.nii.gz", iso_image(label, rng), flipped)
-    label, _ = sphere_case((44, 40, 8), np.array([22, 20, 4]), 12, rng)
-    save(folders["aniso"] / "aniso_0000.nii.gz", ct_image(label, rng), np.diag([0.8, 0.8, 5.0, 1.0]))
+    label, _ = sphere_case((8, 40, 44), np.array([4, 20, 22]), 12, rng)
+    save(folders["aniso"] / "aniso_0000.nii.gz", ct_image(label, rng), np.diag([5.0, 0.8, 0.8, 1.0]))
     label, distance = sphere_case((44, 38, 34), np.array([22, 19, 17]), 9, rng)
     for channel, image in enumerate(region_images(label, distance, rng)):
         save(folders["regions"] / f"heads_{channel:04d}.nii.gz", image, np.diag([0.9, 1.1, 1.0, 1.0]))
@@ -158,3 +159,19 @@ def test_as_close_to_nnunet_as_shipped_as_its_float32_run(predictions: dict) -> 
         labels = _nifti(run["shipped"] / f"{case}.nii.gz")
         ours_labels, float32_labels = _nifti(run["seg"] / f"{case}.nii.gz"), _nifti(run["nnunet"] / f"{case}.nii.gz")
         assert (ours_labels != labels).sum() <= (float32_labels != labels).sum() + 0.0005 * labels.size
+
+
+def test_the_configurations_exercise_what_they_are_named_for(predictions: dict) -> None:
+    """The planner's choices these tests rely on: a transposed, anisotropic CT model; a masked,
+    cropped region model; a 2d model mirrored in-plane only."""
+    from seg_runtime.bundle import load_bundle
+    from seg_runtime.nnunet.resample import separate_axis
+
+    aniso = load_bundle(predictions["aniso_ct"]["bundle"])
+    spec = aniso.preprocess
+    assert spec.transpose_forward == [2, 0, 1] and spec.normalization[0]["scheme"] == "ct"
+    assert separate_axis((5.0, 0.8, 0.8), spec.target_spacing, spec.resample_data) == 0
+    regions = load_bundle(predictions["regions_mirror"]["bundle"])
+    assert regions.outputs == "regions" and all(entry["use_mask"] for entry in regions.preprocess.normalization)
+    flat = load_bundle(predictions["iso_2d_mirror"]["bundle"])
+    assert flat.patch_size[0] == 1 and flat.mirror_axes == [1, 2]
