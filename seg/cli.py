@@ -103,6 +103,21 @@ def _add_export(sub) -> None:
     p.set_defaults(func=commands.cmd_export)
 
 
+def _add_import_nnunet(sub) -> None:
+    p = sub.add_parser("import-nnunet", help="import a trained nnU-Net v2 model as a seg bundle", epilog=EPILOG,
+                       description="Rebuild an nnU-Net v2 model from its result folder (TRAINER__PLANS__CONFIG: "
+                       "dataset.json, plans.json, fold_N/checkpoint_*.pth, postprocessing.json when present) and "
+                       "write a bundle that seg-run runs without torch, with nnU-Net's preprocessing, sliding "
+                       "window, mirroring, fold ensemble and post-processing. Needs pip install 'seg[nnunet]'.")
+    p.add_argument("result_folder", type=Path, help="nnUNet_results/DatasetXXX/TRAINER__PLANS__CONFIGURATION")
+    p.add_argument("-o", "--output", required=True, type=Path, help="bundle folder to write")
+    p.add_argument("--folds", nargs="+", metavar="FOLD", help="fold numbers (default: every fold_N present) or "
+                   "'all' (nnU-Net's separate fold_all model); several folds average their logits")
+    p.add_argument("--checkpoint", choices=("final", "best"), default="final",
+                   help="checkpoint_final.pth (default) or checkpoint_best.pth")
+    p.set_defaults(func=commands.cmd_import_nnunet)
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="train, predict, export and deploy on built-in synthetic data",
                        epilog=EPILOG, description="The whole pipeline in a few minutes on a CPU: synthetic "
@@ -157,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_train, _add_predict, _add_evaluate, _add_export, _add_demo, _add_plan, _add_auto):
+    for add in (_add_train, _add_predict, _add_evaluate, _add_export, _add_import_nnunet, _add_demo, _add_plan,
+                _add_auto):
         add(sub)
     sub.add_parser("models", help="list the registered models", description="List the registered models, "
                    "the dims each builds and one line about it.").set_defaults(func=commands.cmd_models)

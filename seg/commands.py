@@ -168,6 +168,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_nnunet(args: argparse.Namespace) -> int:
+    from seg.nnunet_import import import_nnunet
+
+    report = import_nnunet(args.result_folder, args.output, folds=args.folds, checkpoint=args.checkpoint)
+    print(format_table(["bundle", "configuration", "folds", "max |diff| onnx"],
+                       [[str(report.bundle_dir), report.configuration, " ".join(map(str, report.folds)),
+                         report.max_abs_diff]]))
+    print(f"deploy with: seg-run predict {report.bundle_dir} -i SCANS -o LABELS")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from seg.workflows.demo import run_demo
 

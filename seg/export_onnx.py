@@ -80,7 +80,7 @@ def _parity(backend: TorchBackend, session, x: np.ndarray) -> float:
 BUNDLE_FILES = ("model.onnx", BUNDLE_JSON)
 
 
-def _stage_dir(out: Path) -> Path:
+def stage_bundle_dir(out: Path) -> Path:
     """A fresh hidden sibling of ``out`` (same file system, so the final rename is atomic)."""
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out}: exists and is not a folder; choose a bundle folder")
@@ -90,7 +90,7 @@ def _stage_dir(out: Path) -> Path:
     return stage_dir(out, suffix=".export")
 
 
-def _swap_into_place(stage: Path, out: Path) -> None:
+def swap_into_place(stage: Path, out: Path) -> None:
     """Replace ``out`` by ``stage``; files of an old bundle other than the model travel along."""
     if not out.exists():
         os.replace(stage, out)
@@ -127,10 +127,10 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path, *, fp16: bool | N
     opset = opset or cfg.export.opset
     tol = tolerance if tolerance is not None else (max(cfg.export.tolerance, 5e-2) if fp16 else cfg.export.tolerance)
     out = Path(out_dir)
-    stage = _stage_dir(out)
+    stage = stage_bundle_dir(out)
     try:
         diff_random, diff_real = _write_checked(backend, stage, fp16, opset, tol, out)
-        _swap_into_place(stage, out)
+        swap_into_place(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

@@ -15,8 +15,9 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], max_w
     """A plain text table (numbers with 4 decimals) at most ``max_width`` columns wide.
 
     When the natural widths do not fit, the columns holding text (a cell with a blank in it) are
-    narrowed, the widest first, and their cells wrap onto more lines; columns of numbers or single
-    words never wrap, so a table of those alone may stay wider. ``max_width=None``: never wrap.
+    narrowed, the widest first, and their cells wrap onto more lines at blanks; columns of numbers or
+    single words never wrap, and a word longer than its column (a path) stays whole on its line, so a
+    table of those may stay wider. ``max_width=None``: never wrap.
     """
 
     def fmt(v: object) -> str:
@@ -56,7 +57,8 @@ def _fit(natural: list[int], wrappable: list[bool], max_width: int) -> list[int]
 
 
 def _wrap(text: str, width: int) -> list[str]:
-    return textwrap.wrap(text, width, break_on_hyphens=False) or [""]
+    """Broken at blanks only: a path or name longer than the column stays whole (it is copied, not read)."""
+    return textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False) or [""]
 
 
 def wrap_lines(text: str, width: int = MAX_WIDTH) -> list[str]:

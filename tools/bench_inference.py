@@ -151,7 +151,7 @@ def _monai_folder(backend: Any, job: dict[str, Any]) -> None:
                 probs = torch.softmax(logits, dim=1)
                 probs = torch.flip(probs, flip) if flip else probs
                 total = probs if total is None else total + probs
-        restore = lambda channels, state=state: bundle.preprocessor.restore(channels, state)  # noqa: E731
+        restore = lambda channels, first, state=state: bundle.preprocessor.restore(channels, state)  # noqa: E731
         labels, _ = labels_on_input_grid((total / len(flips))[0].numpy(), restore)
         write_labels(Path(job["output"]) / f"{case.id}.nii.gz", labels, geometry)
 

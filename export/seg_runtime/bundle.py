@@ -1,11 +1,14 @@
 """The deploy bundle schema: ``model.json`` next to ``model.onnx`` (this module owns it).
 
 Schema versions: 1 (the first), 2 (adds ``pipeline``: the named parts that prepare a case, blend
+Schema versions: 1 (the first), 2 (adds ``pipeline``: the named parts that prepare a case, blend
 the patches and clean the labels, see :mod:`seg_runtime.parts`; and ``files``: the SHA-256 of every
-file the bundle reads, checked at load by :func:`verify_bundle`). Every version up to
+file the bundle reads, checked at load by :func:`verify_bundle`), 3 (adds ``mirror_axes``: the axes
+mirrored when mirroring is on, null for all; and ``postprocess``: the settings of a post-processing
+part other than ``seg``, e.g. nnU-Net's ``keep_largest`` label sets). Every version up to
 :data:`SCHEMA_VERSION` is read; a bundle that names no ``pipeline`` (all of version 1) runs today's
-parts, one without ``files`` loads with a warning (refused under ``--strict``). Writing always writes
-the current version.
+parts, one without ``files`` loads with a warning (refused under ``--strict``), one without
+``mirror_axes`` mirrors every spatial axis. Writing always writes the current version.
 """
 
 from __future__ import annotations
@@ -22,13 +25,26 @@ from .atomic import atomic_write_text
 from .bundle_files import bundle_digest, file_hashes, file_problems
 from .consistency import description_problems
 from .errors import SegError
+from .json_types import (
+    is_int,
+    is_int_list,
+    is_number,
+    is_str,
+    is_str_int_dict,
+    is_str_int_list_dict,
+    is_str_list,
+    is_str_list_or_none,
+    is_str_number_dict,
+    is_str_str_dict,
+)
+from .nnunet.parts import NnunetPostprocessor, keep_steps
 from .outputs import OUTPUT_KINDS, output_channels, region_paint_labels
 from .parts import DEFAULT_PIPELINE, PREPROCESSORS, Blend, SegPostprocessor, check_pipeline
 from .postprocess import structure_members
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUNDLE_JSON = "model.json"
 
 
@@ -71,6 +87,10 @@ class Bundle:
             :mod:`seg_runtime.parts`); missing kinds get the defaults.
         files: Path inside the bundle folder -> SHA-256 of every file the bundle reads (the model
             file and its external data); empty in bundles that predate it.
+        mirror_axes: The spatial axes mirrored when mirroring is on (the axes the model was
+            trained to be mirrored along); None: every spatial axis.
+        postprocess: Settings of the post-processing part when it is not ``seg`` (whose settings
+            are ``keep_largest`` and ``remove_small``); for ``nnunet``: ``{"keep_largest": [[labels]]}``.
     """
 
     spatial_dims: int
@@ -94,6 +114,8 @@ class Bundle:
     label_codes: dict[str, dict[str, Any]] = field(default_factory=dict)
     pipeline: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PIPELINE))
     files: dict[str, str] = field(default_factory=dict)
+    mirror_axes: list[int] | None = None
+    postprocess: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         try:
@@ -129,6 +151,14 @@ class Bundle:
                 f"settings of part {part.name!r} expected, got {type(self.preprocess).__name__}")
         self.preprocessor.check(self.spatial_dims, self.in_channels)
         _expect(bool(self.model_file), "model_file", "must be a file name")
+        if self.mirror_axes is not None:
+            _expect(len(set(self.mirror_axes)) == len(self.mirror_axes)
+                    and all(0 <= a < self.spatial_dims for a in self.mirror_axes), "mirror_axes",
+                    f"expected distinct spatial axes in 0..{self.spatial_dims - 1}, got {self.mirror_axes}")
+        if self.pipeline["postprocess"] == "nnunet":
+            keep_steps(self.postprocess, self.num_classes)
+        else:
+            _expect(not self.postprocess, "postprocess", "settings only for a post-processing part other than seg")
         _expect(self.outputs in OUTPUT_KINDS, "outputs", f"must be one of {', '.join(OUTPUT_KINDS)}")
         for key, message in description_problems(
             in_channels=self.in_channels,
@@ -148,9 +178,16 @@ class Bundle:
         """The blending part: in which space patches, mirrorings and folds are averaged."""
         return Blend(self.pipeline["blend"], regions=self.outputs == "regions")
 
-    def postprocessor(self, keep_largest: list[str] | None = None) -> SegPostprocessor:
+    @property
+    def tta_axes(self) -> tuple[int, ...]:
+        """The spatial axes mirrored when mirroring is on."""
+        return tuple(range(self.spatial_dims)) if self.mirror_axes is None else tuple(self.mirror_axes)
+
+    def postprocessor(self, keep_largest: list[str] | None = None) -> SegPostprocessor | NnunetPostprocessor:
         """The post-processing part; ``keep_largest`` (``--keep-largest``) replaces the bundle's list,
         and an empty list turns every step off (remove-small included)."""
+        if self.pipeline["postprocess"] == "nnunet":
+            return self._nnunet_postprocessor(keep_largest)
         keep = self.keep_largest if keep_largest is None else list(keep_largest)
         small = self.remove_small if keep_largest is None or keep_largest else {}
         for name in keep:
@@ -159,6 +196,18 @@ class Bundle:
             except ValueError as exc:
                 raise BundleError(f"keep_largest: {exc}") from None
         return SegPostprocessor(tuple(keep), dict(small), dict(self.labels), dict(self.regions))
+
+    def _nnunet_postprocessor(self, keep_largest: list[str] | None) -> NnunetPostprocessor:
+        """nnU-Net's label sets, or those the ``keep_largest`` names stand for."""
+        if keep_largest is None:
+            return NnunetPostprocessor(keep_steps(self.postprocess, self.num_classes))
+        steps = []
+        for name in keep_largest:
+            try:
+                steps.append(tuple(structure_members(name, self.labels, self.regions)))
+            except ValueError as exc:
+                raise BundleError(f"keep_largest: {exc}") from None
+        return NnunetPostprocessor(tuple(steps))
 
     @property
     def output_channels(self) -> int:
@@ -188,7 +237,7 @@ class Bundle:
         """
         if not isinstance(data, dict):
             raise BundleError(f"expected a JSON object, got {type(data).__name__}")
-        version = _get(data, "schema_version", _is_int, "an integer")
+        version = _get(data, "schema_version", is_int, "an integer")
         _expect(
             1 <= version <= SCHEMA_VERSION,
             "schema_version",
@@ -198,40 +247,43 @@ class Bundle:
         unknown = sorted(set(data) - known)
         if unknown:
             logger.warning("model.json: ignoring unknown key(s) %s", unknown)
-        in_channels = _get(data, "in_channels", _is_int, "an integer")
-        num_classes = _get(data, "num_classes", _is_int, "an integer")
+        in_channels = _get(data, "in_channels", is_int, "an integer")
+        num_classes = _get(data, "num_classes", is_int, "an integer")
         pipeline = _pipeline(data)
         return cls(
-            spatial_dims=_get(data, "spatial_dims", _is_int, "an integer"),
+            spatial_dims=_get(data, "spatial_dims", is_int, "an integer"),
             in_channels=in_channels,
             channel_names=_get(
                 data,
                 "channel_names",
-                _is_str_list,
+                is_str_list,
                 "a list of strings",
                 default=[f"channel_{i}" for i in range(in_channels)],
             ),
             channel_files=_get(
-                data, "channel_files", _is_str_list_or_none, "a list of strings or null", default=None
+                data, "channel_files", is_str_list_or_none, "a list of strings or null", default=None
             ),
             num_classes=num_classes,
-            labels=_get(data, "labels", _is_str_int_dict, "an object of name: integer"),
-            regions=_get(data, "regions", _is_str_int_list_dict, "an object of name: [integers]", default={}),
-            patch_size=_get(data, "patch_size", _is_int_list, "a list of integers"),
-            overlap=float(_get(data, "overlap", _is_number, "a number", default=0.5)),
+            labels=_get(data, "labels", is_str_int_dict, "an object of name: integer"),
+            regions=_get(data, "regions", is_str_int_list_dict, "an object of name: [integers]", default={}),
+            patch_size=_get(data, "patch_size", is_int_list, "a list of integers"),
+            overlap=float(_get(data, "overlap", is_number, "a number", default=0.5)),
             preprocess=_preprocess(data, pipeline["preprocess"]),
-            keep_largest=_get(data, "keep_largest", _is_str_list, "a list of strings", default=[]),
-            remove_small={k: float(v) for k, v in _get(data, "remove_small", _is_str_number_dict,
+            keep_largest=_get(data, "keep_largest", is_str_list, "a list of strings", default=[]),
+            remove_small={k: float(v) for k, v in _get(data, "remove_small", is_str_number_dict,
                                                         "an object of name: number", default={}).items()},
             tta=_get(data, "tta", lambda v: isinstance(v, bool), "true or false", default=False),
-            outputs=_get(data, "outputs", _is_str, "a string", default="classes"),
-            input_name=_get(data, "input_name", _is_str, "a string", default="image"),
-            output_name=_get(data, "output_name", _is_str, "a string", default="logits"),
-            model_file=_get(data, "model_file", _is_str, "a string", default="model.onnx"),
+            outputs=_get(data, "outputs", is_str, "a string", default="classes"),
+            input_name=_get(data, "input_name", is_str, "a string", default="image"),
+            output_name=_get(data, "output_name", is_str, "a string", default="logits"),
+            model_file=_get(data, "model_file", is_str, "a string", default="model.onnx"),
             provenance=_get(data, "provenance", lambda v: isinstance(v, dict), "an object", default={}),
             label_codes=_get(data, "label_codes", lambda v: isinstance(v, dict), "an object", default={}),
             pipeline=pipeline,
-            files=_get(data, "files", _is_str_str_dict, "an object of path: SHA-256", default={}),
+            files=_get(data, "files", is_str_str_dict, "an object of path: SHA-256", default={}),
+            mirror_axes=_get(data, "mirror_axes", lambda v: v is None or is_int_list(v), "a list of integers or null",
+                             default=None),
+            postprocess=_get(data, "postprocess", lambda v: isinstance(v, dict), "an object", default={}),
         )
 
 
@@ -337,43 +389,3 @@ def _preprocess(data: dict[str, Any], part: str) -> Any:
     except ValueError as exc:
         key, _, message = str(exc).partition(": ")
         raise BundleError(f"key '{key}': {message}") from exc
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_str(value: Any) -> bool:
-    return isinstance(value, str)
-
-
-def _is_str_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(v, str) for v in value)
-
-
-def _is_str_list_or_none(value: Any) -> bool:
-    return value is None or _is_str_list(value)
-
-
-def _is_int_list(value: Any) -> bool:
-    return isinstance(value, list) and all(_is_int(v) for v in value)
-
-
-def _is_str_int_dict(value: Any) -> bool:
-    return isinstance(value, dict) and all(_is_int(v) for v in value.values())
-
-
-def _is_str_str_dict(value: Any) -> bool:
-    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
-
-
-def _is_str_number_dict(value: Any) -> bool:
-    return isinstance(value, dict) and all(_is_number(v) for v in value.values())
-
-
-def _is_str_int_list_dict(value: Any) -> bool:
-    return isinstance(value, dict) and all(_is_int_list(v) for v in value.values())

@@ -93,7 +93,8 @@ def _read(path: Path, max_bytes: int | None, allow_gaps: bool) -> tuple[np.ndarr
 
 
 def read_case(
-    case: Case, spatial_dims: int, in_channels: int, max_bytes: int | None = None, allow_gaps: bool = False
+    case: Case, spatial_dims: int | tuple[int, ...], in_channels: int, max_bytes: int | None = None,
+    allow_gaps: bool = False,
 ) -> tuple[np.ndarray, Geometry]:
     """Read all channel files of a case into one channel-first float32 array.
 
@@ -102,7 +103,7 @@ def read_case(
 
     Args:
         case: The case (its ``paths`` in channel order).
-        spatial_dims: The model's spatial dimensionality (2 or 3).
+        spatial_dims: The spatial rank(s) the model takes (2 or 3, or a tuple of them).
         in_channels: The number of channels the model expects.
         max_bytes: Memory limit per file (see :func:`read_image`).
         allow_gaps: See :func:`read_image`.
@@ -152,16 +153,18 @@ def read_case(
     return image, first[1]
 
 
-def _match_dims(path: Path, channels: np.ndarray, geometry: Geometry, spatial_dims: int) -> np.ndarray:
+def _match_dims(
+    path: Path, channels: np.ndarray, geometry: Geometry, spatial_dims: int | tuple[int, ...]
+) -> np.ndarray:
     """Check the image's spatial dimensionality against the model's; drop a lone slice axis."""
     ndim = len(geometry.shape)
-    if ndim == 3 and spatial_dims == 2 and geometry.shape[2] == 1:
+    accepted = (spatial_dims,) if isinstance(spatial_dims, int) else tuple(spatial_dims)
+    if ndim in accepted:
+        return channels
+    if ndim == 3 and 2 in accepted and geometry.shape[2] == 1:
         return channels[..., 0]
-    if ndim != spatial_dims:
-        raise CaseError(
-            f"{path}: image is {ndim}D (shape {tuple(geometry.shape)}) but the model is {spatial_dims}D"
-        )
-    return channels
+    wanted = " or ".join(f"{d}D" for d in accepted)
+    raise CaseError(f"{path}: image is {ndim}D (shape {tuple(geometry.shape)}) but the model is {wanted}")
 
 
 def _check_same_grid(first: tuple[Path, Geometry], other: tuple[Path, Geometry]) -> None:

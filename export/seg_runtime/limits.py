@@ -112,7 +112,7 @@ def check_memory(path: Path, what: str, shape: Sequence[int], nbytes: int, limit
 def case_peak_bytes(
     input_shape: Sequence[int], in_channels: int, grid_shape: Sequence[int], out_channels: int, *,
     score_itemsize: int, resampled: bool, reoriented: bool, keep_probabilities: bool = False,
-    preview: bool = False, kept_input: bool = False,
+    preview: bool = False, kept_input: bool = False, input_copy: bool = False,
 ) -> int:
     """An upper bound of the bytes one case holds at once, phase by phase (the largest phase counts).
 
@@ -120,6 +120,8 @@ def case_peak_bytes(
 
     - prepare: the float32 image (C S 4), normalised in place, and either the model grid (C G 4)
       with one channel's float32 temporary (G 4) or, reoriented without resampling, a contiguous copy;
+      with ``input_copy`` (a part that crops into a new array first, like nnU-Net's) one more image and
+      its mask (C S 4 + S);
     - infer: the grid image and the blended scores (K G, float32 or float16) and a padded copy;
     - restore: the scores, and per channel its restored copy, the running maximum and the label map
       (2 S s + S) plus the resampling's temporaries (float16 scores: a float32 grid copy and the
@@ -132,6 +134,8 @@ def case_peak_bytes(
     voxels, grid = math.prod(int(s) for s in input_shape), math.prod(int(s) for s in grid_shape)
     image = in_channels * voxels * 4
     prepare = image + (in_channels * grid * 4 + grid * 4 if resampled else image if reoriented else 0)
+    if input_copy:
+        prepare += image + voxels
     scores = out_channels * grid * score_itemsize
     infer = 2 * in_channels * grid * 4 + scores
     transient = grid * 4 + voxels * 6 if score_itemsize < 4 else voxels * 4

@@ -47,6 +47,16 @@ def read_dataset_json(root: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(root) / DATASET_JSON
     if not path.is_file():
         raise DataError(f"{path} not found: this layout needs its dataset.json")
+    return read_json_object(path)
+
+
+def read_json_object(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A JSON object from ``path`` (nnU-Net's ``dataset.json``, ``plans.json``, ...).
+
+    Raises:
+        DataError: unreadable, not JSON, or not a JSON object (names the file).
+    """
+    path = Path(path)
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as err:

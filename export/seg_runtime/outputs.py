@@ -79,7 +79,7 @@ def paint_regions(probabilities: np.ndarray, paint_labels: Sequence[int]) -> np.
 
 def labels_on_input_grid(
     scores: np.ndarray,
-    restore: Callable[[np.ndarray], np.ndarray],
+    restore: Callable[[np.ndarray, int], np.ndarray],
     *,
     keep_scores: bool = False,
     paint_labels: Sequence[int] | None = None,
@@ -94,7 +94,8 @@ def labels_on_input_grid(
 
     Args:
         scores: Probabilities or logits on the model grid, float32 or float16. Shape: [K, *S'].
-        restore: Maps model-grid channels to the input grid. Shape: [1, *S'] -> [1, *S_in].
+        restore: Maps model-grid channels to the input grid, given the index of the first of them.
+            Shape: [1, *S'] -> [1, *S_in].
         keep_scores: Also return the restored scores.
         paint_labels: For region outputs, the label each channel paints. Length K.
         threshold: The region decision threshold on the restored scores.
@@ -109,7 +110,7 @@ def labels_on_input_grid(
     labels: np.ndarray | None = None
     best: np.ndarray | None = None
     for index in range(channels):
-        restored = restore(scores[index : index + 1])[0]
+        restored = restore(scores[index : index + 1], index)[0]
         if labels is None:
             labels = np.zeros(restored.shape, dtype=np.uint8 if largest <= 256 else np.uint16)
             kept = np.empty((channels, *restored.shape), np.float16) if keep_scores else None

@@ -9,10 +9,14 @@
   (``seg``: reorient, normalise, resample; its settings are ``model.json``'s ``preprocess``, parsed
   by the part, so another framework's part brings its own settings);
 - **blend** says in which space patches, mirrorings and folds are averaged: ``probabilities``
-  (softmax or sigmoid per patch, seg's training-time validation) or ``logits`` (activation once at
-  the end, after restoring to the input grid; nnU-Net's predictor);
+  (softmax or sigmoid per patch, seg's training-time validation), ``logits`` (activation once at
+  the end, after restoring to the input grid) or ``nnunet`` (logits, weighted by nnU-Net's
+  Gaussian: sigma 1/8 of the patch, centred on voxel ``size // 2``);
 - **postprocess** edits the label map on the input grid (``seg``: keep-largest and remove-small by
-  structure name).
+  structure name; ``nnunet``: the components nnU-Net's ``postprocessing.json`` keeps).
+
+Imported nnU-Net models use ``{"preprocess": "nnunet", "blend": "nnunet", "postprocess": "nnunet"}``
+(:mod:`seg_runtime.nnunet`).
 
 A new framework (an imported nnU-Net model) is a new part registered here, not a branch in the
 stages that run them (:mod:`seg_runtime.stages`).
@@ -28,6 +32,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from .geometry import Geometry
+from .nnunet import NnunetPostprocessor, NnunetPreprocessor
 from .outputs import REGION_THRESHOLD
 from .postprocess import postprocess_labels
 from .preprocess import PreprocessSpec, model_grid_shape, preprocess_image, restore_to_input
@@ -58,8 +63,18 @@ class Preprocessor(Protocol):
         """``(model grid shape, resampled, reoriented)`` from shapes alone: what the memory bound needs."""
         ...
 
-    def restore(self, array: np.ndarray, state: Any, *, labels: bool = False) -> np.ndarray:
-        """Model-grid channels back on the input grid. Shape: [K, *S'] -> [K, *S_in]."""
+    #: Whether :meth:`prepare` copies the whole input (and a mask) before resampling (the memory bound).
+    copies_input: ClassVar[bool]
+
+    def restore(self, array: np.ndarray, state: Any, *, labels: bool = False, first_channel: int = 0) -> np.ndarray:
+        """Model-grid channels back on the input grid; ``array[0]`` is output channel ``first_channel``.
+
+        Shape: [K, *S'] -> [K, *S_in]
+        """
+        ...
+
+    def input_dims(self, spatial_dims: int) -> tuple[int, ...]:
+        """The spatial ranks of the images it takes, for a bundle of ``spatial_dims``."""
         ...
 
     def check(self, spatial_dims: int, in_channels: int) -> None:
@@ -77,6 +92,7 @@ class SegPreprocessor:
     spec: PreprocessSpec
     name: ClassVar[str] = "seg"
     spec_type: ClassVar[type] = PreprocessSpec
+    copies_input: ClassVar[bool] = False  # normalised in place; a copy only to reorient (see layout)
 
     @staticmethod
     def parse(settings: Mapping[str, Any]) -> PreprocessSpec:
@@ -105,9 +121,11 @@ class SegPreprocessor:
         reoriented = len(shape) == 3 and self.spec.orientation is not None and _reorients(geometry, self.spec)
         return grid, tuple(grid) != tuple(oriented), reoriented
 
-    def restore(self, array: np.ndarray, state: Any, *, labels: bool = False) -> np.ndarray:
+    def restore(self, array: np.ndarray, state: Any, *, labels: bool = False, first_channel: int = 0) -> np.ndarray:
         return restore_to_input(array, state, labels=labels)
 
+    def input_dims(self, spatial_dims: int) -> tuple[int, ...]:
+        return (spatial_dims,)  # a 2D model also takes a volume of one slice (see read_case)
 
 
 @dataclass(frozen=True)
@@ -115,21 +133,25 @@ class Blend:
     """In which space patches, mirrorings and ensemble members are averaged.
 
     Attributes:
-        name: ``probabilities`` or ``logits``.
+        name: ``probabilities``, ``logits`` or ``nnunet``.
         per_patch: The sliding window's activation per patch: ``softmax``/``sigmoid`` (probabilities
             are blended) or ``none`` (logits are blended).
         threshold: A region is present where its blended, restored score exceeds this.
+        importance: The Gaussian weighting patches: ``seg`` (centred on the patch) or ``nnunet``
+            (centred on voxel ``size // 2``; see :func:`seg_runtime.tiling.gaussian_importance_map`).
     """
 
     name: str
     regions: bool
     per_patch: str = field(init=False)
     threshold: float = field(init=False)
+    importance: str = field(init=False)
 
     def __post_init__(self) -> None:
         activation = "sigmoid" if self.regions else "softmax"
         object.__setattr__(self, "per_patch", activation if self.name == "probabilities" else "none")
         object.__setattr__(self, "threshold", REGION_THRESHOLD if self.name == "probabilities" else 0.0)
+        object.__setattr__(self, "importance", "nnunet" if self.name == "nnunet" else "seg")
 
     def probabilities(self, scores: np.ndarray) -> np.ndarray:
         """Restored scores as probabilities (the saved ``_probabilities`` file). Shape: [K, *S]."""
@@ -144,6 +166,10 @@ class Postprocessor(Protocol):
     name: ClassVar[str]
 
     def apply(self, labels: np.ndarray, voxel_volume: float) -> np.ndarray:
+        ...
+
+    def settings(self) -> dict[str, Any]:
+        """What it will do, as plain JSON (each output's record; skip-done compares it)."""
         ...
 
 
@@ -161,6 +187,10 @@ class SegPostprocessor:
         return postprocess_labels(labels, self.keep_largest, self.remove_small, self.labels, self.regions,
                                   voxel_volume=voxel_volume)
 
+    def settings(self) -> dict[str, Any]:
+        return {"keep_largest": list(self.keep_largest),
+                "remove_small": {k: float(v) for k, v in sorted(self.remove_small.items())}}
+
 
 def _reorients(geometry: Geometry, spec: PreprocessSpec) -> bool:
     """Whether the image's axes differ from the target axis codes (flips or transposes needed)."""
@@ -169,9 +199,9 @@ def _reorients(geometry: Geometry, spec: PreprocessSpec) -> bool:
     return not np.array_equal(io_orientation(geometry.affine), axcodes2ornt(tuple(spec.orientation.upper())))
 
 
-PREPROCESSORS: dict[str, type] = {"seg": SegPreprocessor}
-BLENDS: tuple[str, ...] = ("probabilities", "logits")
-POSTPROCESSORS: dict[str, type] = {"seg": SegPostprocessor}
+PREPROCESSORS: dict[str, type] = {"seg": SegPreprocessor, "nnunet": NnunetPreprocessor}
+BLENDS: tuple[str, ...] = ("probabilities", "logits", "nnunet")
+POSTPROCESSORS: dict[str, type] = {"seg": SegPostprocessor, "nnunet": NnunetPostprocessor}
 KNOWN: dict[str, Sequence[str]] = {"preprocess": tuple(PREPROCESSORS), "blend": BLENDS,
                                    "postprocess": tuple(POSTPROCESSORS)}
 

@@ -101,7 +101,7 @@ class CasePipeline:
             preprocessor=bundle.preprocessor,
             blend=bundle.blend,
             postprocessor=bundle.postprocessor(keep),
-            mirror_axes=tuple(range(bundle.spatial_dims)) if tta else None,
+            mirror_axes=bundle.tta_axes if tta else None,
             batch_size=batch_size,
             save_probabilities=options.save_probabilities,
             preview=options.preview,
@@ -125,16 +125,14 @@ class CasePipeline:
         score_itemsize = np.dtype(probability_dtype(bundle.output_channels, grid)).itemsize
         return case_peak_bytes(shape, bundle.in_channels, grid, bundle.output_channels,
                                score_itemsize=score_itemsize, resampled=resampled, reoriented=reoriented,
+                               input_copy=self.preprocessor.copies_input,
                                keep_probabilities=self.save_probabilities, preview=self.preview,
                                kept_input=self.statistics)
 
     def output_settings(self) -> dict[str, Any]:
         """The settings of this run that change a label map beside the model: recorded with every case,
         and a rerun keeps an output only when they are the same (skip-done)."""
-        post = self.postprocessor
-        return {"tta": self.tta, "keep_largest": list(post.keep_largest),
-                "remove_small": {k: float(v) for k, v in sorted(post.remove_small.items())},
-                "label_encoding": "class_indices"}
+        return {"tta": self.tta, **self.postprocessor.settings(), "label_encoding": "class_indices"}
 
 
 def _check_patch_memory(bundle: Bundle, batch_size: int, max_bytes: int) -> None:
@@ -183,7 +181,8 @@ def load_case(case: Case, pipeline: CasePipeline, max_bytes: int | None = None) 
     """
     bundle = pipeline.bundle
     limit = pipeline.max_bytes if max_bytes is None else max_bytes
-    image, geometry = read_case(case, bundle.spatial_dims, bundle.in_channels, limit, pipeline.allow_gaps)
+    dims = pipeline.preprocessor.input_dims(bundle.spatial_dims)
+    image, geometry = read_case(case, dims, bundle.in_channels, limit, pipeline.allow_gaps)
     check_spacing(case.paths[0], geometry, getattr(pipeline.preprocessor, "target_spacing", None),
                   bundle.spatial_dims)
     needed = pipeline.peak_bytes(tuple(image.shape[1:]), geometry)
@@ -247,6 +246,7 @@ def infer_case(loaded: Loaded, pipeline: CasePipeline, predict_batch: PredictBat
         progress=pipeline.progress,
         dtype=probability_dtype(bundle.output_channels, loaded.image.shape[1:]),
         activation=pipeline.blend.per_patch,
+        importance=pipeline.blend.importance,
     )
     loaded.image = None
     return scores
@@ -262,7 +262,7 @@ def finish_case(loaded: Loaded, scores: np.ndarray, case: Case, target: Path,
     bundle, blend = pipeline.bundle, pipeline.blend
     labels, restored = labels_on_input_grid(
         scores,
-        lambda channels: pipeline.preprocessor.restore(channels, loaded.state),
+        lambda channels, first: pipeline.preprocessor.restore(channels, loaded.state, first_channel=first),
         keep_scores=pipeline.save_probabilities,
         paint_labels=bundle.paint_labels,
         threshold=blend.threshold,

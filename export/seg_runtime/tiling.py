@@ -28,11 +28,20 @@ class NonFiniteOutput(ValueError):
 _PROFILE_FLOOR = 1e-12
 
 
-def _gaussian_profiles(patch_size: Sequence[int], sigma_scale: float) -> list[np.ndarray]:
-    """Per-axis Gaussian profiles (float64, peak 1, floored) whose outer product is the map."""
+IMPORTANCE = ("seg", "nnunet")
+
+
+def _gaussian_profiles(patch_size: Sequence[int], sigma_scale: float, kind: str = "seg") -> list[np.ndarray]:
+    """Per-axis Gaussian profiles (float64, peak 1, floored) whose outer product is the map.
+
+    ``seg`` centres each profile on the patch (``(size - 1) / 2``); ``nnunet`` on voxel ``size // 2``
+    (half a voxel off-centre for even sizes), as nnU-Net's predictor weights its patches.
+    """
+    if kind not in IMPORTANCE:
+        raise ValueError(f"importance must be one of {', '.join(IMPORTANCE)}, got {kind!r}")
     profiles = []
     for size in patch_size:
-        centre = (size - 1) / 2.0
+        centre = (size - 1) / 2.0 if kind == "seg" else float(size // 2)
         sigma = max(size * sigma_scale, 1e-6)
         profile = np.exp(-0.5 * ((np.arange(size) - centre) / sigma) ** 2)
         profiles.append(np.maximum(profile / profile.max(), _PROFILE_FLOOR))
@@ -47,7 +56,7 @@ def _outer(vectors: Sequence[np.ndarray]) -> np.ndarray:
     return result
 
 
-def gaussian_importance_map(patch_size: Sequence[int], sigma_scale: float = 0.125) -> np.ndarray:
+def gaussian_importance_map(patch_size: Sequence[int], sigma_scale: float = 0.125, kind: str = "seg") -> np.ndarray:
     """Separable Gaussian centred on the patch, peak 1, no zeros.
 
     Patch borders get low weight because a network's edge predictions lack context.
@@ -55,11 +64,12 @@ def gaussian_importance_map(patch_size: Sequence[int], sigma_scale: float = 0.12
     Args:
         patch_size: Spatial patch size.
         sigma_scale: Sigma as a fraction of the patch size per axis.
+        kind: ``seg`` (centred on the patch) or ``nnunet`` (centred on voxel ``size // 2``).
 
     Returns:
         The weights, float32, max 1 and strictly positive. Shape: ``patch_size``.
     """
-    return _outer(_gaussian_profiles(patch_size, sigma_scale)).astype(np.float32)
+    return _outer(_gaussian_profiles(patch_size, sigma_scale, kind)).astype(np.float32)
 
 
 def _starts(size: int, patch: int, overlap: float) -> list[int]:
@@ -176,17 +186,18 @@ class _StreamedBlend:
         out: Destination for the normalised probabilities. Shape: [K, *S].
         patch_size: Spatial patch size P.
         overlap: Patch overlap (to rebuild the per-axis starts for the weight sums).
-        sigma_scale: See :func:`gaussian_importance_map`.
+        sigma_scale, importance: See :func:`gaussian_importance_map`.
     """
 
     def __init__(
-        self, out: np.ndarray, patch_size: Sequence[int], overlap: float, sigma_scale: float = 0.125
+        self, out: np.ndarray, patch_size: Sequence[int], overlap: float, sigma_scale: float = 0.125,
+        importance: str = "seg",
     ) -> None:
         """Precompute the importance map and the per-axis weight sums; zero the slab."""
         spatial = out.shape[1:]
         self.out = out
         self.depth = int(patch_size[0])
-        profiles = _gaussian_profiles(patch_size, sigma_scale)
+        profiles = _gaussian_profiles(patch_size, sigma_scale, importance)
         self.importance = _outer(profiles).astype(np.float32)
         sums = []
         for size, patch, profile in zip(spatial, patch_size, profiles, strict=True):
@@ -245,6 +256,7 @@ def sliding_window_inference(
     progress: bool = False,
     dtype: np.dtype | type = np.float32,
     activation: str = "softmax",
+    importance: str = "seg",
 ) -> np.ndarray:
     """Predict a whole image patch by patch with Gaussian blending (and optional mirror TTA).
 
@@ -265,16 +277,16 @@ def sliding_window_inference(
             values are rounded once, to within 5e-4).
         activation: ``"softmax"`` over the channels (classes), ``"sigmoid"`` per channel
             (regions), or ``"none"`` (logits are blended; the caller activates once at the end).
+        importance: The Gaussian's centring, ``seg`` or ``nnunet`` (see :func:`gaussian_importance_map`).
 
     Returns:
         Probabilities (or blended logits) on the image grid. Shape: [K, *S].
     """
-    ndim = _check_window_args(image, patch_size, activation)
+    flips = _mirror_subsets(mirror_axes, _check_window_args(image, patch_size, activation))
     padded, crop = _pad_to_patch(image, patch_size)
     spatial = padded.shape[1:]
     windows = patch_grid(spatial, patch_size, overlap)
-    blend = _StreamedBlend(np.empty((num_classes, *spatial), dtype=dtype), patch_size, overlap)
-    flips = _mirror_subsets(mirror_axes, ndim)
+    blend = _StreamedBlend(np.empty((num_classes, *spatial), dtype), patch_size, overlap, importance=importance)
     step = max(1, batch_size)
     starts = range(0, len(windows), step)
     if progress:

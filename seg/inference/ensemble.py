@@ -79,21 +79,29 @@ def fold_checkpoints(cv_dir: str | Path, folds: Sequence[int] | None = None) -> 
 
 
 class FoldEnsemble(nn.Module):
-    """The members' mean probability, returned as logits whose activation gives that mean back.
+    """The members' mean probability, returned as logits whose activation gives that mean back; or,
+    with ``average="logits"``, the members' mean logits (nnU-Net's fold ensemble: since the Gaussian
+    blending and the mirroring are linear in the logits, averaging per patch is exact).
 
     Args:
         members: The fold models (eval mode, training heads dropped), same input and output.
         outputs: ``classes`` (softmax over dim 1) or ``regions`` (independent sigmoids).
+        average: ``probabilities`` (seg's ensembles) or ``logits``.
 
     Shape: [B, C, *P] -> [B, K, *P]
     """
 
-    def __init__(self, members: Sequence[nn.Module], outputs: str = "classes") -> None:
+    def __init__(self, members: Sequence[nn.Module], outputs: str = "classes", average: str = "probabilities") -> None:
         super().__init__()
+        if average not in ("probabilities", "logits"):
+            raise ValueError(f"average must be 'probabilities' or 'logits', got {average!r}")
         self.members = nn.ModuleList(members)
         self.regions = outputs == "regions"
+        self.average = average
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.average == "logits":
+            return torch.stack([member(x).float() for member in self.members]).mean(dim=0)
         total = None
         for member in self.members:
             logits = member(x).float()

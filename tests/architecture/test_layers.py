@@ -4,7 +4,7 @@ and the import graph, imports inside functions included, has no cycle.
 Layers, lowest first (a module may import its own layer and those below):
 
 seg_runtime: base (errors, atomic, hashing, identity, paths, formats, geometry, limits, naming, label_codes,
-  options) < io (readers, writers, io, labelmaps, cases, probe, onnx_scan, bundle_files) < pipeline parts
+  json_types, options) < io (readers, writers, io, labelmaps, cases, probe, onnx_scan, bundle_files) < pipeline parts
   (preprocess, tiling, outputs, postprocess, preview, preview_layout, statistics, contours, consistency,
   parts) < schema (bundle) < records (dicom_sources, dicom_seg, rtstruct, extra_files, records, manifest,
   output_dir, store) < stages (stages, backends, session) < runners (planning, runners) < predict < dicom_node (the DICOM node: a
@@ -25,10 +25,10 @@ from .import_graph import cycles, import_graph, modules
 
 RUNTIME_LAYERS = [
     ["_version", "errors", "atomic", "hashing", "identity", "formats", "geometry", "limits", "naming", "label_codes",
-     "paths", "options"],
+     "json_types", "paths", "options"],
     ["readers", "writers", "io", "labelmaps", "cases", "probe", "onnx_scan", "bundle_files"],
     ["preprocess", "tiling", "outputs", "postprocess", "preview", "preview_layout", "statistics", "contours",
-     "consistency", "parts"],
+     "consistency", "nnunet", "parts"],
     ["bundle"],
     ["dicom_sources", "dicom_seg", "rtstruct", "extra_files", "records", "manifest", "output_dir", "store"],
     ["stages", "backends", "session"],
@@ -45,7 +45,7 @@ SEG_LAYERS = [
     ["losses", "metrics", "evaluation"],
     ["engine"],
     ["inference"],
-    ["export_onnx"],
+    ["export_onnx", "nnunet_import"],
     ["workflows"],
     ["commands", "cli"],
 ]

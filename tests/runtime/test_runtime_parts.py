@@ -12,7 +12,7 @@ import pytest
 from runtime_helpers import THRESHOLD_BIAS, THRESHOLD_WEIGHT, pointwise_logits, predict, save_nifti
 
 from seg_runtime.bundle import SCHEMA_VERSION, Bundle, BundleError, load_bundle
-from seg_runtime.parts import DEFAULT_PIPELINE, Blend, SegPreprocessor
+from seg_runtime.parts import DEFAULT_PIPELINE, Blend, SegPostprocessor, SegPreprocessor
 from seg_runtime.preprocess import PreprocessSpec
 from seg_runtime.session import OnnxBackend
 from seg_runtime.tiling import sliding_window_inference, softmax
@@ -27,10 +27,21 @@ def _rewrite(bundle_dir: Path, **changes: object) -> None:
     (bundle_dir / "model.json").write_text(json.dumps({k: v for k, v in data.items() if v is not None}))
 
 
-def test_schema_2_is_written_with_the_default_parts(bundle_factory: Callable[..., Path]) -> None:
+def test_schema_3_is_written_with_the_default_parts(bundle_factory: Callable[..., Path]) -> None:
     data = _json(bundle_factory())
-    assert SCHEMA_VERSION == 2 and data["schema_version"] == 2
+    assert SCHEMA_VERSION == 3 and data["schema_version"] == 3
     assert data["pipeline"] == DEFAULT_PIPELINE == {"preprocess": "seg", "blend": "probabilities", "postprocess": "seg"}
+    assert data["mirror_axes"] is None and data["postprocess"] == {}
+
+
+def test_a_schema_2_bundle_loads_mirroring_every_axis(bundle_factory: Callable[..., Path]) -> None:
+    """Schema 2 had neither ``mirror_axes`` nor ``postprocess``: every axis is mirrored, seg's post-processing."""
+    old = bundle_factory("old")
+    _rewrite(old, schema_version=2, mirror_axes=None, postprocess=None)
+    assert "mirror_axes" not in _json(old) and "postprocess" not in _json(old)
+    bundle = load_bundle(old)
+    assert bundle.tta_axes == tuple(range(bundle.spatial_dims)) and bundle.postprocess == {}
+    assert isinstance(bundle.postprocessor(), SegPostprocessor)
 
 
 def test_a_schema_1_bundle_still_loads_and_runs_with_the_default_parts(
@@ -39,7 +50,7 @@ def test_a_schema_1_bundle_still_loads_and_runs_with_the_default_parts(
     """A bundle written before parts existed (schema 1, no ``pipeline``) predicts exactly as a schema-2 one."""
     new = bundle_factory("new")
     old = bundle_factory("old")
-    _rewrite(old, schema_version=1, pipeline=None)
+    _rewrite(old, schema_version=1, pipeline=None, mirror_axes=None, postprocess=None)
     assert "pipeline" not in _json(old)
     bundle = load_bundle(old)
     assert bundle.pipeline == DEFAULT_PIPELINE and isinstance(bundle.preprocessor, SegPreprocessor)
@@ -52,7 +63,7 @@ def test_a_schema_1_bundle_still_loads_and_runs_with_the_default_parts(
 
 
 @pytest.mark.parametrize(("pipeline", "needle"), [
-    ({"preprocess": "nnunet"}, "key 'pipeline.preprocess': unknown part 'nnunet'"),
+    ({"preprocess": "monai"}, "key 'pipeline.preprocess': unknown part 'monai'"),
     ({"blend": "median"}, "key 'pipeline.blend': unknown part 'median'"),
     ({"postprocess": "crf"}, "key 'pipeline.postprocess': unknown part 'crf'"),
     ({"resample": "seg"}, "key 'pipeline': unknown part kind"),
