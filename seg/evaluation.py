@@ -47,6 +47,22 @@ def load_labels(path: Path, label_values: Mapping[int, int] | None = None) -> np
     return remap_values(arr, label_values) if label_values else arr
 
 
+def prediction_encodings(pred_dir: Path) -> dict[str, str]:
+    """Per case id, how its label map encodes the classes, from the folder's prediction records
+    (``settings.label_encoding``: ``dataset_values`` or ``class_indices``); empty without records."""
+    from seg_runtime.records import latest_states
+
+    return {cid: str(state.record.get("settings", {}).get("label_encoding", "class_indices"))
+            for cid, state in latest_states(pred_dir).items() if state.status == "ok"}
+
+
+def decode_prediction(pred: np.ndarray, label_values: Mapping[int, int] | None, encoding: str | None) -> np.ndarray:
+    """A predicted label map as class indices. seg writes the dataset's own values by default, so with
+    ``label_values`` a prediction is decoded like a reference unless its record says ``class_indices``
+    (``encoding``: from :func:`prediction_encodings`; None: no record, the references' encoding)."""
+    return pred if encoding == "class_indices" or not label_values else remap_values(pred, label_values)
+
+
 def load_labels_with_spacing(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
     """A label map and its voxel spacing (mm) as stored."""
     arr, geometry = read_label_map(path)
@@ -92,7 +108,8 @@ def evaluate_folders(pred_dir: Path, ref_dir: Path, labels: Mapping[str, int],
     """Score every case present in both folders (see the module docstring for the metrics).
 
     References with raw values (e.g. ISBI's 0/255) are mapped to class indices through
-    ``label_values``. Every case it can score is scored; a reference without a prediction, an
+    ``label_values``, and so are predictions, which seg writes in the dataset's values too, unless the
+    folder's records say a case was written as class indices (``--class-indices``). Every case it can score is scored; a reference without a prediction, an
     unreadable file or a prediction of another shape is a failure (``failed``, with its reason),
     never the end of the run.
 
@@ -111,9 +128,11 @@ def evaluate_folders(pred_dir: Path, ref_dir: Path, labels: Mapping[str, int],
     failed = [{"id": cid, "error": f"{ref_dir / refs[cid].name}: no prediction in {pred_dir}"} for cid in missing]
     known = set(label_values) if label_values else set(labels.values())
     unknown: dict[str, list[int]] = {}
+    encodings = prediction_encodings(pred_dir) if label_values else {}
     for cid in sorted(set(preds) & set(refs)):
         try:
-            row, extra = _score_case(preds[cid], refs[cid], known, labels, regions, surface, tolerance, label_values)
+            row, extra = _score_case(preds[cid], refs[cid], known, labels, regions, surface, tolerance, label_values,
+                                     encodings.get(cid))
         except (SegError, OSError) as exc:
             failed.append({"id": cid, "error": str(exc)})
             log.error("case %s: %s", cid, exc)
@@ -134,7 +153,8 @@ def evaluate_folders(pred_dir: Path, ref_dir: Path, labels: Mapping[str, int],
 
 def _score_case(pred_path: Path, ref_path: Path, known: set[int], labels: Mapping[str, int],
                 regions: Mapping[str, Sequence[int]] | None, surface: bool, tolerance: float,
-                label_values: Mapping[int, int] | None) -> tuple[dict[str, float], list[int]]:
+                label_values: Mapping[int, int] | None,
+                encoding: str | None = None) -> tuple[dict[str, float], list[int]]:
     """One case's scores, counts and volumes, and the reference values outside the label map.
 
     Raises:
@@ -144,7 +164,7 @@ def _score_case(pred_path: Path, ref_path: Path, known: set[int], labels: Mappin
     extra = sorted(int(v) for v in np.unique(ref) if int(v) not in known)
     if label_values:
         ref = remap_values(ref, label_values)
-    pred = load_labels(pred_path)
+    pred = decode_prediction(load_labels(pred_path), label_values, encoding)
     if pred.shape != ref.shape:
         raise SegError(f"{pred_path}: prediction shape {pred.shape} differs from the reference {ref_path} "
                        f"shape {ref.shape}")

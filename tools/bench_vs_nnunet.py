@@ -95,9 +95,9 @@ def nnunet_arm(work: Path) -> dict:
     inference = time.perf_counter() - start
     scored = work / "nnunet_scored"
     scored.mkdir(exist_ok=True)
-    for index in SCORED:  # nnU-Net writes class indices (membrane 1), as seg predict does: renamed only
+    for index in SCORED:  # nnU-Net writes class indices (membrane 1): back to ISBI's values, as seg writes them
         label = np.asarray(Image.open(work / "nnunet_pred" / f"isbi{index:02d}.png"))
-        Image.fromarray(label.astype(np.uint8)).save(scored / f"{index}.png")
+        Image.fromarray(np.where(label == 1, 0, 255).astype(np.uint8)).save(scored / f"{index}.png")
     return {"model": "nnU-Net 2d, fold 0", "train_min": round(seconds / 60, 1), "iterations_per_epoch": iterations,
             "epochs": EPOCHS, "inference_min": round(inference / 60, 2),
             "dice_membrane": membrane_dice(scored, work / "isbi_val" / "labels")}

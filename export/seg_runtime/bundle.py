@@ -4,8 +4,9 @@ Schema versions: 1 (the first), 2 (adds ``pipeline``: the named parts that prepa
 Schema versions: 1 (the first), 2 (adds ``pipeline``: the named parts that prepare a case, blend
 the patches and clean the labels, see :mod:`seg_runtime.parts`; and ``files``: the SHA-256 of every
 file the bundle reads, checked at load by :func:`verify_bundle`), 3 (adds ``mirror_axes``: the axes
-mirrored when mirroring is on, null for all; and ``postprocess``: the settings of a post-processing
-part other than ``seg``, e.g. nnU-Net's ``keep_largest`` label sets). Every version up to
+mirrored when mirroring is on, null for all; ``postprocess``: the settings of a post-processing
+part other than ``seg``, e.g. nnU-Net's ``keep_largest`` label sets; and ``label_values``: the value
+each class has in the dataset's label files, written into label maps by default). Every version up to
 :data:`SCHEMA_VERSION` is read; a bundle that names no ``pipeline`` (all of version 1) runs today's
 parts, one without ``files`` loads with a warning (refused under ``--strict``), one without
 ``mirror_axes`` mirrors every spatial axis. Writing always writes the current version.
@@ -21,22 +22,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from . import json_types as jt
 from .atomic import atomic_write_text
 from .bundle_files import bundle_digest, file_hashes, file_problems
 from .consistency import description_problems
 from .errors import SegError
-from .json_types import (
-    is_int,
-    is_int_list,
-    is_number,
-    is_str,
-    is_str_int_dict,
-    is_str_int_list_dict,
-    is_str_list,
-    is_str_list_or_none,
-    is_str_number_dict,
-    is_str_str_dict,
-)
 from .nnunet.parts import NnunetPostprocessor, keep_steps
 from .outputs import OUTPUT_KINDS, output_channels, region_paint_labels
 from .parts import DEFAULT_PIPELINE, PREPROCESSORS, Blend, SegPostprocessor, check_pipeline
@@ -81,6 +71,9 @@ class Bundle:
         output_name: ONNX output name (logits). Shape: [B, K, *P], K = :attr:`output_channels`.
         model_file: ONNX file name inside the bundle folder.
         provenance: Free-form (seg version, config hash, run dir, model name, created).
+        label_values: Class name -> the value it has in the dataset's label files (ISBI's
+            ``{"interior": 255, "membrane": 0}``), written into label maps unless class indices are
+            asked for; empty when the files hold the class indices themselves.
         label_codes: Optional per-label DICOM codes and colour for DICOM-SEG (see
             :mod:`seg_runtime.label_codes`); empty in bundles that predate it.
         pipeline: The parts by kind (``preprocess``, ``blend``, ``postprocess``; see
@@ -112,6 +105,7 @@ class Bundle:
     model_file: str = "model.onnx"
     provenance: dict[str, Any] = field(default_factory=dict)
     label_codes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    label_values: dict[str, int] = field(default_factory=dict)
     pipeline: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PIPELINE))
     files: dict[str, str] = field(default_factory=dict)
     mirror_axes: list[int] | None = None
@@ -159,6 +153,12 @@ class Bundle:
             keep_steps(self.postprocess, self.num_classes)
         else:
             _expect(not self.postprocess, "postprocess", "settings only for a post-processing part other than seg")
+        if self.label_values:
+            values = list(self.label_values.values())
+            _expect(set(self.label_values) == set(self.labels), "label_values",
+                    f"needs one value per class of labels ({', '.join(self.labels)})")
+            _expect(len(set(values)) == len(values) and all(0 <= v <= 65535 for v in values), "label_values",
+                    f"values must be distinct and within 0..65535, got {values}")
         _expect(self.outputs in OUTPUT_KINDS, "outputs", f"must be one of {', '.join(OUTPUT_KINDS)}")
         for key, message in description_problems(
             in_channels=self.in_channels,
@@ -237,7 +237,7 @@ class Bundle:
         """
         if not isinstance(data, dict):
             raise BundleError(f"expected a JSON object, got {type(data).__name__}")
-        version = _get(data, "schema_version", is_int, "an integer")
+        version = _get(data, "schema_version", jt.is_int, "an integer")
         _expect(
             1 <= version <= SCHEMA_VERSION,
             "schema_version",
@@ -247,41 +247,43 @@ class Bundle:
         unknown = sorted(set(data) - known)
         if unknown:
             logger.warning("model.json: ignoring unknown key(s) %s", unknown)
-        in_channels = _get(data, "in_channels", is_int, "an integer")
-        num_classes = _get(data, "num_classes", is_int, "an integer")
+        in_channels = _get(data, "in_channels", jt.is_int, "an integer")
+        num_classes = _get(data, "num_classes", jt.is_int, "an integer")
         pipeline = _pipeline(data)
         return cls(
-            spatial_dims=_get(data, "spatial_dims", is_int, "an integer"),
+            spatial_dims=_get(data, "spatial_dims", jt.is_int, "an integer"),
             in_channels=in_channels,
             channel_names=_get(
                 data,
                 "channel_names",
-                is_str_list,
+                jt.is_str_list,
                 "a list of strings",
                 default=[f"channel_{i}" for i in range(in_channels)],
             ),
             channel_files=_get(
-                data, "channel_files", is_str_list_or_none, "a list of strings or null", default=None
+                data, "channel_files", jt.is_str_list_or_none, "a list of strings or null", default=None
             ),
             num_classes=num_classes,
-            labels=_get(data, "labels", is_str_int_dict, "an object of name: integer"),
-            regions=_get(data, "regions", is_str_int_list_dict, "an object of name: [integers]", default={}),
-            patch_size=_get(data, "patch_size", is_int_list, "a list of integers"),
-            overlap=float(_get(data, "overlap", is_number, "a number", default=0.5)),
+            labels=_get(data, "labels", jt.is_str_int_dict, "an object of name: integer"),
+            regions=_get(data, "regions", jt.is_str_int_list_dict, "an object of name: [integers]", default={}),
+            patch_size=_get(data, "patch_size", jt.is_int_list, "a list of integers"),
+            overlap=float(_get(data, "overlap", jt.is_number, "a number", default=0.5)),
             preprocess=_preprocess(data, pipeline["preprocess"]),
-            keep_largest=_get(data, "keep_largest", is_str_list, "a list of strings", default=[]),
-            remove_small={k: float(v) for k, v in _get(data, "remove_small", is_str_number_dict,
+            keep_largest=_get(data, "keep_largest", jt.is_str_list, "a list of strings", default=[]),
+            remove_small={k: float(v) for k, v in _get(data, "remove_small", jt.is_str_number_dict,
                                                         "an object of name: number", default={}).items()},
             tta=_get(data, "tta", lambda v: isinstance(v, bool), "true or false", default=False),
-            outputs=_get(data, "outputs", is_str, "a string", default="classes"),
-            input_name=_get(data, "input_name", is_str, "a string", default="image"),
-            output_name=_get(data, "output_name", is_str, "a string", default="logits"),
-            model_file=_get(data, "model_file", is_str, "a string", default="model.onnx"),
+            outputs=_get(data, "outputs", jt.is_str, "a string", default="classes"),
+            input_name=_get(data, "input_name", jt.is_str, "a string", default="image"),
+            output_name=_get(data, "output_name", jt.is_str, "a string", default="logits"),
+            model_file=_get(data, "model_file", jt.is_str, "a string", default="model.onnx"),
             provenance=_get(data, "provenance", lambda v: isinstance(v, dict), "an object", default={}),
             label_codes=_get(data, "label_codes", lambda v: isinstance(v, dict), "an object", default={}),
+            label_values=_get(data, "label_values", jt.is_str_int_dict, "an object of class name: file value",
+                              default={}),
             pipeline=pipeline,
-            files=_get(data, "files", is_str_str_dict, "an object of path: SHA-256", default={}),
-            mirror_axes=_get(data, "mirror_axes", lambda v: v is None or is_int_list(v), "a list of integers or null",
+            files=_get(data, "files", jt.is_str_str_dict, "an object of path: SHA-256", default={}),
+            mirror_axes=_get(data, "mirror_axes", lambda v: v is None or jt.is_int_list(v), "a list of integers or null",
                              default=None),
             postprocess=_get(data, "postprocess", lambda v: isinstance(v, dict), "an object", default={}),
         )

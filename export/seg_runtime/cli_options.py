@@ -87,6 +87,9 @@ def add_predict_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add("--output-format", choices=OUTPUT_FORMATS, default="auto",
         help="label map format (default auto: the input's format, NRRD -> .nrrd, MHA/MHD -> .mha, NIfTI and "
         "DICOM -> .nii.gz, PNG/TIFF -> .png)")
+    add("--class-indices", action="store_true",
+        help="write label maps as class indices 0..K-1 (default: each class's value in the dataset's label files, "
+        "the model's label_values, e.g. 255 for ISBI's interior; uint16 above 255)")
     add("--allow-gaps", action="store_true",
         help="accept DICOM series whose slices are unevenly spaced (a missing slice), resampled onto an even "
         "grid at the median gap (default: such a series fails, naming its folder)")
@@ -160,6 +163,7 @@ def predict_options(args: argparse.Namespace) -> PredictOptions:
         max_memory_gb=args.max_memory,
         progress=show_progress(args),
         allow_gaps=args.allow_gaps,
+        class_indices=args.class_indices,
     )
 
 

@@ -190,7 +190,7 @@ def smallest_int_dtype(labels: np.ndarray) -> np.dtype:
 def write_labels(path: str | os.PathLike[str], labels: np.ndarray, geometry: Geometry) -> Path:
     """Write a label map atomically in the format its suffix names, with the input's geometry.
 
-    PNG (``.png``, 2D, uint8), NRRD (``.nrrd``), MetaImage (``.mha``) or NIfTI (anything else).
+    PNG (``.png``, 2D, 8-bit, 16-bit when a value passes 255), NRRD (``.nrrd``), MetaImage (``.mha``) or NIfTI (anything else).
 
     Args:
         path: Destination (``.png``, ``.nrrd``, ``.mha`` or ``.nii.gz``/``.nii``).
@@ -259,13 +259,14 @@ def _on_stored_grid(array: np.ndarray, geometry: Geometry) -> np.ndarray:
 
 
 def _write_png(path: Path, labels: np.ndarray) -> None:
-    """Write a 2D uint8 PNG."""
+    """Write a 2D greyscale PNG: 8-bit, or 16-bit when a value passes 255."""
     from PIL import Image
 
-    if labels.ndim != 2 or labels.min(initial=0) < 0 or labels.max(initial=0) > 255:
-        raise ValueError(f"{path}: PNG labels must be 2D with values 0..255")
+    if labels.ndim != 2 or labels.min(initial=0) < 0 or labels.max(initial=0) > 65535:
+        raise ValueError(f"{path}: PNG labels must be 2D with values 0..65535")
+    dtype = np.uint8 if labels.max(initial=0) <= 255 else np.uint16
     with atomic_path(path) as tmp:
-        Image.fromarray(labels.astype(np.uint8)).save(tmp, format="PNG")
+        Image.fromarray(labels.astype(dtype)).save(tmp, format="PNG")
 
 
 def _write_nifti(path: Path, data: np.ndarray, geometry: Geometry) -> None:

@@ -2,7 +2,8 @@
 
 Every reader of a label file (training, the data check, the planner, ``seg evaluate``, the CV's
 post-processing choice, the demo's scores) goes through :func:`read_label_map`, and every mapping
-of raw values (ISBI's 0/255) to class indices through :func:`remap_values`.
+of raw values (ISBI's 0/255) to class indices through :func:`remap_values`; predictions go back to
+the dataset's values through :func:`value_lut` (a bundle's ``label_values``).
 """
 
 from __future__ import annotations
@@ -61,3 +62,18 @@ def remap_values(label: np.ndarray, label_values: Mapping[int, int] | None) -> n
     for raw, cls in label_values.items():
         out[label == raw] = cls
     return out
+
+
+def value_lut(labels: Mapping[str, int], label_values: Mapping[str, int]) -> np.ndarray | None:
+    """Class index -> the value the dataset's label files use for it, or None when those are the
+    class indices (no ``label_values``, or the identity). Shape: [max index + 1], uint8 or uint16.
+
+    A label map ``m`` of class indices is written as ``lut[m]``; read back, ``remap_values(file,
+    {v: i for i, v in enumerate(lut)})`` gives the indices again.
+    """
+    if not label_values or all(label_values[name] == index for name, index in labels.items()):
+        return None
+    lut = np.zeros(max(labels.values()) + 1, dtype=np.int64)
+    for name, index in labels.items():
+        lut[index] = label_values[name]
+    return lut.astype(np.uint8 if lut.max() <= 255 else np.uint16)

@@ -32,6 +32,8 @@ class PredictOptions:
         max_memory_gb: Memory limit per case in GiB (None: ``$SEG_MAX_MEMORY_GB`` or half the RAM).
         progress: Progress bars.
         allow_gaps: Accept DICOM series with uneven slice gaps, resampled onto an even grid.
+        class_indices: Write label maps as class indices, not in the dataset's own values (the
+            bundle's ``label_values``).
     """
 
     tta: bool | None = None
@@ -48,3 +50,4 @@ class PredictOptions:
     max_memory_gb: float | None = None
     progress: bool = True
     allow_gaps: bool = False
+    class_indices: bool = False

@@ -33,7 +33,7 @@ from .dicom_seg import write_dicom_seg
 from .extra_files import FROM_LABEL_MAP, extra_path
 from .geometry import CaseError, Geometry
 from .io import read_case, write_labels, write_probabilities
-from .labelmaps import read_label_map
+from .labelmaps import read_label_map, remap_values, value_lut
 from .limits import case_peak_bytes, check_case_memory, max_memory_bytes
 from .options import PredictOptions
 from .outputs import labels_on_input_grid
@@ -81,6 +81,7 @@ class CasePipeline:
     max_bytes: int | None = None
     progress: bool = False
     allow_gaps: bool = False
+    value_lut: np.ndarray | None = None  # class index -> file value (labelmaps.value_lut); None: indices
     version: str = __version__
 
     @classmethod
@@ -111,6 +112,7 @@ class CasePipeline:
             max_bytes=max_bytes,
             progress=options.progress,
             allow_gaps=options.allow_gaps,
+            value_lut=None if options.class_indices else value_lut(bundle.labels, bundle.label_values),
         )
 
     @property
@@ -132,7 +134,8 @@ class CasePipeline:
     def output_settings(self) -> dict[str, Any]:
         """The settings of this run that change a label map beside the model: recorded with every case,
         and a rerun keeps an output only when they are the same (skip-done)."""
-        return {"tta": self.tta, **self.postprocessor.settings(), "label_encoding": "class_indices"}
+        encoding = "class_indices" if self.value_lut is None else "dataset_values"
+        return {"tta": self.tta, **self.postprocessor.settings(), "label_encoding": encoding}
 
 
 def _check_patch_memory(bundle: Bundle, batch_size: int, max_bytes: int) -> None:
@@ -276,7 +279,7 @@ def finish_case(loaded: Loaded, scores: np.ndarray, case: Case, target: Path,
         del restored
     written.update(write_extras(loaded, labels, case, target, pipeline))
     # The label file is written last, and only its record (with its checksum) marks it done.
-    write_labels(target, labels, loaded.geometry)
+    write_labels(target, labels if pipeline.value_lut is None else pipeline.value_lut[labels], loaded.geometry)
     return written
 
 
@@ -296,6 +299,8 @@ def complete_case(case: Case, target: Path, missing: Sequence[str], pipeline: Ca
     image, geometry = read_case(case, bundle.spatial_dims, bundle.in_channels, pipeline.max_bytes,
                                 pipeline.allow_gaps)
     labels, label_geometry = read_label_map(target, bundle.spatial_dims)
+    if pipeline.value_lut is not None:  # the record says which encoding the file has: back to indices
+        labels = remap_values(labels, {int(v): i for i, v in enumerate(pipeline.value_lut)})
     if tuple(label_geometry.shape) != tuple(geometry.shape):
         raise CaseError(f"{target}: shape {tuple(label_geometry.shape)} differs from its input's "
                         f"{tuple(geometry.shape)}; predict it again with --overwrite")

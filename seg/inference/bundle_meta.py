@@ -31,4 +31,16 @@ def bundle_from_config(cfg: Config, provenance: dict[str, Any] | None = None) ->
         outputs=cfg.model.outputs,
         provenance=prov,
         label_codes={name: code.model_dump(exclude_none=True) for name, code in data.label_codes.items()},
+        label_values=file_values(data.labels, data.label_values),
     )
+
+
+def file_values(labels: dict[str, int], label_values: dict[int, int] | None) -> dict[str, int]:
+    """Class name -> the value its voxels have in the dataset's label files (``model.json``'s
+    ``label_values``), from ``data.label_values`` (file value -> class index); where several file values
+    map to one class, the smallest. Empty when the files hold the class indices."""
+    if not label_values:
+        return {}
+    values = {name: min((raw for raw, cls in label_values.items() if cls == index), default=index)
+              for name, index in labels.items()}
+    return {} if all(values[name] == index for name, index in labels.items()) else values

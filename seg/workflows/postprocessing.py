@@ -30,7 +30,14 @@ from typing import Any
 import numpy as np
 
 from seg.config import Config, save_config
-from seg.evaluation import label_files, load_labels, load_labels_with_spacing
+from seg.evaluation import (
+    case_id,
+    decode_prediction,
+    label_files,
+    load_labels,
+    load_labels_with_spacing,
+    prediction_encodings,
+)
 from seg.inference.ensemble import POSTPROCESSING
 from seg.metrics import dice_scores, nanmean
 from seg_runtime.atomic import atomic_write_json
@@ -141,8 +148,11 @@ def _case_pairs(parent: Path, folds: list[int]) -> list[tuple[Path, Path]]:
 
 def _load(pairs: list[tuple[Path, Path]], cfg: Config):
     """(prediction, reference, voxel volume of the prediction) per case, one case at a time."""
+    encodings: dict[Path, dict[str, str]] = {}
     for pred_path, ref_path in pairs:
-        pred, spacing = load_labels_with_spacing(pred_path)
+        folder = encodings.setdefault(pred_path.parent, prediction_encodings(pred_path.parent))
+        raw, spacing = load_labels_with_spacing(pred_path)
+        pred = decode_prediction(raw, cfg.data.label_values, folder.get(case_id(pred_path)))
         yield pred.astype(np.int64, copy=False), load_labels(ref_path, cfg.data.label_values), float(np.prod(spacing))
 
 

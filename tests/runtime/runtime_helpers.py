@@ -64,6 +64,7 @@ def make_bundle_dir(
     preprocess: PreprocessSpec | None = None,
     channel_files: list[str] | None = None,
     fixed_batch: int | None = None,
+    label_values: dict[str, int] | None = None,
 ) -> Path:
     """Write ``model.onnx`` + ``model.json`` for a pointwise model into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -81,6 +82,7 @@ def make_bundle_dir(
         overlap=0.5,
         preprocess=preprocess or PreprocessSpec(orientation="RAS", normalization=[{"scheme": "none"}]),
         provenance={"model": "pointwise-test"},
+        label_values=dict(label_values or {}),
     )
     save_bundle_json(bundle, directory)
     return directory
