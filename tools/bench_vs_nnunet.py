@@ -124,18 +124,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--arms", nargs="+", choices=("nnunet", "seg"), default=["nnunet", "seg"],
+                        help="the arms to run (default both); rows already in --out's JSON are kept")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     link_slices(ISBI, args.work / "isbi_train", TRAIN)
     link_slices(ISBI, args.work / "isbi_val", SCORED)
-    rows = [nnunet_arm(args.work), *seg_arm(args.work)]
+    rows = ([nnunet_arm(args.work)] if "nnunet" in args.arms else []) + (seg_arm(args.work) if "seg" in args.arms else [])
     for row in rows:
         print(row)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        meta = {"command": " ".join(["python", "tools/bench_vs_nnunet.py", *sys.argv[1:]]), "rows": rows,
-                "scored_on": "ISBI slices 15-19 (held out), membrane Dice"}
-        (args.out / "bench_vs_nnunet.json").write_text(json.dumps(meta, indent=2) + "\n")
+        path = args.out / "bench_vs_nnunet.json"
+        meta = json.loads(path.read_text()) if path.is_file() else {}
+        kept = [r for r in meta.get("rows", []) if not any(r["model"].startswith(p) for p in _prefixes(args.arms))]
+        meta.update({"rows": kept + rows, "scored_on": "ISBI slices 15-19 (held out), membrane Dice"})
+        meta.setdefault("commands", []).append(" ".join(["python", "tools/bench_vs_nnunet.py", *sys.argv[1:]]))
+        path.write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _prefixes(arms: list[str]) -> list[str]:
+    return [{"nnunet": "nnU-Net", "seg": "seg auto"}[arm] for arm in arms]
 
 
 if __name__ == "__main__":

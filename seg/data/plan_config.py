@@ -190,7 +190,7 @@ def _rows(data: Any, fp: dict[str, Any], proposal: dict[str, Any], device: str, 
     total = max(sum(fp["label_counts"].values()), 1)
     share = ", ".join(f"{k} {100 * v / total:.2g}%" for k, v in fp["label_counts"].items())
     rows = [
-        ["layout", data.layout, f"{len(cases)} cases in {data.root.name}/ (data.root in the config)"],
+        ["layout", data.layout, f"{len(cases)} cases in {data.root.name}/"],
         ["spatial_dims", str(data.spatial_dims), f"median shape {[int(s) for s in shape]}"],
         ["labels", str(dict(data.labels)), f"voxels per class: {share}"],
         ["target_spacing", str(pre["target_spacing"]), _spacing_reason(spacing, proposal["stats"])],
