@@ -9,7 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from seg.cli import build_parser as seg_parser
 from seg.config import load_config
+from seg_runtime.cli import build_parser as runtime_parser
+
+from .readme_blocks import UNTAGGED, blocks, untagged_reason
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -67,3 +71,45 @@ def _get(cfg: object, dotted: str) -> object:
     for part in dotted.split("."):
         cfg = getattr(cfg, part)
     return cfg
+
+
+def test_every_readme_block_is_run_by_ci_or_says_why_not() -> None:
+    """A ```bash block is tagged ``bash ci`` (tests/test_readme_blocks.py runs it) or listed with its reason."""
+    found = blocks()
+    assert sum(block.tagged for block in found) >= 6
+    unexplained = [f"README.md:{block.line}" for block in found
+                   if block.info[:1] == ["bash"] and not block.tagged and untagged_reason(block) is None]
+    assert not unexplained, f"untagged ```bash blocks with no reason in tests/readme_blocks.py: {unexplained}"
+    used = {key for key in UNTAGGED for block in found if not block.tagged and key in block.text}
+    assert used == set(UNTAGGED), f"reasons for blocks the README no longer has: {set(UNTAGGED) - used}"
+
+
+def _commands(text: str) -> list[list[str]]:
+    """``seg ...`` and ``seg-run ...`` command lines of the README: in code blocks and in inline code."""
+    lines = [block.text for block in blocks() if block.info[:1] == ["bash"]]
+    lines += re.findall(r"`((?:seg|seg-run) [^`]+)`", text)
+    commands = []
+    for line in "\n".join(lines).replace("\\\n", " ").splitlines():
+        words = line.split("#")[0].replace("&", " ").split()
+        for i, word in enumerate(words):
+            if word.rsplit("/", 1)[-1] in ("seg", "seg-run") and i + 1 < len(words):
+                commands.append([word.rsplit("/", 1)[-1], *words[i + 1:]])
+    return commands
+
+
+def test_readme_flags_exist() -> None:
+    """Every ``--flag`` a README ``seg``/``seg-run`` command uses is an option of that (sub)command."""
+    parsers = {"seg": seg_parser(), "seg-run": runtime_parser()}
+    unknown = []
+    for tool, sub, *rest in _commands(README.read_text()):
+        choices = parsers[tool]._subparsers._group_actions[0].choices
+        if not re.fullmatch(r"[\w./$-]+", sub):  # prose such as `seg <command>: error: ...`
+            continue
+        parser = choices.get(sub) or (choices["predict"] if tool == "seg-run" else None)
+        if parser is None:
+            unknown.append(f"{tool} {sub}")
+            continue
+        known = set(parser._option_string_actions)
+        unknown += [f"{tool} {sub} {flag}" for flag in rest
+                    if flag.startswith("--") and flag.split("=")[0] not in known]
+    assert not unknown, sorted(set(unknown))
