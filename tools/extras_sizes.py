@@ -46,6 +46,18 @@ def dist_bytes(dist: metadata.Distribution) -> int:
     return total
 
 
+class Sizes(dict):
+    """Bytes per distribution name, measured on first use."""
+
+    def __init__(self, dists: dict[str, metadata.Distribution]) -> None:
+        super().__init__()
+        self.dists = dists
+
+    def __missing__(self, name: str) -> int:
+        self[name] = dist_bytes(self.dists[name])
+        return self[name]
+
+
 def closure(requirements: Iterable[str], dists: dict[str, metadata.Distribution],
             missing: set[str]) -> set[str]:
     """The installed distributions the requirements pull in, transitively."""
@@ -71,7 +83,7 @@ def closure(requirements: Iterable[str], dists: dict[str, metadata.Distribution]
 def measure(pyproject: Path) -> dict:
     project = tomllib.loads(pyproject.read_text())["project"]
     dists = installed()
-    sizes = {name: dist_bytes(dist) for name, dist in dists.items()}
+    sizes = Sizes(dists)
     rows, missing_all = [], {}
     missing: set[str] = set()
     base = closure(project["dependencies"], dists, missing)
@@ -90,7 +102,7 @@ def measure(pyproject: Path) -> dict:
     return {"python": sys.version.split()[0], "rows": rows, "missing": missing_all}
 
 
-def largest(names: set[str], sizes: dict[str, int], count: int = 3) -> str:
+def largest(names: set[str], sizes: Sizes, count: int = 3) -> str:
     top = sorted(names, key=lambda n: -sizes[n])[:count]
     return ", ".join(f"{n} {sizes[n] / 1e6:.0f}" for n in top)
 
