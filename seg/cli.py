@@ -16,6 +16,7 @@ from pathlib import Path
 import seg
 from seg import commands
 from seg.errors import is_user_error, one_line
+from seg_runtime.install_check import duplicate_runtime
 
 EPILOG = "Docs and examples: README.md. Every command has its own --help."
 
@@ -223,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("seg").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if (duplicate := duplicate_runtime()) is not None:
+        logging.getLogger("seg.cli").warning(duplicate)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

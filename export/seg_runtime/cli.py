@@ -20,6 +20,7 @@ from ._version import __version__
 from .cli_dicom import add_listen, add_pull
 from .cli_options import EXIT_CODES, add_predict_options, predict_options, preflight, runner_from_args
 from .errors import SegError, one_line
+from .install_check import duplicate_runtime
 from .manifest import folder_summary
 from .serve.command import add_serve_parser
 from .session import PROVIDERS
@@ -151,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if (duplicate := duplicate_runtime()) is not None:
+        logging.getLogger(__name__).warning(duplicate)
     try:
         return int(args.func(args) or 0)
     except (SegError, OSError, ValueError) as exc:  # bundle, output folder, disk, settings: one line

@@ -15,11 +15,34 @@ from seg_runtime.atomic import atomic_write_text
 log = logging.getLogger(__name__)
 
 
+TENSORBOARD_HINT = "pip install tensorboard, or the [dev] extra"
+
+
+def open_tensorboard(folder: Path) -> tuple[Any, str]:
+    """A TensorBoard ``SummaryWriter`` on ``folder``, or None and why not (TensorBoard is optional).
+
+    Args:
+        folder: the event folder (created by the writer).
+
+    Returns:
+        ``(writer, "")``, or ``(None, reason)`` when tensorboard is not installed or fails to start.
+    """
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None, f"tensorboard is not installed: {TENSORBOARD_HINT}"
+    try:
+        return SummaryWriter(str(folder)), ""
+    except Exception as exc:  # a broken install must not stop training; the log says why
+        return None, f"tensorboard failed to start: {exc}"
+
+
 class RunFolder:
     """Owns the files of one training run.
 
     Layout: ``config.yaml`` (resolved), ``last.pt``, ``best.pt``, ``metrics.jsonl`` (one JSON
-    object per epoch), ``curves.png``, ``train.log``, ``tb/`` (TensorBoard, when installed).
+    object per epoch), ``curves.png``, ``train.log``, ``tb/`` (TensorBoard event files, when tensorboard is
+    installed; ``train.log`` says whether they were written and, if not, why).
     """
 
     def __init__(self, path: Path) -> None:
@@ -47,12 +70,11 @@ class RunFolder:
         self._handler = logging.FileHandler(self.path / "train.log")
         self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger("seg").addHandler(self._handler)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._tb = SummaryWriter(str(self.path / "tb"))
-        except Exception:  # TensorBoard is optional
-            self._tb = None
+        self._tb, reason = open_tensorboard(self.path / "tb")
+        if self._tb is not None:
+            log.info("TensorBoard events: %s (tensorboard --logdir %s)", self.path / "tb", self.path / "tb")
+        else:
+            log.info("TensorBoard events: not written (%s)", reason)
 
     def stop_logging(self) -> None:
         if self._handler is not None:

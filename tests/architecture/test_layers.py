@@ -8,7 +8,7 @@ seg_runtime: base (errors, atomic, hashing, identity, paths, formats, geometry, 
   (preprocess, tiling, outputs, postprocess, preview, preview_layout, statistics, contours, consistency,
   parts) < schema (bundle) < records (dicom_sources, dicom_seg, rtstruct, extra_files, records, manifest,
   output_dir, store) < stages (stages, backends, session) < runners (planning, runners) < predict < dicom_node (the DICOM node: a
-  runner with its own front door) < cli (cli_options, cli_dicom, summary, cli, the package's __init__
+  runner with its own front door) < cli (cli_options, cli_dicom, summary, install_check, cli, the package's __init__
   and __main__; serve, the HTTP front door beside the command line).
 
 seg: base (errors, registry, table, config) < layers < models < data < scoring (losses, metrics,
@@ -35,7 +35,7 @@ RUNTIME_LAYERS = [
     ["planning", "runners"],
     ["predict"],
     ["dicom_node"],
-    ["cli_options", "cli_dicom", "summary", "cli", "__main__", "", "serve"],
+    ["cli_options", "cli_dicom", "summary", "install_check", "cli", "__main__", "", "serve"],
 ]
 SEG_LAYERS = [
     ["", "errors", "registry", "table", "config", "config_diff"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -15,17 +16,18 @@ from seg.engine.checkpoint import load_checkpoint
 from seg.engine.fit import TrainingError, fit
 
 from ..conftest import tiny_config
+from .test_run_folder_readme import assert_run_folder_matches_readme
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
     return dict(load_checkpoint(path).training.model_state)
 
 
-def test_tiny_run_writes_run_folder(tiny3d: Config) -> None:
+def test_tiny_run_writes_run_folder(tiny3d: Config, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="seg")  # as the seg CLI sets it: train.log gets the INFO lines
     result = fit(tiny3d, progress=False)
     run = result.run_dir
-    for name in ("config.yaml", "last.pt", "best.pt", "metrics.jsonl", "curves.png", "train.log"):
-        assert (run / name).is_file(), name
+    assert_run_folder_matches_readme(run)  # README's list of the run folder's files, TensorBoard included
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     assert all(r["train_loss"] > 0 and "val_dice_lesion" in r for r in rows)
