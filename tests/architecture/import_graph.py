@@ -30,7 +30,9 @@ def _targets(module: str, node: ast.AST, is_package: bool) -> list[str]:
         prefix = ".".join([*base, *([node.module] if node.module else [])])
     else:
         prefix = node.module or ""
-    return [prefix, *(f"{prefix}.{alias.name}" for alias in node.names)]
+    names = [f"{prefix}.{alias.name}" for alias in node.names]
+    # `from . import sub` names the submodule, not the package's own body (as `from .sub import x` does)
+    return names if node.level and not node.module else [prefix, *names]
 
 
 def import_graph() -> dict[str, set[str]]:
