@@ -135,10 +135,10 @@ def _agreement(ours: Path, theirs: Path) -> float:
     return float((a == b).mean())
 
 
-def run(work: Path, bundle: Path) -> list[dict]:
+def run(work: Path, bundle: Path, mirrored: bool = True) -> list[dict]:
     env = _env(work)
     rows = []
-    for mirror, cases in ((False, CASES[:2]), (True, CASES[:1])):
+    for mirror, cases in ((False, CASES[:2]), (True, CASES[:1]))[: 2 if mirrored else 1]:
         source = work / f"in_{'mirror' if mirror else 'plain'}"
         source.mkdir(exist_ok=True)
         for case in cases:
@@ -158,8 +158,9 @@ def run(work: Path, bundle: Path) -> list[dict]:
         for tool, command in commands.items():
             if mirror and tool == "seg-run ray":
                 continue  # one mirrored case: two workers have nothing to share
-            result = measure(command, env)
             out = nnunet_out if tool == "nnunet" else Path(command[command.index("-o") + 1])
+            shutil.rmtree(out, ignore_errors=True)  # a rerun times the work, not seg-run's skip of done cases
+            result = measure(command, env)
             agreement = (None if tool == "nnunet" else
                          round(min(_agreement(out / f"{c}.nii.gz", nnunet_out / f"{c}.nii.gz") for c in cases), 5))
             rows.append({"tool": tool, "mirroring": mirror, "cases": len(cases),
@@ -184,14 +185,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write bench_nnunet.json and .md here")
     parser.add_argument("--iterations", type=int, default=5, help="training iterations (timing only)")
     parser.add_argument("--skip-prepare", action="store_true", help="reuse the model and bundle in --work")
+    parser.add_argument("--no-mirror", action="store_true",
+                        help="only the rows without mirroring (nnU-Net's mirrored case takes ~8x as long)")
     args = parser.parse_args()
     bundle = args.work / "bundle" if args.skip_prepare else prepare(args.work, args.iterations)
-    rows = run(args.work, bundle)
+    started = os.getloadavg()[0]
+    rows = run(args.work, bundle, mirrored=not args.no_mirror)
     print(table(rows))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         meta = {"command": " ".join(["python", "tools/bench_nnunet.py", *sys.argv[1:]]), "machine": platform.node(),
-                "cpus": os.cpu_count(), "rows": rows}
+                "cpus": os.cpu_count(), "load_average_1min": {"start": started, "end": os.getloadavg()[0]},
+                "rows": rows}
         (args.out / "bench_nnunet.json").write_text(json.dumps(meta, indent=2) + "\n")
         (args.out / "bench_nnunet.md").write_text(f"{table(rows)}\n\nCommand: `{meta['command']}`\n")
 

@@ -1,42 +1,57 @@
-"""Where a ``seg-run predict`` spends its time, stage by stage (read, preprocess, network, stitching,
-restore + post-process, write): one run under cProfile, the cumulative seconds of each stage's function.
+"""Where a ``seg-run predict`` spends its time, stage by stage: read, preprocess, network, stitching,
+restore + post-process + write. One local run; each stage's function (wherever a seg_runtime module
+holds it) is wrapped in a timer (wall
+seconds, summed over the cases, whatever thread runs it: the local runner reads the next case ahead in
+a thread while the current one is predicted, so stages may overlap and their sum may pass the wall time).
 
     python tools/profile_seg_run.py BUNDLE -i CASES -o OUT [--json FILE] [-- extra seg-run options]
 
-Stitching is the sliding window's own work (infer_case less the network calls). Wall time includes the
-start-up and the bundle's load; cProfile's overhead is a few percent on numpy-heavy code.
+Stitching is the sliding window's own work: ``infer_case`` less the network calls in it.
 """
 
 from __future__ import annotations
 
 import argparse
-import cProfile
+import functools
 import json
-import pstats
 import sys
+import threading
 import time
+from collections import defaultdict
 from pathlib import Path
 
-# Stage -> (file suffix, function name) whose cumulative time it is.
-STAGES = {
-    "read": ("seg_runtime/io.py", "read_case"),
-    "preprocess": ("seg_runtime/stages.py", "load_case"),
-    "sliding window (all)": ("seg_runtime/stages.py", "infer_case"),
-    "network": ("seg_runtime/session.py", "predict_batch"),
-    "restore + post-process + write": ("seg_runtime/stages.py", "finish_case"),
-    "write label map": ("seg_runtime/io.py", "write_labels"),
-}
+SECONDS: dict[str, float] = defaultdict(float)
+_LOCK = threading.Lock()
 
 
-def _cumulative(stats: pstats.Stats) -> dict[str, float]:
-    found = dict.fromkeys(STAGES, 0.0)
-    for (path, _, name), (_, _, _, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
-        for stage, (suffix, function) in STAGES.items():
-            if name == function and path.replace("\\", "/").endswith(suffix):
-                found[stage] = max(found[stage], cumulative)
-    found["preprocess"] -= found["read"]  # load_case = read + the preprocessing part
-    found["stitching"] = found["sliding window (all)"] - found["network"]
-    return found
+def _timed(name: str, function):
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            with _LOCK:
+                SECONDS[name] += time.perf_counter() - start
+
+    return wrapper
+
+
+def _instrument() -> None:
+    """Wrap each stage's function wherever a seg_runtime module holds it (the runners import them by
+    name), and the ONNX backend's network call."""
+    import seg_runtime.cli  # noqa: F401  (loads every module that holds a stage)
+    from seg_runtime import io, session, stages
+
+    wrapped = {id(f): _timed(name, f) for name, f in (
+        ("read", io.read_case), ("read + preprocess", stages.load_case), ("sliding window", stages.infer_case),
+        ("restore + post-process + write", stages.finish_case), ("write label map", io.write_labels))}
+    for name, module in list(sys.modules.items()):
+        if name.startswith("seg_runtime"):
+            for attribute, value in list(vars(module).items()):
+                if id(value) in wrapped:
+                    setattr(module, attribute, wrapped[id(value)])
+    session.OnnxBackend.predict_batch = _timed("network", session.OnnxBackend.predict_batch)
 
 
 def main() -> None:
@@ -46,23 +61,24 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, required=True)
     parser.add_argument("--json", type=Path)
     args, extra = parser.parse_known_args()
+    _instrument()
     from seg_runtime.cli import main as seg_run
 
-    profile = cProfile.Profile()
     start = time.perf_counter()
-    profile.enable()
     code = seg_run(["predict", str(args.bundle), "-i", str(args.input), "-o", str(args.output), "--overwrite",
                     "--no-progress", *[e for e in extra if e != "--"]])
-    profile.disable()
     wall = time.perf_counter() - start
-    stages = _cumulative(pstats.Stats(profile))
-    rows = [("wall (whole command)", wall)] + [(k, v) for k, v in stages.items() if k != "sliding window (all)"]
-    print(f"{'stage':32s}  {'seconds':>8s}  {'share':>6s}")
-    for name, seconds in rows:
-        print(f"{name:32s}  {seconds:8.1f}  {100 * seconds / wall:5.1f}%")
+    s = SECONDS
+    rows = {"wall (whole command)": wall, "read": s["read"], "preprocess": s["read + preprocess"] - s["read"],
+            "network": s["network"], "stitching": s["sliding window"] - s["network"],
+            "restore + post-process": s["restore + post-process + write"] - s["write label map"],
+            "write label map": s["write label map"]}
+    print(f"{'stage':28s}  {'seconds':>8s}  {'of wall':>7s}")
+    for name, seconds in rows.items():
+        print(f"{name:28s}  {seconds:8.1f}  {100 * seconds / wall:6.1f}%")
     if args.json:
         args.json.write_text(json.dumps({"command": " ".join(["python", "tools/profile_seg_run.py", *sys.argv[1:]]),
-                                         "exit_code": code, "seconds": dict(rows)}, indent=2) + "\n")
+                                         "exit_code": code, "seconds": rows}, indent=2) + "\n")
     sys.exit(code)
 
 
