@@ -135,10 +135,12 @@ def _agreement(ours: Path, theirs: Path) -> float:
     return float((a == b).mean())
 
 
-def run(work: Path, bundle: Path, mirrored: bool = True) -> list[dict]:
+def run(work: Path, bundle: Path, settings: tuple[bool, ...] = (False, True)) -> list[dict]:
     env = _env(work)
     rows = []
-    for mirror, cases in ((False, CASES[:2]), (True, CASES[:1]))[: 2 if mirrored else 1]:
+    for mirror, cases in ((False, CASES[:2]), (True, CASES[:1])):
+        if mirror not in settings:
+            continue
         source = work / f"in_{'mirror' if mirror else 'plain'}"
         source.mkdir(exist_ok=True)
         for case in cases:
@@ -185,12 +187,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write bench_nnunet.json and .md here")
     parser.add_argument("--iterations", type=int, default=5, help="training iterations (timing only)")
     parser.add_argument("--skip-prepare", action="store_true", help="reuse the model and bundle in --work")
-    parser.add_argument("--no-mirror", action="store_true",
-                        help="only the rows without mirroring (nnU-Net's mirrored case takes ~8x as long)")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--no-mirror", action="store_true",
+                      help="only the rows without mirroring (nnU-Net's mirrored case takes ~8x as long)")
+    only.add_argument("--mirror-only", action="store_true", help="only the rows with mirroring")
     args = parser.parse_args()
     bundle = args.work / "bundle" if args.skip_prepare else prepare(args.work, args.iterations)
     started = os.getloadavg()[0]
-    rows = run(args.work, bundle, mirrored=not args.no_mirror)
+    settings = (False,) if args.no_mirror else (True,) if args.mirror_only else (False, True)
+    rows = run(args.work, bundle, settings)
     print(table(rows))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
