@@ -102,13 +102,9 @@ def _node(bundle: Path, store: Path, **options: Any) -> Any:
     return build_node(NodeOptions(bundle=bundle, store=store, settings=settings, retry_delay_s=0.2, **options)).start()
 
 
-def test_an_oblique_mr_series_routed_by_orthanc_comes_back_as_seg_and_rtstruct_by_cstore(
-    orthanc: Orthanc, bundle: Path, tmp_path: Path
-) -> None:
-    from seg_runtime.dicom_node.peers import Peer
-
-    files = _series(tmp_path / "mr", "MR")
-    node = _node(bundle, tmp_path / "store", send_to=[Peer(orthanc.ae_title, "127.0.0.1", orthanc.dicom_port)])
+def _route_series_through_node(orthanc: Orthanc, node, files: list[Path]) -> str:
+    """Upload a series to Orthanc, have Orthanc send it to the node (modality ``seg``), wait for the
+    results to come back to its study and for the node to go idle; the node is stopped. Returns the study."""
     try:
         orthanc.add_modality("seg", "SEG", node.port)
         uploaded = orthanc.upload(files)
@@ -117,7 +113,18 @@ def test_an_oblique_mr_series_routed_by_orthanc_comes_back_as_seg_and_rtstruct_b
         assert node.wait_idle(60)
     finally:
         node.stop()
-    _check_results(orthanc, files, uploaded[0]["ParentStudy"], bundle, tmp_path)
+    return uploaded[0]["ParentStudy"]
+
+
+def test_an_oblique_mr_series_routed_by_orthanc_comes_back_as_seg_and_rtstruct_by_cstore(
+    orthanc: Orthanc, bundle: Path, tmp_path: Path
+) -> None:
+    from seg_runtime.dicom_node.peers import Peer
+
+    files = _series(tmp_path / "mr", "MR")
+    node = _node(bundle, tmp_path / "store", send_to=[Peer(orthanc.ae_title, "127.0.0.1", orthanc.dicom_port)])
+    study = _route_series_through_node(orthanc, node, files)
+    _check_results(orthanc, files, study, bundle, tmp_path)
     (entry,) = node.store.entries()
     assert entry.meta["delivery"] == "sent" and entry.meta["header"]["Modality"] == "MR"
 
@@ -130,15 +137,8 @@ def test_a_gantry_tilted_ct_series_comes_back_by_stow_rs_with_credentials(
     credentials.write_text(f"{orthanc.user}:{orthanc.password}\n")
     credentials.chmod(0o600)
     node = _node(bundle, tmp_path / "store", stow=orthanc.dicomweb, stow_credentials=credentials)
-    try:
-        orthanc.add_modality("seg", "SEG", node.port)
-        uploaded = orthanc.upload(files)
-        orthanc.post("/modalities/seg/store", {"Resources": [uploaded[0]["ParentSeries"]], "Synchronous": True})
-        _wait_for_results(orthanc, uploaded[0]["ParentStudy"])
-        assert node.wait_idle(60)
-    finally:
-        node.stop()
-    _check_results(orthanc, files, uploaded[0]["ParentStudy"], bundle, tmp_path)
+    study = _route_series_through_node(orthanc, node, files)
+    _check_results(orthanc, files, study, bundle, tmp_path)
 
 
 @pytest.mark.parametrize("method", ["get", "move"])
